@@ -1,0 +1,28 @@
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from curation.api import views
+
+router = DefaultRouter()
+router.register("sources", views.SourceViewSet)
+router.register("images", views.ImageViewSet)
+router.register("ingest-batches", views.IngestBatchViewSet)
+router.register("datasets", views.DatasetViewSet)
+router.register("dataset-versions", views.DatasetVersionViewSet)
+router.register("recipes", views.RecipeViewSet)
+router.register("vector-indexes", views.VectorIndexViewSet)
+router.register("style-descriptors", views.StyleDescriptorViewSet)
+router.register("prompt-sets", views.PromptSetViewSet)
+router.register("prompts", views.PromptViewSet)
+router.register("rounds", views.AnnotationRoundViewSet)
+router.register("jobs", views.JobViewSet)
+router.register("schedules", views.ScheduleViewSet)
+
+urlpatterns = [
+    path("", include(router.urls)),
+    path("training/", include("training.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("auth/", include("rest_framework.urls")),
+]

@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class CurationConfig(AppConfig):
+    name = "curation"
+    verbose_name = "Curation"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        post_migrate.connect(_sync_roles_after_migrate, sender=self)
+
+
+def _sync_roles_after_migrate(**kwargs) -> None:  # noqa: ANN003
+    """Models added by later migrations bring new permissions; give them to the roles."""
+    from curation.roles import sync_roles
+
+    sync_roles()

@@ -1,0 +1,365 @@
+"""Run a real Label Studio server as a detached child process, from its own virtual environment.
+
+Label Studio pins its own Django (and many other packages), so it can never share `.venv`: it is
+installed into `.venv-labelstudio` at the project root and driven only through its CLI and HTTP.
+State (pid, port, log) lives in a run folder under `var/` so that `start`, `status` and `stop` can be
+separate commands (`python manage.py labelstudio start|status|stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LABEL_STUDIO_VERSION = "1.23.2"
+VENV_NAME = ".venv-labelstudio"
+DEFAULT_USERNAME = "admin@example.com"  # Label Studio logs users in by e-mail
+STATE_FILE = "server.json"
+PID_FILE = "server.pid"
+LOG_FILE = "server.log"
+
+# The child gets a minimal environment: Label Studio reads many *bare* variables through its
+# `get_env` (USERNAME, PASSWORD, PORT, HOST, DEBUG, ...), and the platform's own DJANGO_* settings
+# must never leak into it.
+_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
+
+
+class LabelStudioServerError(RuntimeError):
+    """The server could not be installed, started, reached or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """Everything needed to reach and stop a started server (also persisted as `server.json`)."""
+
+    url: str
+    port: int
+    pid: int
+    data_dir: str
+    run_dir: str
+    log_file: str
+    username: str
+    token: str = field(repr=False)
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    healthy: bool
+    pid: int | None
+    url: str | None
+    log_file: str | None
+
+
+def venv_dir(root: str | Path) -> Path:
+    return Path(root) / VENV_NAME
+
+
+def default_run_dir(root: str | Path) -> Path:
+    return Path(root) / "var" / "labelstudio"
+
+
+def installed_version(root: str | Path) -> str | None:
+    """The label-studio version in the project's venv, or None when it is absent or broken."""
+    python = venv_dir(root) / "bin" / "python"
+    if not python.exists():
+        return None
+    proc = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ensure_installed(
+    root: str | Path,
+    *,
+    python: str = "python3.11",
+    version: str = LABEL_STUDIO_VERSION,
+    log_file: str | Path | None = None,
+) -> Path:
+    """Create `.venv-labelstudio` with the pinned label-studio (~1 GB, ~2 min); no-op when present."""
+    venv = venv_dir(root)
+    if installed_version(root) == version:
+        return venv
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([python, "-m", "venv", str(venv)], check=True, stdout=out, stderr=out)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={version}"],
+            check=True,
+            stdout=out,
+            stderr=out,
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        raise LabelStudioServerError(
+            f"installing label-studio=={version} into {venv} failed: {exc}"
+            + (f" (see {log_file})" if log_file else "")
+        ) from exc
+    finally:
+        if log_file:
+            out.close()
+    if installed_version(root) != version:
+        raise LabelStudioServerError(f"{venv} does not hold label-studio=={version} after install")
+    return venv
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _secret_key(data_dir: Path) -> str:
+    # Fixed per data dir: sessions and signed values survive restarts, yet no key is in the source.
+    path = data_dir / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def child_env(
+    *,
+    data_dir: Path,
+    username: str,
+    password: str,
+    token: str,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment Label Studio starts with (DESIGN.md §5 lists why each variable is there)."""
+    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "LABEL_STUDIO_USERNAME": username,
+            "LABEL_STUDIO_PASSWORD": password,
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            # Only honoured when the organization is first created (i.e. on a fresh data dir).
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            # Webhooks go to the platform on 127.0.0.1, which SSRF protection would refuse.
+            "SSRF_PROTECTION_ENABLED": "false",
+            "SECRET_KEY": _secret_key(data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra_env or {})
+    for bare in ("USERNAME", "PASSWORD", "USER_TOKEN", "PORT", "HOST"):
+        env.pop(bare, None)
+    return env
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) counts as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _is_label_studio(pid: int) -> bool:
+    # Guards against signalling an unrelated process that reused a stale pid.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"label-studio" in cmdline or b"label_studio" in cmdline
+
+
+def read_handle(run_dir: str | Path) -> ServerHandle | None:
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return ServerHandle(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise LabelStudioServerError(f"{path} is not a valid server state file: {exc}") from exc
+
+
+def log_tail(handle_or_log: ServerHandle | str | Path, lines: int = 40) -> str:
+    path = Path(handle_or_log.log_file if isinstance(handle_or_log, ServerHandle) else handle_or_log)
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start(
+    root: str | Path,
+    port: int,
+    data_dir: str | Path | None = None,
+    username: str = DEFAULT_USERNAME,
+    password: str = "",
+    token: str = "",
+    *,
+    run_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    extra_env: dict[str, str] | None = None,
+) -> ServerHandle:
+    """Start Label Studio detached (own session, pid and log file in `run_dir`); returns at once.
+
+    Call `wait_healthy(handle.url, handle=handle)` afterwards. If the run dir already has a live
+    server it is returned unchanged, so `start` is safe to repeat.
+    """
+    if not password or not token:
+        raise LabelStudioServerError("start needs a non-empty admin password and API token")
+    if len(token) > 40:
+        raise LabelStudioServerError("token: Label Studio stores legacy tokens in 40 characters")
+    binary = venv_dir(root) / "bin" / "label-studio"
+    if not binary.exists():
+        raise LabelStudioServerError(f"{binary} is missing: run ensure_installed({str(root)!r})")
+    run = Path(run_dir) if run_dir else default_run_dir(root)
+    data = Path(data_dir) if data_dir else run / "data"
+    run.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+
+    existing = read_handle(run)
+    if existing and _pid_alive(existing.pid) and _is_label_studio(existing.pid):
+        return existing
+    # Label Studio silently moves to another port when its port is taken; fail loudly instead.
+    if not port_is_free(port, host):
+        raise LabelStudioServerError(f"port {port} on {host} is already in use")
+
+    log_path = run / LOG_FILE
+    env = child_env(
+        data_dir=data, username=username, password=password, token=token, extra_env=extra_env
+    )
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [str(binary), "start", "--no-browser", "--internal-host", host, "-p", str(port)],
+            cwd=data,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the parent; stop() signals the whole group
+        )
+    handle = ServerHandle(
+        url=f"http://{host}:{port}",
+        port=port,
+        pid=proc.pid,
+        data_dir=str(data),
+        run_dir=str(run),
+        log_file=str(log_path),
+        username=username,
+        token=token,
+        password=password,
+    )
+    (run / PID_FILE).write_text(f"{proc.pid}\n")
+    state = run / STATE_FILE
+    state.write_text(json.dumps(asdict(handle), indent=2))
+    state.chmod(0o600)  # it holds the admin credentials
+    return handle
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200 and json.loads(resp.read()).get("status") == "UP"
+    except (OSError, ValueError):
+        return False
+
+
+def wait_healthy(
+    url: str, timeout: float = 180.0, *, handle: ServerHandle | None = None, interval: float = 0.5
+) -> float:
+    """Block until `/health` answers UP (a fresh data dir migrates for ~30–40 s); returns seconds.
+
+    With `handle`, a server process that dies while starting fails fast with its log tail.
+    """
+    began = time.monotonic()
+    while True:
+        if is_healthy(url):
+            return time.monotonic() - began
+        if handle is not None and not _pid_alive(handle.pid):
+            raise LabelStudioServerError(
+                f"Label Studio (pid {handle.pid}) exited while starting; log {handle.log_file}:\n"
+                + log_tail(handle)
+            )
+        if time.monotonic() - began > timeout:
+            tail = log_tail(handle) if handle else ""
+            raise LabelStudioServerError(f"{url}/health not UP after {timeout:.0f} s\n{tail}")
+        time.sleep(interval)
+
+
+def status(root: str | Path, *, run_dir: str | Path | None = None) -> ServerStatus:
+    run = Path(run_dir) if run_dir else default_run_dir(root)
+    handle = read_handle(run)
+    if handle is None:
+        return ServerStatus(False, False, None, None, None)
+    running = _pid_alive(handle.pid) and _is_label_studio(handle.pid)
+    return ServerStatus(
+        running=running,
+        healthy=running and is_healthy(handle.url),
+        pid=handle.pid if running else None,
+        url=handle.url,
+        log_file=handle.log_file,
+    )
+
+
+def stop(root: str | Path, *, run_dir: str | Path | None = None, timeout: float = 30.0) -> bool:
+    """Stop the server recorded in the run dir (SIGTERM its group, SIGKILL after `timeout`).
+
+    Returns True when a running server was stopped, False when none was running.
+    """
+    run = Path(run_dir) if run_dir else default_run_dir(root)
+    handle = read_handle(run)
+    if handle is None:
+        return False
+    stopped = False
+    if _pid_alive(handle.pid) and _is_label_studio(handle.pid):
+        _signal_group(handle.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(handle.pid) and time.monotonic() < deadline:
+            _reap(handle.pid)
+            time.sleep(0.2)
+        if _pid_alive(handle.pid):
+            _signal_group(handle.pid, signal.SIGKILL)
+        _reap(handle.pid)
+        stopped = True
+    for name in (PID_FILE, STATE_FILE):
+        (run / name).unlink(missing_ok=True)
+    return stopped
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    # The server was started as a session leader, so its pgid is its pid; the group holds its
+    # workers, which must not outlive it.
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    # When this process started the server, it must reap it or it lingers as a zombie.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

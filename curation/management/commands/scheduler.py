@@ -1,0 +1,30 @@
+"""The scheduler process: enqueue due cron schedules and requeue jobs whose worker died."""
+
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from curation.services.schedules import scheduler_tick
+
+
+class Command(BaseCommand):
+    help = "Run the scheduler loop (safe to run more than one: each due run is claimed once)."
+
+    def add_arguments(self, parser) -> None:  # noqa: ANN001
+        parser.add_argument("--once", action="store_true", help="Run one tick and exit.")
+        parser.add_argument("--interval", type=float, default=settings.SCHEDULER_TICK_SECONDS)
+
+    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        while True:
+            close_old_connections()
+            counts = scheduler_tick()
+            if counts["enqueued"] or counts["recovered"]:
+                self.stdout.write(f"scheduler: {counts['enqueued']} enqueued, {counts['recovered']} recovered")
+            if options["once"] or stop.wait(options["interval"]):
+                break

@@ -1,0 +1,57 @@
+"""Signed, expiring URLs for media: no public media directory exists.
+
+A URL carries the storage key signed with the project's SECRET_KEY and a timestamp; the view
+refuses a tampered or expired signature. With S3 storage the view redirects to a pre-signed URL.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+_SALT = "curation.media"
+
+
+def sign_key(key: str) -> str:
+    return signing.TimestampSigner(salt=_SALT).sign_object(key, compress=True)
+
+
+def signed_path(key: str) -> str:
+    return reverse("media-signed", kwargs={"token": sign_key(key)})
+
+
+def signed_url(key: str) -> str:
+    """Absolute URL, for clients on other origins such as Label Studio's browser page."""
+    return settings.PLATFORM_PUBLIC_URL.rstrip("/") + signed_path(key)
+
+
+def unsign_key(token: str, max_age: int | None = None) -> str:
+    max_age = settings.SIGNED_MEDIA_MAX_AGE if max_age is None else max_age
+    return signing.TimestampSigner(salt=_SALT).unsign_object(token, max_age=max_age)
+
+
+@require_GET
+def serve_signed(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        key = unsign_key(token)
+    except signing.SignatureExpired as exc:
+        raise Http404("This media link has expired.") from exc
+    except signing.BadSignature as exc:
+        raise Http404("Invalid media link.") from exc
+    if settings.STORAGE_BACKEND == "s3":
+        return HttpResponseRedirect(default_storage.url(key))
+    if not default_storage.exists(key):
+        raise Http404("Media not found.")
+    content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    response = FileResponse(default_storage.open(key, "rb"), content_type=content_type)
+    # Label Studio's labeling page loads the image from the browser on another origin.
+    response["Access-Control-Allow-Origin"] = settings.LABEL_STUDIO_URL.rstrip("/")
+    response["Cache-Control"] = f"private, max-age={settings.SIGNED_MEDIA_MAX_AGE}"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

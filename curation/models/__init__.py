@@ -1,0 +1,34 @@
+from curation.models.datasets import Dataset, DatasetItem, DatasetVersion, FrozenVersionError
+from curation.models.embeddings import EmbeddingShard, EmbeddingSpace, VectorIndex
+from curation.models.images import Image, IngestBatch, Refusal, Source
+from curation.models.jobs import Job, Schedule
+from curation.models.prompts import Prompt, PromptSet, StyleDescriptor
+from curation.models.recipes import Recipe, RecipeRun, RecipeScore
+from curation.models.rounds import AnnotationRound, Annotation, Judgement, LabelTask, WebhookEvent
+
+__all__ = [
+    "Annotation",
+    "AnnotationRound",
+    "Dataset",
+    "DatasetItem",
+    "DatasetVersion",
+    "EmbeddingShard",
+    "EmbeddingSpace",
+    "FrozenVersionError",
+    "Image",
+    "IngestBatch",
+    "Job",
+    "Judgement",
+    "LabelTask",
+    "Prompt",
+    "PromptSet",
+    "Recipe",
+    "RecipeRun",
+    "RecipeScore",
+    "Refusal",
+    "Schedule",
+    "Source",
+    "StyleDescriptor",
+    "VectorIndex",
+    "WebhookEvent",
+]

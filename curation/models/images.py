@@ -1,0 +1,86 @@
+"""The image pool: where images came from, what each ingest did, and the images themselves."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from curation.models.base import TimeStampedModel
+
+
+class Source(TimeStampedModel):
+    name = models.SlugField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IngestBatch(TimeStampedModel):
+    """One `ingest` invocation; counts and refusals are kept so a person can see what happened."""
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="batches")
+    paths = models.JSONField(default=list)
+    ingested = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    near_duplicates = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
+    job = models.ForeignKey("curation.Job", null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "ingest batches"
+
+    def __str__(self) -> str:
+        return f"ingest #{self.pk} of {self.source}"
+
+
+class Image(TimeStampedModel):
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        QUARANTINED = "quarantined", "Quarantined"
+        DUPLICATE = "duplicate", "Near-duplicate"
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    phash = models.CharField(max_length=16, blank=True, db_index=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    format = models.CharField(max_length=16, blank=True)
+    has_alpha = models.BooleanField(default=False, db_index=True)
+    storage_key = models.CharField(max_length=255, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.OK, db_index=True
+    )
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="near_duplicates"
+    )
+    source = models.ForeignKey(
+        Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="images"
+    )
+    batch = models.ForeignKey(
+        IngestBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="images"
+    )
+    origin = models.CharField(max_length=1024, blank=True, help_text="Path, archive member or URL.")
+    caption = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"image {self.sha256[:12]}"
+
+
+class Refusal(TimeStampedModel):
+    """A file ingest refused, with a reason a person understands; nothing is stored for it."""
+
+    batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="refusals")
+    origin = models.CharField(max_length=1024)
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.reason}"

@@ -1,0 +1,70 @@
+"""Weak-supervision recipes (text queries, exemplars, labelling functions) and their runs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from curation.models.base import TimeStampedModel
+
+
+class Recipe(TimeStampedModel):
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    text_queries = models.JSONField(default=list, blank=True, help_text='[{"text": ..., "weight": 1.0}]')
+    negative_queries = models.JSONField(default=list, blank=True)
+    exemplars = models.ManyToManyField("curation.Image", blank=True, related_name="+")
+    labelling_functions = models.JSONField(default=list, blank=True)
+    threshold = models.FloatField(default=0.5)
+    top_k = models.PositiveIntegerField(default=1000)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RecipeRun(TimeStampedModel):
+    recipe = models.ForeignKey(Recipe, on_delete=models.CASCADE, related_name="runs")
+    index = models.ForeignKey(
+        "curation.VectorIndex", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    config = models.JSONField(default=dict, blank=True, help_text="The recipe as it ran.")
+    stats = models.JSONField(default=dict, blank=True)
+    job = models.ForeignKey("curation.Job", null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.recipe} run #{self.pk}"
+
+
+class RecipeScore(models.Model):
+    """Score and weak label of one image in one run; the review grid reads these."""
+
+    class Decision(models.TextChoices):
+        UNREVIEWED = "unreviewed", "Unreviewed"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    run = models.ForeignKey(RecipeRun, on_delete=models.CASCADE, related_name="scores")
+    image = models.ForeignKey("curation.Image", on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField()
+    probability = models.FloatField(default=0.0)
+    weak_label = models.SmallIntegerField(default=-1)
+    lf_votes = models.JSONField(default=dict, blank=True)
+    decision = models.CharField(
+        max_length=16, choices=Decision.choices, default=Decision.UNREVIEWED, db_index=True
+    )
+
+    class Meta:
+        ordering = ["-score"]
+        constraints = [models.UniqueConstraint(fields=["run", "image"], name="unique_score")]
+
+    def __str__(self) -> str:
+        return f"{self.image} {self.score:.3f}"

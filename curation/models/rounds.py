@@ -1,0 +1,140 @@
+"""Annotation rounds in Label Studio: tasks, raw annotations, webhook events, judgements."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from curation.models.base import TimeStampedModel
+
+
+class AnnotationRound(TimeStampedModel):
+    class Kind(models.TextChoices):
+        ALIGNMENT = "alignment", "Alignment"
+        STYLE = "style", "Style"
+        PAIRWISE = "pairwise", "Pairwise A/B"
+
+    class State(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PUSHED = "pushed", "Pushed"
+        ANNOTATING = "annotating", "Annotating"
+        CLOSED = "closed", "Closed"
+        CURATED = "curated", "Curated"
+
+    name = models.CharField(max_length=160)
+    kind = models.CharField(max_length=16, choices=Kind.choices, db_index=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.DRAFT, db_index=True
+    )
+    generation_batch = models.ForeignKey(
+        "training.GenerationBatch",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rounds",
+    )
+    overlap = models.PositiveSmallIntegerField(default=3)
+    gold_rate = models.FloatField(default=0.1)
+    gold_accuracy_threshold = models.FloatField(default=0.7)
+    labelstudio_project_id = models.PositiveIntegerField(null=True, blank=True)
+    reconcile_watermark = models.DateTimeField(null=True, blank=True)
+    style_exemplars = models.ManyToManyField("curation.Image", blank=True, related_name="+")
+    result_version = models.ForeignKey(
+        "curation.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("start_round", "Can start and push annotation rounds")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.state})"
+
+
+class LabelTask(TimeStampedModel):
+    """Our task ↔ Label Studio's task id; `key` is ours so pushes are idempotent."""
+
+    round = models.ForeignKey(AnnotationRound, on_delete=models.CASCADE, related_name="tasks")
+    key = models.CharField(max_length=120)
+    generation = models.ForeignKey(
+        "training.Generation", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    image = models.ForeignKey(
+        "curation.Image", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    other_generation = models.ForeignKey(
+        "training.Generation", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    prompt = models.TextField(blank=True)
+    is_gold = models.BooleanField(default=False)
+    gold_answer = models.JSONField(default=dict, blank=True)
+    labelstudio_task_id = models.PositiveIntegerField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["round", "key"], name="unique_task_key")]
+
+    def __str__(self) -> str:
+        return f"{self.round_id}:{self.key}"
+
+
+class WebhookEvent(models.Model):
+    """Raw webhook payloads, stored before parsing so a parse bug never loses an event."""
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=64, blank=True)
+    payload = models.JSONField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Annotation(models.Model):
+    """One annotation as Label Studio last reported it; raw JSON kept beside the parsed fields."""
+
+    task = models.ForeignKey(LabelTask, on_delete=models.CASCADE, related_name="annotations")
+    labelstudio_id = models.PositiveIntegerField(unique=True)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    annotator_email = models.CharField(max_length=254, blank=True)
+    raw = models.JSONField()
+    aligned = models.BooleanField(null=True)
+    passed = models.BooleanField(null=True)
+    rating = models.PositiveSmallIntegerField(null=True)
+    preferred = models.CharField(max_length=8, blank=True)
+    issues = models.JSONField(default=list, blank=True)
+    deleted = models.BooleanField(default=False)
+    annotated_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"annotation {self.labelstudio_id}"
+
+
+class Judgement(models.Model):
+    """The aggregated verdict on one task after agreement and gold checks."""
+
+    task = models.OneToOneField(LabelTask, on_delete=models.CASCADE, related_name="judgement")
+    value = models.JSONField(default=dict)
+    confidence = models.FloatField(default=0.0)
+    n_ratings = models.PositiveSmallIntegerField(default=0)
+    method = models.CharField(max_length=32, default="majority")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"judgement for {self.task}"

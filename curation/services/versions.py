@@ -1,0 +1,145 @@
+"""Dataset versions: drafts, freezing into an immutable Parquet manifest, and exports."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from curation.models import Dataset, DatasetItem, DatasetVersion, Image
+from curation.services.storage import store_bytes
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_sha256", pa.string()),
+        ("storage_key", pa.string()),
+        ("caption", pa.string()),
+        ("label", pa.string()),
+        ("weight", pa.float32()),
+        ("split", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("has_alpha", pa.bool_()),
+    ]
+)
+DIFF_LIST_CAP = 1000
+
+
+def next_version_number(dataset: Dataset) -> int:
+    return (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+@transaction.atomic
+def create_draft_version(
+    dataset: Dataset,
+    *,
+    parent: DatasetVersion | None = None,
+    reason: str = "",
+    lineage: dict[str, Any] | None = None,
+) -> DatasetVersion:
+    """A new draft; starting from a parent copies its rows so edits are a diff against it."""
+    version = DatasetVersion.objects.create(
+        dataset=dataset,
+        number=next_version_number(dataset),
+        parent=parent,
+        reason=reason,
+        lineage=lineage or {},
+    )
+    if parent is not None:
+        DatasetItem.objects.bulk_create(
+            DatasetItem(
+                version=version,
+                image_id=item.image_id,
+                caption=item.caption,
+                label=item.label,
+                weight=item.weight,
+                split=item.split,
+            )
+            for item in parent.items.all()
+        )
+    return version
+
+
+def add_items(version: DatasetVersion, rows: Iterable[dict[str, Any]]) -> int:
+    """Add rows {image, caption, label, weight, split} to a draft; existing images are skipped."""
+    if version.is_frozen:
+        raise ValueError(f"{version} is frozen; start a new version from it instead")
+    items = [
+        DatasetItem(
+            version=version,
+            image=row["image"] if isinstance(row["image"], Image) else None,
+            image_id=row["image"] if not isinstance(row["image"], Image) else row["image"].pk,
+            caption=row.get("caption", ""),
+            label=str(row.get("label", "")),
+            weight=float(row.get("weight", 1.0)),
+            split=row.get("split", DatasetItem.Split.TRAIN),
+        )
+        for row in rows
+    ]
+    created = DatasetItem.objects.bulk_create(items, ignore_conflicts=True, batch_size=1000)
+    return len(created)
+
+
+def build_manifest(version: DatasetVersion) -> bytes:
+    rows = version.items.select_related("image").order_by("image__sha256")
+    columns: dict[str, list[Any]] = {name: [] for name in MANIFEST_SCHEMA.names}
+    for item in rows.iterator(chunk_size=2000):
+        image = item.image
+        columns["image_sha256"].append(image.sha256)
+        columns["storage_key"].append(image.storage_key)
+        columns["caption"].append(item.caption)
+        columns["label"].append(item.label)
+        columns["weight"].append(item.weight)
+        columns["split"].append(item.split)
+        columns["width"].append(image.width)
+        columns["height"].append(image.height)
+        columns["has_alpha"].append(image.has_alpha)
+    table = pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
+    sink = io.BytesIO()
+    # Fixed writer options so the same rows always give the same bytes, hence the same checksum.
+    pq.write_table(table, sink, compression="zstd", write_statistics=False, use_dictionary=False)
+    return sink.getvalue()
+
+
+def _diff(version: DatasetVersion) -> dict[str, Any]:
+    if version.parent is None:
+        return {}
+    mine = set(version.items.values_list("image__sha256", flat=True))
+    theirs = set(version.parent.items.values_list("image__sha256", flat=True))
+    added, removed = sorted(mine - theirs), sorted(theirs - mine)
+    return {
+        "parent": version.parent.pk,
+        "added": len(added),
+        "removed": len(removed),
+        "added_sha256": added[:DIFF_LIST_CAP],
+        "removed_sha256": removed[:DIFF_LIST_CAP],
+    }
+
+
+@transaction.atomic
+def freeze_version(version: DatasetVersion, *, user: Any = None, reason: str = "") -> DatasetVersion:
+    """Write the manifest, record its checksum and diff, and make the version immutable."""
+    version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
+    if version.is_frozen:
+        raise ValueError(f"{version} is already frozen")
+    if not version.items.exists():
+        raise ValueError(f"{version} has no rows; add images before freezing")
+    data = build_manifest(version)
+    checksum = hashlib.sha256(data).hexdigest()
+    version.manifest_path = store_bytes(data, "parquet", prefix="manifests", sha256=checksum)
+    version.checksum = checksum
+    version.row_count = version.items.count()
+    version.diff = _diff(version)
+    version.reason = reason or version.reason
+    version.frozen_by = user if getattr(user, "pk", None) else None
+    version.frozen_at = timezone.now()
+    version.state = DatasetVersion.State.FROZEN
+    version.save()
+    return version

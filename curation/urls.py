@@ -1,0 +1,9 @@
+from django.urls import path
+from django.views.generic import RedirectView
+
+from curation import media
+
+urlpatterns = [
+    path("media/s/<str:token>", media.serve_signed, name="media-signed"),
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+]

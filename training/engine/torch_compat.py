@@ -1,0 +1,51 @@
+"""Make torchvision importable beside the CPU build of torch this project pins.
+
+The registry's torchvision wheels are linked against a CUDA torch; next to torch 2.13.0+cpu their
+compiled operators do not load, and `import torchvision` (so `import open_clip`, and diffusers or
+transformers when they probe for it) dies registering a fake kernel for `torchvision::nms`. Defining
+the operator schemas first lets the Python side import. Nothing in this project calls torchvision's
+compiled ops (nms, roi_align, ...), so they stay unusable; a GPU host whose torchvision matches its
+torch loads the real library and this module does nothing there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+_library = None  # kept alive: torch drops the definitions when the Library object is collected
+
+
+def _compiled_ops_load(package_dir: Path) -> bool:
+    """Load torchvision's own extension the way it would; False when it cannot (CUDA-linked)."""
+    import torch
+
+    for extension in package_dir.glob("_C*.so"):
+        try:
+            torch.ops.load_library(str(extension))
+        except (OSError, RuntimeError):
+            return False
+        return True
+    return False
+
+
+def ensure_torchvision_importable() -> None:
+    """Define torchvision's operator schemas when its compiled library cannot provide them."""
+    global _library
+    if _library is not None or "torchvision" in sys.modules:
+        return
+    spec = importlib.util.find_spec("torchvision")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations or _compiled_ops_load(Path(locations[0])):
+        return
+    import torch
+
+    library = torch.library.Library("torchvision", "DEF")
+    for schema in _SCHEMAS:
+        library.define(schema)
+    _library = library

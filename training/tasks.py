@@ -1,0 +1,1 @@
+"""Training job handlers: load rows by id and call training services."""
