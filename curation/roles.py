@@ -49,3 +49,10 @@ def sync_roles(apps: Any = None) -> None:
     for name, perms in ((ANNOTATOR, annotator), (DATA_LEAD, lead), (ADMIN, everything)):
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set(perms)
+
+
+def is_platform_admin(user: Any) -> bool:
+    """Superusers and members of the admin group: the only ones who run operator pages."""
+    if not getattr(user, "is_active", False):
+        return False
+    return bool(user.is_superuser or user.groups.filter(name=ADMIN).exists())

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_tasks",
     "django_tasks_db",
+    "django_rq",
     "curation",
     "training",
 ]
@@ -137,19 +138,17 @@ else:
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 TASK_BACKEND = env.str("TASK_BACKEND", default="database")
 JOB_QUEUES = ["default", "cpu", "gpu"]
-if TASK_BACKEND == "rq":
-    TASKS = {
-        "default": {
-            "BACKEND": "django_tasks_rq.RQBackend",
-            "QUEUES": JOB_QUEUES,
-        }
-    }
-    RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60 * 60 * 24} for name in JOB_QUEUES}
-    INSTALLED_APPS.append("django_rq")
-elif TASK_BACKEND == "immediate":
-    TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend", "QUEUES": JOB_QUEUES}}
-else:
-    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": JOB_QUEUES}}
+# django_rq is always installed (it reads RQ_QUEUES once, at import), so a test can switch a
+# process to the RQ backend with override_settings(TASKS=...).
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60 * 60 * 24} for name in JOB_QUEUES}
+TASK_BACKENDS = {
+    "database": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": JOB_QUEUES},
+    "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": JOB_QUEUES},
+    "immediate": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend", "QUEUES": JOB_QUEUES},
+}
+if TASK_BACKEND not in TASK_BACKENDS:
+    raise ValueError(f"TASK_BACKEND={TASK_BACKEND!r}; choose one of {sorted(TASK_BACKENDS)}")
+TASKS = {"default": TASK_BACKENDS[TASK_BACKEND]}
 
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=5.0)
 JOB_STALE_AFTER = timedelta(seconds=env.float("JOB_STALE_AFTER_SECONDS", default=60.0))
@@ -160,8 +159,9 @@ SCHEDULER_TICK_SECONDS = env.float("SCHEDULER_TICK_SECONDS", default=15.0)
 # --- REST API --------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: an unauthenticated API client gets 401 with a WWW-Authenticate header.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["curation.api.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": [
@@ -177,6 +177,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Images, datasets and versions, prompt sets, rounds, training runs and jobs.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "ImageStatusEnum": "curation.models.images.Image.Status",
+        "JobStatusEnum": "curation.models.jobs.Job.Status",
+        "ShardStatusEnum": "curation.models.embeddings.EmbeddingShard.Status",
+        "RunStatusEnum": "training.models.runs.TrainingRun.Status",
+    },
 }
 
 # --- Label Studio ----------------------------------------------------------------------------
@@ -196,3 +202,4 @@ LOGGING = {
 
 # Modules whose @job_handler functions a worker must know.
 JOB_HANDLER_MODULES = ["curation.tasks", "training.tasks"]
+JOB_HANDLER_MODULES += env.list("EXTRA_JOB_HANDLER_MODULES", default=[])

@@ -11,3 +11,20 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="platform-test-media-")))
 if STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
     STORAGES["default"]["OPTIONS"]["location"] = str(MEDIA_ROOT)
+
+from .base import DATABASES, STATIC_ROOT, VAR_DIR
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not :memory:, so worker subprocesses started by tests see the same database.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-platform.sqlite3")}
+JOB_HEARTBEAT_SECONDS = 0.5
+JOB_RETRY_BACKOFF_SECONDS = 0.0
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+JOB_HANDLER_MODULES += ["tests.job_handlers"]
+
+from .base import JOB_QUEUES
+
+# Tests use their own Redis database so they never touch queues of a running demo.
+REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in JOB_QUEUES}

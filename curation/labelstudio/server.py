@@ -8,6 +8,7 @@ separate commands (`python manage.py labelstudio start|status|stop`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -203,7 +204,9 @@ def read_handle(run_dir: str | Path) -> ServerHandle | None:
 
 
 def log_tail(handle_or_log: ServerHandle | str | Path, lines: int = 40) -> str:
-    path = Path(handle_or_log.log_file if isinstance(handle_or_log, ServerHandle) else handle_or_log)
+    path = Path(
+        handle_or_log.log_file if isinstance(handle_or_log, ServerHandle) else handle_or_log
+    )
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -351,15 +354,11 @@ def stop(root: str | Path, *, run_dir: str | Path | None = None, timeout: float 
 def _signal_group(pid: int, sig: int) -> None:
     # The server was started as a session leader, so its pgid is its pid; the group holds its
     # workers, which must not outlive it.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(pid: int) -> None:
     # When this process started the server, it must reap it or it lingers as a zombie.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -276,7 +276,7 @@ def _csv_rows(
             previous_end = reader.line_num
             continue
         previous_end = reader.line_num
-        if not record or all(not cell.strip() for cell in record) and header is None:
+        if not record or (header is None and all(not cell.strip() for cell in record)):
             continue
         if header is None:
             header = [cell.strip().lower() for cell in record]

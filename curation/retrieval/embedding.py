@@ -229,7 +229,9 @@ def embed_shard(
     # JPEG draft decoding needs only the model's input size, with margin for the centre crop.
     draft_size = bundle.image_size
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="embed-read") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, num_workers), thread_name_prefix="embed-read"
+    ) as pool:
         pending: deque[tuple[Sequence[int], list[Future[torch.Tensor]]]] = deque()
         batches = _batches(spec.ids, batch_size)
 

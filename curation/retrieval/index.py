@@ -177,7 +177,9 @@ def exact_search(
         ids, vectors = read_shard(sidecar)
         if not len(ids):
             continue
-        scores, local = faiss.knn(queries, _as_f32(vectors), min(k, len(ids)), faiss.METRIC_INNER_PRODUCT)
+        scores, local = faiss.knn(
+            queries, _as_f32(vectors), min(k, len(ids)), faiss.METRIC_INNER_PRODUCT
+        )
         mapped = np.where(local >= 0, ids[np.clip(local, 0, None)], -1)
         if scores.shape[1] < k:  # pad so every add has k columns
             pad = k - scores.shape[1]
@@ -249,7 +251,9 @@ def build_index(
         if len(ids):
             index.add_with_ids(_as_f32(vectors), np.ascontiguousarray(ids, dtype=np.int64))
 
-    held_out = order[train_points:] if n_vectors - train_points >= min(n_queries, n_vectors) else order
+    held_out = (
+        order[train_points:] if n_vectors - train_points >= min(n_queries, n_vectors) else order
+    )
     query_positions = np.sort(held_out[: min(n_queries, len(held_out))])
     queries = _take_rows(shards, query_positions)
     k = min(k, n_vectors)

@@ -26,7 +26,9 @@ def normalise(vector: np.ndarray) -> np.ndarray:
     return (vector / norm).astype(np.float32)
 
 
-def text_query(bundle: ClipBundle, texts: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray:
+def text_query(
+    bundle: ClipBundle, texts: Sequence[str], weights: Sequence[float] | None = None
+) -> np.ndarray:
     """One query vector for several phrasings of the same idea (weighted mean, renormalised)."""
     if not texts:
         raise ValueError("text_query needs at least one text")

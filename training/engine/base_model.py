@@ -31,7 +31,6 @@ def load_base_components(path: str | Path) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer, `scheduler` (the folder's own, for sampling) and
     `noise_scheduler` (DDPM with the same noise schedule, for training), all on the CPU."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from diffusers.schedulers import KarrasDiffusionSchedulers  # noqa: F401  (registers names)
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as transformers_logging

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 import training.engine  # noqa: F401  (torchvision shim before diffusers/peft)
+from training.engine.adapters import Adapter, register_adapter
 from training.engine.config import ConfigError
 
 NAME = "styledrop"
@@ -163,6 +164,9 @@ def save(unet: torch.nn.Module, out_dir: str | Path) -> Path:
 
 def load(unet: torch.nn.Module, out_dir: str | Path) -> None:
     unet._styledrop_params = load_lora(unet, NAME, out_dir, DEFAULTS)
+
+
+register_adapter(Adapter(NAME, apply, save, load, "StyleDrop: low-rank adapter on the attention projections (<1%), style descriptor, iterative feedback"))
 
 
 # ---- prompts ------------------------------------------------------------------------------------

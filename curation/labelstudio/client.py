@@ -1,0 +1,508 @@
+"""The platform's Label Studio operations, over `label-studio-sdk` 2.1.2.
+
+Everything here is idempotent so a job can be retried after any crash: projects are found by title,
+tasks by the `task_key` in their data, annotators by e-mail, webhooks by URL. Reconcile reads only
+tasks updated since a watermark (with keyset paging, so concurrent edits cannot make it skip rows)
+and reports deletions by comparing with the annotation ids the caller already holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from label_studio_sdk import LabelStudio
+
+from curation.labelstudio.configs import data_keys
+from curation.labelstudio.parsing import (
+    SUBSCRIBED_ACTIONS,
+    AnnotationRecord,
+    annotation_record,
+    parse_datetime,
+)
+
+TASK_KEY = "task_key"
+# Label Studio's data-manager datetime filter format (data_manager/managers.py).
+_DM_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class LabelStudioError(RuntimeError):
+    """A Label Studio call failed or answered something unexpected; the message says which."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """task_key -> Label Studio task id for every valid task (new and already present)."""
+
+    task_ids: dict[str, int]
+    created: int
+    skipped_existing: int
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AnnotatorAccount:
+    user_id: int
+    email: str
+    token: str | None = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """Current state of every annotation on tasks updated since the watermark, plus deletions.
+
+    `watermark` is what to pass next time. Records can repeat across calls (the query overlaps
+    the previous watermark on purpose), so callers upsert by `annotation_id`.
+    """
+
+    annotations: list[AnnotationRecord]
+    deleted_annotation_ids: list[int]
+    deleted_task_ids: list[int]
+    watermark: datetime | None
+    tasks_seen: int
+    errors: list[str] = field(default_factory=list)
+
+
+def _dm_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("watermark: must be timezone-aware (Label Studio stores UTC)")
+    return value.astimezone(UTC).strftime(_DM_DATETIME)
+
+
+class LabelStudioClient:
+    """One Label Studio server as the platform sees it (admin token unless said otherwise)."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.sdk = LabelStudio(base_url=self.base_url, api_key=api_key, timeout=timeout)
+
+    # -- low level -------------------------------------------------------------------------
+
+    def _get_json(self, path: str, params: Mapping[str, Any]) -> Any:
+        # The SDK's typed pagers build a pydantic model per task (slow at 20k tasks and lossy for
+        # fields it does not know); its own authenticated httpx client returns the raw JSON.
+        response = self.sdk._client_wrapper.httpx_client.request(
+            path, method="GET", params=dict(params)
+        )
+        if response.status_code != 200:
+            raise LabelStudioError(
+                f"GET {path} {dict(params)} -> {response.status_code}: {response.text[:300]}"
+            )
+        return response.json()
+
+    def _task_pages(
+        self,
+        project_id: int,
+        *,
+        filters: list[dict[str, Any]],
+        fields_all: bool,
+        include: str | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of tasks ordered by id, paging by `id > last id` (keyset).
+
+        Offset paging over a set that changes while it is read can skip a row (a deleted task
+        shifts the rest left); keyset paging cannot.
+        """
+        last_id = 0
+        while True:
+            items = [
+                *filters,
+                {
+                    "filter": "filter:tasks:id",
+                    "operator": "greater",
+                    "type": "Number",
+                    "value": last_id,
+                },
+            ]
+            query = {
+                "filters": {"conjunction": "and", "items": items},
+                "ordering": ["tasks:id"],
+            }
+            params: dict[str, Any] = {
+                "project": project_id,
+                "page": 1,
+                "page_size": page_size,
+                "query": json.dumps(query),
+                "fields": "all" if fields_all else "task_only",
+                # Data URIs are ours (signed platform URLs); never let Label Studio rewrite them.
+                "resolve_uri": "false",
+            }
+            if include:
+                params["include"] = include
+            try:
+                payload = self._get_json("api/tasks/", params)
+            except LabelStudioError as exc:
+                if "404" in str(exc) and "Invalid page" in str(exc):
+                    return
+                raise
+            tasks = payload.get("tasks", []) if isinstance(payload, dict) else payload
+            if not tasks:
+                return
+            yield tasks
+            if len(tasks) < page_size:
+                return
+            last_id = max(int(t["id"]) for t in tasks)
+
+    # -- projects --------------------------------------------------------------------------
+
+    def find_project(self, title: str) -> int | None:
+        # `title` filters by "contains": keep only the exact match.
+        for project in self.sdk.projects.list(title=title, page_size=100):
+            if project.title == title:
+                return int(project.id)
+        return None
+
+    def ensure_project(
+        self,
+        title: str,
+        label_config: str,
+        *,
+        maximum_annotations: int = 1,
+        description: str = "",
+        **settings: Any,
+    ) -> int:
+        """Project id for `title`, creating it if absent; an existing project's config is updated."""
+        if maximum_annotations < 1:
+            raise ValueError("maximum_annotations: must be at least 1")
+        existing = self.find_project(title)
+        if existing is not None:
+            current = self.sdk.projects.get(existing)
+            if (
+                current.label_config != label_config
+                or current.maximum_annotations != maximum_annotations
+            ):
+                self.sdk.projects.update(
+                    existing, label_config=label_config, maximum_annotations=maximum_annotations
+                )
+            return existing
+        project = self.sdk.projects.create(
+            title=title,
+            label_config=label_config,
+            maximum_annotations=maximum_annotations,
+            description=description,
+            **settings,
+        )
+        return int(project.id)
+
+    def project_data_keys(self, project_id: int) -> set[str]:
+        """Task data keys the project's labeling config reads (`$image`, `$prompt`, ...)."""
+        return data_keys(self.sdk.projects.get(project_id).label_config or "")
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def existing_task_keys(self, project_id: int) -> dict[str, int]:
+        """task_key -> task id for every task already in the project that carries one."""
+        keys: dict[str, int] = {}
+        for page in self._task_pages(project_id, filters=[], fields_all=False, include="id,data"):
+            for task in page:
+                key = (task.get("data") or {}).get(TASK_KEY)
+                if key is not None:
+                    keys.setdefault(str(key), int(task["id"]))
+        return keys
+
+    def push_tasks(
+        self,
+        project_id: int,
+        tasks: Iterable[Mapping[str, Any]],
+        *,
+        batch_size: int = 5000,
+    ) -> PushResult:
+        """Import tasks not yet in the project, in batches; pushing twice creates nothing new.
+
+        Each task is `{"data": {"task_key": ..., our ids, $config variables}, "meta": {...}}`.
+        Tasks that are malformed or miss a variable the labeling config reads are reported in
+        `errors` and skipped: Label Studio rejects a whole import for one such task.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size: must be at least 1")
+        required = self.project_data_keys(project_id)
+        errors: list[str] = []
+        pending: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        existing = self.existing_task_keys(project_id)
+        skipped = 0
+        for index, task in enumerate(tasks):
+            problem, key = _check_task(task, required)
+            if problem:
+                errors.append(f"tasks[{index}]: {problem}")
+                continue
+            assert key is not None
+            if key in existing:
+                skipped += 1
+                continue
+            if key in seen:
+                errors.append(f"tasks[{index}]: data.task_key {key!r} repeats an earlier task")
+                continue
+            seen.add(key)
+            entry: dict[str, Any] = {"data": dict(task["data"])}
+            if task.get("meta"):
+                entry["meta"] = dict(task["meta"])
+            pending.append(entry)
+
+        task_ids = dict(existing)
+        created = 0
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            response = self.sdk.projects.import_tasks(
+                project_id, request=batch, return_task_ids=True
+            )
+            ids = list(response.task_ids or [])
+            if len(ids) != len(batch):
+                # Never guess a mapping: re-read what is actually there.
+                task_ids.update(self.existing_task_keys(project_id))
+            else:
+                # Community edition imports synchronously with one bulk insert, ids in order.
+                task_ids.update(
+                    {str(t["data"][TASK_KEY]): int(i) for t, i in zip(batch, ids, strict=True)}
+                )
+            created += int(response.task_count or len(ids))
+        wanted = existing.keys() | seen
+        return PushResult(
+            task_ids={k: v for k, v in task_ids.items() if k in wanted},
+            created=created,
+            skipped_existing=skipped,
+            errors=errors,
+        )
+
+    # -- people and hooks ------------------------------------------------------------------
+
+    def find_user(self, email: str) -> int | None:
+        email = email.lower()
+        for user in self.sdk.users.list():
+            if (user.email or "").lower() == email:
+                return int(user.id)
+        return None
+
+    def ensure_annotator(
+        self, email: str, password: str, *, first_name: str = "", last_name: str = ""
+    ) -> AnnotatorAccount:
+        """An account in the admin's organization that can log in to the browser with `password`.
+
+        Label Studio Community's user API ignores passwords (such users can never log in), so
+        new accounts go through the organization's invite-link signup, as a person would; the
+        signed-in session then yields the annotator's own API token. For an existing account
+        the token is fetched by logging in (None when the password does not match).
+        """
+        email = email.lower()
+        user_id = self.find_user(email)
+        with httpx.Client(base_url=self.base_url, timeout=30.0) as session:
+            if user_id is None:
+                invite = self.sdk.organizations.invites.get_invite_link()
+                params = {"token": invite.token}
+                session.get("/user/signup/", params=params)
+                response = session.post(
+                    "/user/signup/",
+                    params=params,
+                    data={
+                        "email": email,
+                        "password": password,
+                        "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+                    },
+                    headers={"Referer": f"{self.base_url}/user/signup/"},
+                )
+                if response.status_code != 302:
+                    raise LabelStudioError(
+                        f"signup of {email} failed ({response.status_code}): "
+                        + _form_errors(response.text)
+                    )
+                user_id = self.find_user(email)
+                if user_id is None:
+                    raise LabelStudioError(f"signup of {email} reported success but no user exists")
+            elif not _login(session, self.base_url, email, password):
+                return AnnotatorAccount(user_id=user_id, email=email, token=None)
+            token_response = session.get("/api/current-user/token")
+            token = (
+                token_response.json().get("token") if token_response.status_code == 200 else None
+            )
+        if first_name or last_name:
+            self.sdk.users.update(user_id, first_name=first_name, last_name=last_name)
+        return AnnotatorAccount(user_id=user_id, email=email, token=token)
+
+    def ensure_webhook(
+        self,
+        project_id: int,
+        url: str,
+        *,
+        secret_header: str,
+        secret: str,
+        actions: Sequence[str] = SUBSCRIBED_ACTIONS,
+    ) -> int:
+        """Webhook id posting `actions` for the project to `url` with a static secret header.
+
+        Label Studio signs nothing: the secret header is the only proof a POST came from it.
+        """
+        headers = {secret_header: secret}
+        for hook in self.sdk.webhooks.list(project=str(project_id)):
+            if hook.url == url and hook.project == project_id:
+                if (hook.headers or {}) != headers or set(hook.actions or []) != set(actions):
+                    self.sdk.webhooks.update(
+                        hook.id,
+                        url=url,
+                        headers=headers,
+                        actions=list(actions),
+                        send_for_all_actions=False,
+                        send_payload=True,
+                        is_active=True,
+                    )
+                return int(hook.id)
+        hook = self.sdk.webhooks.create(
+            url=url,
+            project=project_id,
+            actions=list(actions),
+            headers=headers,
+            send_payload=True,
+            send_for_all_actions=False,
+            is_active=True,
+        )
+        return int(hook.id)
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    def annotations_updated_since(
+        self,
+        project_id: int,
+        watermark: datetime | None,
+        *,
+        known_annotation_ids: Mapping[int, int] | None = None,
+        overlap: timedelta = timedelta(seconds=5),
+        page_size: int = 500,
+    ) -> ReconcileResult:
+        """Every annotation on tasks updated at or after `watermark - overlap`, and deletions.
+
+        Annotation create, edit and delete all bump the task's `updated_at`, so filtering tasks on
+        it (the data-manager query; `only_annotated` does not filter) finds every change. The
+        overlap re-reads a few seconds so a write committed late is not missed. With
+        `known_annotation_ids` ({annotation id: task id} the platform holds), ids that no longer
+        exist in Label Studio are reported: on changed tasks directly, and for tasks deleted
+        outright or with fewer annotations than known, by one cheap id/count scan.
+        """
+        filters: list[dict[str, Any]] = []
+        if watermark is not None:
+            filters.append(
+                {
+                    "filter": "filter:tasks:updated_at",
+                    "operator": "greater_or_equal",
+                    "type": "Datetime",
+                    "value": _dm_datetime(watermark - overlap),
+                }
+            )
+        records: list[AnnotationRecord] = []
+        errors: list[str] = []
+        newest = watermark
+        seen_tasks: dict[int, set[int]] = {}
+        for page in self._task_pages(
+            project_id, filters=filters, fields_all=True, page_size=page_size
+        ):
+            for task in page:
+                task_id = int(task["id"])
+                seen_tasks[task_id] = set()
+                updated = parse_datetime(task.get("updated_at"))
+                if updated is not None and (newest is None or updated > newest):
+                    newest = updated
+                for raw in task.get("annotations") or []:
+                    try:
+                        record = annotation_record(raw, task)
+                    except ValueError as exc:
+                        errors.append(f"task {task_id}: {exc}")
+                        continue
+                    seen_tasks[task_id].add(record.annotation_id)
+                    records.append(record)
+
+        deleted_annotations: list[int] = []
+        deleted_tasks: list[int] = []
+        if known_annotation_ids:
+            deleted_annotations, deleted_tasks = self._find_deletions(
+                project_id, known_annotation_ids, seen_tasks
+            )
+        return ReconcileResult(
+            annotations=records,
+            deleted_annotation_ids=sorted(deleted_annotations),
+            deleted_task_ids=sorted(deleted_tasks),
+            watermark=newest,
+            tasks_seen=len(seen_tasks),
+            errors=errors,
+        )
+
+    def _find_deletions(
+        self,
+        project_id: int,
+        known: Mapping[int, int],
+        seen_tasks: Mapping[int, set[int]],
+    ) -> tuple[list[int], list[int]]:
+        by_task: dict[int, set[int]] = {}
+        for annotation_id, task_id in known.items():
+            by_task.setdefault(int(task_id), set()).add(int(annotation_id))
+        deleted: list[int] = []
+        unseen = {t for t in by_task if t not in seen_tasks}
+        for task_id, ids in by_task.items():
+            if task_id in seen_tasks:
+                deleted.extend(ids - seen_tasks[task_id])
+        if not unseen:
+            return deleted, []
+        # Tasks not in the changed set: a count scan finds deleted tasks and (rare) deletions
+        # that did not bump updated_at; only tasks whose count dropped are read in full.
+        counts: dict[int, int] = {}
+        for page in self._task_pages(
+            project_id,
+            filters=[],
+            fields_all=False,
+            include="id,total_annotations,cancelled_annotations",
+            page_size=5000,
+        ):
+            for task in page:
+                counts[int(task["id"])] = int(task.get("total_annotations") or 0) + int(
+                    task.get("cancelled_annotations") or 0
+                )
+        deleted_tasks = sorted(t for t in unseen if t not in counts)
+        for task_id in deleted_tasks:
+            deleted.extend(by_task[task_id])
+        for task_id in unseen - set(deleted_tasks):
+            if counts[task_id] < len(by_task[task_id]):
+                current = {
+                    int(a["id"]) for a in self._get_json(f"api/tasks/{task_id}/annotations/", {})
+                }
+                deleted.extend(by_task[task_id] - current)
+        return deleted, deleted_tasks
+
+
+def _check_task(task: Any, required: set[str]) -> tuple[str | None, str | None]:
+    if not isinstance(task, Mapping):
+        return f"expected an object with 'data', got {type(task).__name__}", None
+    data = task.get("data")
+    if not isinstance(data, Mapping):
+        return "data: missing or not an object", None
+    key = data.get(TASK_KEY)
+    if not isinstance(key, str | int) or isinstance(key, bool) or str(key) == "":
+        return f"data.{TASK_KEY}: missing or empty (it makes pushes idempotent)", None
+    missing = sorted(required - set(data))
+    if missing:
+        return f"data: missing {missing} that the labeling config reads", str(key)
+    meta = task.get("meta")
+    if meta is not None and not isinstance(meta, Mapping):
+        return "meta: not an object", str(key)
+    return None, str(key)
+
+
+def _login(session: httpx.Client, base_url: str, email: str, password: str) -> bool:
+    session.get("/user/login/")
+    response = session.post(
+        "/user/login/",
+        data={
+            "email": email,
+            "password": password,
+            "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+        },
+        headers={"Referer": f"{base_url}/user/login/"},
+    )
+    return response.status_code == 302
+
+
+def _form_errors(html: str) -> str:
+    # Django re-renders the form with an errorlist; enough of it to say why.
+    marker = html.find("errorlist")
+    return html[marker : marker + 300] if marker >= 0 else html[:200]

@@ -1,0 +1,192 @@
+"""From labelling-function votes to one probability of "sticker" per image.
+
+Two Dawid–Skene label models, each LF treated as an annotator with its own error rates:
+- `dawid_skene` (default): DS with abstention as an observed outcome, i.e. per LF
+  P(vote ∈ {abstain, 0, 1} | true class), fitted by EM in a few vectorised numpy lines. Most
+  heuristic LFs are one-sided (they only ever say "sticker" or abstain); for them the evidence
+  is *when* they fire, which only a model of abstention can use.
+- `crowdkit_dawid_skene`: crowd-kit's maintained DawidSkene on the non-abstain votes. It is the
+  textbook model but ignores abstentions, so a one-sided LF carries no information there; kept
+  as a cross-check and for LF sets that vote both ways.
+- `majority`: share of sticker votes among non-abstaining LFs, the baseline.
+Plus Snorkel's LF summary: coverage, overlap, conflict and, given gold labels, accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+METHODS = ("dawid_skene", "crowdkit_dawid_skene", "majority")
+_SMOOTHING = 1.0
+
+
+@dataclass
+class LabelModelResult:
+    probabilities: np.ndarray  # P(sticker) per image; `prior` where no LF voted
+    method: str
+    prior: float
+    # Per LF: estimated P(vote=1 | sticker), P(vote=0 | not sticker) (DS models only).
+    lf_true_positive_rate: list[float] = field(default_factory=list)
+    lf_true_negative_rate: list[float] = field(default_factory=list)
+    iterations: int = 0
+
+
+@dataclass
+class LFStats:
+    name: str
+    coverage: float
+    overlap: float
+    conflict: float
+    positive_votes: int
+    negative_votes: int
+    accuracy: float | None = None  # on the gold subset, where the LF voted
+    gold_votes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check(votes: np.ndarray) -> np.ndarray:
+    votes = np.asarray(votes)
+    if votes.ndim != 2:
+        raise ValueError(f"vote matrix must be 2-D (images × LFs), got shape {votes.shape}")
+    bad = ~np.isin(votes, (-1, 0, 1))
+    if bad.any():
+        raise ValueError(f"vote matrix holds values other than −1/0/1: {np.unique(votes[bad])[:5]}")
+    return votes.astype(np.int8, copy=False)
+
+
+def majority_vote(votes: np.ndarray, prior: float = 0.5) -> np.ndarray:
+    votes = _check(votes)
+    positive = (votes == 1).sum(axis=1)
+    voted = (votes >= 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = positive / voted
+    return np.where(voted > 0, share, prior).astype(np.float64)
+
+
+def _dawid_skene_abstain(
+    votes: np.ndarray, n_iter: int, tol: float
+) -> tuple[np.ndarray, float, np.ndarray, int]:
+    n, m = votes.shape
+    outcome = votes.astype(np.int64) + 1  # 0 abstain, 1 not sticker, 2 sticker
+    mv = majority_vote(votes, prior=0.5)
+    posterior = np.stack([1 - mv, mv], axis=1)
+    confusion = np.zeros((m, 2, 3))
+    iterations = 0
+    for step in range(1, n_iter + 1):
+        iterations = step
+        # M-step: class prior and each LF's outcome distribution per true class.
+        prior = posterior.mean(axis=0).clip(1e-6, 1 - 1e-6)
+        for j in range(m):
+            for o in range(3):
+                mask = outcome[:, j] == o
+                confusion[j, :, o] = posterior[mask].sum(axis=0)
+        confusion = (confusion + _SMOOTHING) / (confusion + _SMOOTHING).sum(axis=2, keepdims=True)
+        # E-step: posterior over the true class given every LF's outcome.
+        log_confusion = np.log(confusion)
+        log_post = np.tile(np.log(prior), (n, 1))
+        for j in range(m):
+            log_post += log_confusion[j][:, outcome[:, j]].T
+        log_post -= log_post.max(axis=1, keepdims=True)
+        new = np.exp(log_post)
+        new /= new.sum(axis=1, keepdims=True)
+        change = float(np.abs(new - posterior).max()) if n else 0.0
+        posterior = new
+        if change < tol:
+            break
+    return posterior[:, 1], float(posterior[:, 1].mean()) if n else 0.5, confusion, iterations
+
+
+def _crowdkit_dawid_skene(votes: np.ndarray, n_iter: int, tol: float) -> np.ndarray:
+    import pandas as pd
+    from crowdkit.aggregation import DawidSkene
+
+    rows, cols = np.nonzero(votes >= 0)
+    probabilities = np.full(len(votes), np.nan)
+    if not len(rows):
+        return probabilities
+    frame = pd.DataFrame({"task": rows, "worker": cols, "label": votes[rows, cols].astype(int)})
+    probas = DawidSkene(n_iter=n_iter, tol=tol).fit_predict_proba(frame)
+    positive = probas[1] if 1 in probas.columns else pd.Series(0.0, index=probas.index)
+    probabilities[positive.index.to_numpy()] = positive.to_numpy()
+    return probabilities
+
+
+def fit_label_model(
+    votes: np.ndarray, method: str = "dawid_skene", n_iter: int = 100, tol: float = 1e-6
+) -> LabelModelResult:
+    """P(sticker) per row of an (images × LFs) vote matrix in {−1, 0, 1}."""
+    votes = _check(votes)
+    if method not in METHODS:
+        raise ValueError(f"label model {method!r}: unknown (known: {', '.join(METHODS)})")
+    if method == "majority" or votes.shape[1] == 0:
+        probabilities = majority_vote(votes)
+        return LabelModelResult(probabilities, "majority", 0.5)
+    if method == "crowdkit_dawid_skene":
+        probabilities = _crowdkit_dawid_skene(votes, n_iter, tol)
+        covered = ~np.isnan(probabilities)
+        prior = float(probabilities[covered].mean()) if covered.any() else 0.5
+        return LabelModelResult(np.where(covered, probabilities, prior), method, prior)
+    probabilities, prior, confusion, iterations = _dawid_skene_abstain(votes, n_iter, tol)
+    # Rate of voting each class given the true class, among that class's images.
+    return LabelModelResult(
+        probabilities=probabilities,
+        method=method,
+        prior=prior,
+        lf_true_positive_rate=confusion[:, 1, 2].round(4).tolist(),
+        lf_true_negative_rate=confusion[:, 0, 1].round(4).tolist(),
+        iterations=iterations,
+    )
+
+
+def lf_summary(
+    votes: np.ndarray, names: Sequence[str], gold: np.ndarray | None = None
+) -> list[LFStats]:
+    """Snorkel's LF analysis; `gold` holds 0/1 where known and −1 elsewhere."""
+    votes = _check(votes)
+    if len(names) != votes.shape[1]:
+        raise ValueError(f"{len(names)} names for {votes.shape[1]} LFs")
+    n = max(len(votes), 1)
+    voted = votes >= 0
+    n_voting = voted.sum(axis=1)
+    positives = (votes == 1).sum(axis=1)
+    negatives = (votes == 0).sum(axis=1)
+    stats = []
+    for j, name in enumerate(names):
+        mine = voted[:, j]
+        others_pos = positives - (votes[:, j] == 1)
+        others_neg = negatives - (votes[:, j] == 0)
+        disagree = np.where(votes[:, j] == 1, others_neg > 0, others_pos > 0)
+        accuracy, gold_votes = None, 0
+        if gold is not None:
+            known = (np.asarray(gold) >= 0) & mine
+            gold_votes = int(known.sum())
+            if gold_votes:
+                accuracy = float((votes[known, j] == np.asarray(gold)[known]).mean())
+        stats.append(
+            LFStats(
+                name=name,
+                coverage=float(mine.sum() / n),
+                overlap=float((mine & (n_voting > 1)).sum() / n),
+                conflict=float((mine & disagree).sum() / n),
+                positive_votes=int((votes[:, j] == 1).sum()),
+                negative_votes=int((votes[:, j] == 0).sum()),
+                accuracy=accuracy,
+                gold_votes=gold_votes,
+            )
+        )
+    return stats
+
+
+def accuracy(probabilities: np.ndarray, gold: np.ndarray, threshold: float = 0.5) -> float:
+    """Accuracy of thresholded probabilities on the rows where gold is 0/1."""
+    gold = np.asarray(gold)
+    known = gold >= 0
+    if not known.any():
+        raise ValueError("no gold labels (0/1) to score against")
+    return float(((probabilities[known] >= threshold).astype(int) == gold[known]).mean())

@@ -1,0 +1,261 @@
+"""A Recipe: retrieval queries plus labelling functions plus a label model, run over a pool.
+
+Flow of `run_recipe`:
+1. queries (text, negative text, exemplar and counter-exemplar images, raw vectors) combine into
+   one query vector (see `curation.retrieval.search.combine_queries`);
+2. candidates: the index's top_k for that vector, or every embedded image ranked exactly when no
+   index is given, or every image with features when the recipe has no query at all (the
+   built-in `heuristics` recipe needs no CLIP weights);
+3. similarity columns for CLIP-based LFs are added to each candidate's features, every LF votes,
+   the label model turns votes into P(sticker);
+4. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile among the candidates
+   (just P when there is no query, just the percentile when there are no LFs); weak label =
+   score ≥ score_threshold, or −1 when nothing at all spoke about an image.
+
+This module never imports Django: the caller passes vectors, index, features and encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from curation.weak.features import feature_table
+from curation.weak.label_model import LFStats, fit_label_model, lf_summary
+from curation.weak.labelling_functions import (
+    ClipTextSimilarity,
+    ExemplarSimilarity,
+    LabellingFunction,
+    default_heuristic_lfs,
+    lf_from_config,
+    vote_matrix,
+)
+
+
+@dataclass
+class WeightedQuery:
+    text: str
+    weight: float = 1.0
+
+
+@dataclass
+class RecipeSpec:
+    """What a Recipe row stores (as `to_json()`), enough to rerun it exactly."""
+
+    name: str
+    text_queries: list[WeightedQuery] = field(default_factory=list)
+    negative_queries: list[WeightedQuery] = field(default_factory=list)
+    exemplar_ids: list[int] = field(default_factory=list)
+    counter_exemplar_ids: list[int] = field(default_factory=list)
+    # Exemplars from outside the pool, already embedded in the same EmbeddingSpace.
+    exemplar_vectors: list[list[float]] = field(default_factory=list)
+    exemplar_weight: float = 1.0
+    counter_exemplar_weight: float = 0.5
+    lfs: list[LabellingFunction] = field(default_factory=list)
+    label_model: str = "dawid_skene"
+    lf_weight: float = 0.5
+    score_threshold: float = 0.5
+    top_k: int | None = None
+
+    def has_query(self) -> bool:
+        return bool(self.text_queries or self.exemplar_ids or self.exemplar_vectors)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lfs"] = [lf.to_config() for lf in self.lfs]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RecipeSpec:
+        data = dict(data)
+        for key in ("text_queries", "negative_queries"):
+            data[key] = [WeightedQuery(**q) for q in data.get(key, [])]
+        data["lfs"] = [lf_from_config(c) for c in data.get("lfs", [])]
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"recipe {data.get('name')!r}: unknown field(s) {unknown}")
+        return cls(**data)
+
+
+def heuristics_recipe() -> RecipeSpec:
+    """The built-in recipe: labelling functions on image measurements only, no CLIP at all."""
+    return RecipeSpec(name="heuristics", lfs=default_heuristic_lfs(), lf_weight=1.0)
+
+
+@dataclass
+class RecipeResult:
+    """Per candidate image, best score first. Arrays, so a million rows stay cheap."""
+
+    name: str
+    image_ids: np.ndarray
+    scores: np.ndarray
+    probabilities: np.ndarray
+    weak_labels: np.ndarray
+    similarities: np.ndarray  # NaN when the recipe had no query
+    votes: np.ndarray  # (n, n_lfs) int8 in {−1, 0, 1}
+    lf_names: list[str]
+    lf_stats: list[LFStats]
+    label_model: str
+    query_vector: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self.image_ids)):
+            yield {
+                "image_id": int(self.image_ids[i]),
+                "score": float(self.scores[i]),
+                "weak_label": int(self.weak_labels[i]),
+                "probability": float(self.probabilities[i]),
+                "similarity": None
+                if np.isnan(self.similarities[i])
+                else float(self.similarities[i]),
+                "lf_votes": {n: int(v) for n, v in zip(self.lf_names, self.votes[i], strict=True)},
+            }
+
+
+class _Vectors(Protocol):
+    """What run_recipe needs from a vector store (curation.retrieval.search.VectorStore)."""
+
+    ids: np.ndarray
+
+    def get(self, image_ids: Sequence[int] | np.ndarray) -> np.ndarray: ...
+
+    def scores(self, query: np.ndarray) -> np.ndarray: ...
+
+
+def _text_vectors(
+    texts: Sequence[str], cache: Mapping[str, np.ndarray] | None, bundle: Any
+) -> dict[str, np.ndarray]:
+    out = {t: np.asarray(cache[t], np.float32) for t in texts if cache and t in cache}
+    missing = [t for t in dict.fromkeys(texts) if t not in out]
+    if missing:
+        if bundle is None:
+            raise ValueError(
+                f"text queries {missing} need a CLIP encoder (bundle) or precomputed text_vectors"
+            )
+        from curation.retrieval.clip_models import encode_texts
+
+        out.update(zip(missing, encode_texts(bundle, missing), strict=True))
+    return out
+
+
+def _percentile(values: np.ndarray) -> np.ndarray:
+    if len(values) < 2:
+        return np.ones(len(values))
+    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return ranks / (len(values) - 1)
+
+
+def run_recipe(
+    spec: RecipeSpec,
+    features: Mapping[int, Mapping[str, float] | None],
+    *,
+    vectors: _Vectors | None = None,
+    index: Any = None,
+    bundle: Any = None,
+    text_vectors: Mapping[str, np.ndarray] | None = None,
+    gold: Mapping[int, int] | None = None,
+) -> RecipeResult:
+    """Run `spec` over the pool: `features` maps image id → feature dict (see weak.features).
+
+    `vectors` (a VectorStore) is needed for any query or CLIP LF; `index` (a VectorIndex) makes
+    candidate retrieval approximate and fast when `spec.top_k` is set; `bundle` encodes text
+    queries unless `text_vectors` already holds them; `gold` (id → 0/1) adds LF accuracies.
+    """
+    from curation.retrieval.search import combine_queries, mean_query
+
+    lf_texts = [lf.query for lf in spec.lfs if isinstance(lf, ClipTextSimilarity)]
+    query_texts = [q.text for q in spec.text_queries + spec.negative_queries]
+    needs_vectors = (
+        spec.has_query() or lf_texts or any(isinstance(lf, ExemplarSimilarity) for lf in spec.lfs)
+    )
+    if needs_vectors and vectors is None:
+        raise ValueError(f"recipe {spec.name!r}: its queries or CLIP LFs need embedded vectors")
+    texts = (
+        _text_vectors(query_texts + lf_texts, text_vectors, bundle)
+        if query_texts + lf_texts
+        else {}
+    )
+
+    exemplar_rows = []
+    if spec.exemplar_ids:
+        exemplar_rows.append(vectors.get(spec.exemplar_ids))
+    if spec.exemplar_vectors:
+        exemplar_rows.append(np.asarray(spec.exemplar_vectors, np.float32))
+    exemplars = np.concatenate(exemplar_rows) if exemplar_rows else None
+
+    query = None
+    if spec.has_query():
+        positives = [texts[q.text] for q in spec.text_queries]
+        weights = [q.weight for q in spec.text_queries]
+        if exemplars is not None:
+            positives.append(mean_query(exemplars))
+            weights.append(spec.exemplar_weight)
+        negatives = [texts[q.text] for q in spec.negative_queries]
+        negative_weights = [q.weight for q in spec.negative_queries]
+        if spec.counter_exemplar_ids:
+            negatives.append(mean_query(vectors.get(spec.counter_exemplar_ids)))
+            negative_weights.append(spec.counter_exemplar_weight)
+        query = combine_queries(positives, negatives, weights, negative_weights)
+
+    # Candidates and their similarity to the query.
+    if query is not None and index is not None and spec.top_k:
+        from curation.retrieval.index import search
+
+        hits = search(index, query, spec.top_k)
+        keep = hits.ids[0] >= 0
+        candidate_ids, similarity = hits.ids[0][keep], hits.scores[0][keep].astype(np.float64)
+    elif query is not None:
+        all_scores = vectors.scores(query)
+        order = np.argsort(-all_scores, kind="stable")[: spec.top_k or None]
+        candidate_ids, similarity = vectors.ids[order], all_scores[order].astype(np.float64)
+    else:
+        candidate_ids = np.fromiter(features.keys(), dtype=np.int64, count=len(features))
+        similarity = np.full(len(candidate_ids), np.nan)
+
+    table = feature_table([features.get(int(i)) for i in candidate_ids])
+    if needs_vectors and (lf_texts or exemplars is not None) and len(candidate_ids):
+        candidate_vectors = vectors.get(candidate_ids)
+        for text in lf_texts:
+            table[f"text:{text}"] = candidate_vectors @ texts[text]
+        if exemplars is not None:
+            table["exemplar:exemplars"] = (candidate_vectors @ exemplars.T).max(axis=1)
+
+    votes = vote_matrix(spec.lfs, table)
+    names = [lf.name for lf in spec.lfs]
+    fitted = fit_label_model(votes, spec.label_model)
+    probabilities = fitted.probabilities
+    if query is not None and spec.lfs:
+        scores = spec.lf_weight * probabilities + (1 - spec.lf_weight) * _percentile(similarity)
+    elif query is not None:
+        scores = _percentile(similarity)
+    else:
+        scores = probabilities.copy()
+    spoke = (votes >= 0).any(axis=1) | (query is not None)
+    weak_labels = np.where(spoke, (scores >= spec.score_threshold).astype(np.int8), -1)
+
+    gold_array = None
+    if gold is not None:
+        gold_array = np.array([gold.get(int(i), -1) for i in candidate_ids], dtype=np.int64)
+    order = np.lexsort((candidate_ids, -scores))  # ties broken by id so reruns agree
+    if spec.top_k:
+        order = order[: spec.top_k]
+    return RecipeResult(
+        name=spec.name,
+        image_ids=candidate_ids[order],
+        scores=scores[order],
+        probabilities=probabilities[order],
+        weak_labels=weak_labels[order].astype(np.int8),
+        similarities=similarity[order],
+        votes=votes[order],
+        lf_names=names,
+        lf_stats=lf_summary(votes, names, gold_array),
+        label_model=fitted.method,
+        query_vector=query,
+    )
