@@ -33,24 +33,61 @@ class RefusalInline(admin.TabularInline):
 
 @admin.register(m.IngestBatch)
 class IngestBatchAdmin(PlatformAdmin):
-    list_display = ["id", "source", "ingested", "duplicates", "near_duplicates", "quarantined", "job", "created_at"]
+    list_display = [
+        "id",
+        "source",
+        "ingested",
+        "duplicates",
+        "near_duplicates",
+        "quarantined",
+        "job",
+        "created_at",
+    ]
     list_filter = ["source"]
     list_select_related = ["source", "job"]
     date_hierarchy = "created_at"
-    readonly_fields = ["source", "paths", "ingested", "duplicates", "near_duplicates", "quarantined", "job"]
+    readonly_fields = [
+        "source",
+        "paths",
+        "ingested",
+        "duplicates",
+        "near_duplicates",
+        "quarantined",
+        "job",
+    ]
     inlines = [RefusalInline]
 
 
 @admin.register(m.Image)
 class ImageAdmin(PlatformAdmin):
-    list_display = ["thumbnail", "sha256_short", "width", "height", "format", "has_alpha", "status", "source", "created_at"]
+    list_display = [
+        "thumbnail",
+        "sha256_short",
+        "width",
+        "height",
+        "format",
+        "has_alpha",
+        "status",
+        "source",
+        "created_at",
+    ]
     list_filter = ["status", "has_alpha", "format", "source"]
     search_fields = ["=sha256", "origin", "caption"]
     list_select_related = ["source"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "thumbnail", "sha256", "phash", "width", "height", "format", "has_alpha", "storage_key",
-        "duplicate_of", "source", "batch", "origin",
+        "thumbnail",
+        "sha256",
+        "phash",
+        "width",
+        "height",
+        "format",
+        "has_alpha",
+        "storage_key",
+        "duplicate_of",
+        "source",
+        "batch",
+        "origin",
     ]
     actions = ["quarantine", "restore"]
 
@@ -61,7 +98,7 @@ class ImageAdmin(PlatformAdmin):
         # The checkerboard shows transparent stickers as cut-outs.
         return format_html(
             '<img src="{}" style="max-height:64px;max-width:64px;background:'
-            "repeating-conic-gradient(#ccc 0 25%,#fff 0 50%) 50%/12px 12px\" loading=\"lazy\">",
+            'repeating-conic-gradient(#ccc 0 25%,#fff 0 50%) 50%/12px 12px" loading="lazy">',
             signed_path(obj.storage_key),
         )
 
@@ -95,10 +132,27 @@ class EmbeddingShardAdmin(PlatformAdmin):
 
 @admin.register(m.VectorIndex)
 class VectorIndexAdmin(PlatformAdmin):
-    list_display = ["space", "version", "index_type", "vector_count", "recall_at_k", "recall_k", "created_at"]
+    list_display = [
+        "space",
+        "version",
+        "index_type",
+        "vector_count",
+        "recall_at_k",
+        "recall_k",
+        "created_at",
+    ]
     list_filter = ["space", "index_type"]
     list_select_related = ["space"]
-    readonly_fields = ["space", "version", "index_type", "params", "path", "vector_count", "recall_at_k", "recall_k"]
+    readonly_fields = [
+        "space",
+        "version",
+        "index_type",
+        "params",
+        "path",
+        "vector_count",
+        "recall_at_k",
+        "recall_k",
+    ]
 
 
 @admin.register(m.Recipe)
@@ -158,16 +212,28 @@ class DatasetItemInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> bool:
         return not self._frozen(obj) and super().has_add_permission(request, obj)
 
-    def has_change_permission(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> bool:
         return not self._frozen(obj) and super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> bool:
         return not self._frozen(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(m.DatasetVersion)
 class DatasetVersionAdmin(PlatformAdmin):
-    list_display = ["__str__", "dataset", "state", "row_count", "checksum_short", "frozen_by", "frozen_at"]
+    list_display = [
+        "__str__",
+        "dataset",
+        "state",
+        "row_count",
+        "checksum_short",
+        "frozen_by",
+        "frozen_at",
+    ]
     list_filter = ["state", "dataset__kind", "dataset"]
     list_select_related = ["dataset", "frozen_by"]
     search_fields = ["dataset__name", "reason", "=checksum"]
@@ -179,25 +245,43 @@ class DatasetVersionAdmin(PlatformAdmin):
     def checksum_short(self, obj: m.DatasetVersion) -> str:
         return obj.checksum[:12]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> list[str]:
-        always = ["state", "manifest_path", "checksum", "row_count", "diff", "frozen_by", "frozen_at", "number"]
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> list[str]:
+        always = [
+            "state",
+            "manifest_path",
+            "checksum",
+            "row_count",
+            "diff",
+            "frozen_by",
+            "frozen_at",
+            "number",
+        ]
         if obj and obj.is_frozen:
             return [f.name for f in self.model._meta.fields]
         return always
 
-    def has_delete_permission(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> bool:
         if obj and obj.is_frozen:
             return False
         return super().has_delete_permission(request, obj)
 
-    def save_model(self, request: HttpRequest, obj: m.DatasetVersion, form: object, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: m.DatasetVersion, form: object, change: bool
+    ) -> None:
         from curation.services.versions import next_version_number
 
         if not change:
             obj.number = next_version_number(obj.dataset)
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Freeze selected versions (write manifest, make immutable)", permissions=["freeze"])
+    @admin.action(
+        description="Freeze selected versions (write manifest, make immutable)",
+        permissions=["freeze"],
+    )
     def freeze(self, request: HttpRequest, queryset: QuerySet) -> None:
         from curation.services.versions import freeze_version
 
@@ -207,7 +291,10 @@ class DatasetVersionAdmin(PlatformAdmin):
             except ValueError as exc:
                 self.message_user(request, f"{version}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{version} frozen: {version.row_count} rows, checksum {version.checksum[:12]}.")
+                self.message_user(
+                    request,
+                    f"{version} frozen: {version.row_count} rows, checksum {version.checksum[:12]}.",
+                )
 
     def has_freeze_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("curation.freeze_datasetversion")
@@ -233,7 +320,9 @@ class PromptSetAdmin(PlatformAdmin):
     search_fields = ["name", "description"]
     inlines = [PromptInline]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: m.PromptSet | None = None) -> list[str]:
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: m.PromptSet | None = None
+    ) -> list[str]:
         if obj and obj.frozen:
             return [f.name for f in self.model._meta.fields]
         return ["frozen", "stats"]
@@ -249,7 +338,15 @@ class PromptAdmin(PlatformAdmin):
 
 @admin.register(m.AnnotationRound)
 class AnnotationRoundAdmin(PlatformAdmin):
-    list_display = ["name", "kind", "state", "generation_batch", "overlap", "labelstudio_project_id", "created_at"]
+    list_display = [
+        "name",
+        "kind",
+        "state",
+        "generation_batch",
+        "overlap",
+        "labelstudio_project_id",
+        "created_at",
+    ]
     list_filter = ["kind", "state"]
     search_fields = ["name"]
     list_select_related = ["generation_batch"]
@@ -269,7 +366,17 @@ class LabelTaskAdmin(PlatformAdmin):
 
 @admin.register(m.Annotation)
 class AnnotationAdmin(PlatformAdmin):
-    list_display = ["labelstudio_id", "task", "annotator_email", "aligned", "passed", "rating", "preferred", "deleted", "updated_at"]
+    list_display = [
+        "labelstudio_id",
+        "task",
+        "annotator_email",
+        "aligned",
+        "passed",
+        "rating",
+        "preferred",
+        "deleted",
+        "updated_at",
+    ]
     list_filter = ["deleted", "aligned", "passed", "rating"]
     search_fields = ["annotator_email", "=labelstudio_id"]
     list_select_related = ["task"]
@@ -299,7 +406,17 @@ class JudgementAdmin(PlatformAdmin):
 
 @admin.register(m.Job)
 class JobAdmin(PlatformAdmin):
-    list_display = ["id", "kind", "queue", "status", "progress", "attempt", "heartbeat_at", "worker_id", "created_at"]
+    list_display = [
+        "id",
+        "kind",
+        "queue",
+        "status",
+        "progress",
+        "attempt",
+        "heartbeat_at",
+        "worker_id",
+        "created_at",
+    ]
     list_filter = ["status", "queue", "kind"]
     search_fields = ["kind", "worker_id", "=id"]
     date_hierarchy = "created_at"
@@ -354,7 +471,7 @@ def _restrict_rq_dashboard() -> None:
         def has_module_permission(self, request: HttpRequest) -> bool:
             return is_platform_admin(request.user)
 
-        def get_urls(self):  # noqa: ANN201
+        def get_urls(self):
             # Every queue page (stats, job detail, requeue, delete) gets the same admin-only guard.
             patterns = super().get_urls()
             for pattern in patterns:
@@ -362,11 +479,11 @@ def _restrict_rq_dashboard() -> None:
                     pattern.callback = _admins_only(pattern.callback)
             return patterns
 
-    def _admins_only(view):  # noqa: ANN001, ANN202
+    def _admins_only(view):
         from functools import wraps
 
         @wraps(view)
-        def guarded(request: HttpRequest, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def guarded(request: HttpRequest, *args, **kwargs):
             if request.user.is_staff and not is_platform_admin(request.user):
                 raise PermissionDenied
             return view(request, *args, **kwargs)

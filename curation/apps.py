@@ -12,7 +12,7 @@ class CurationConfig(AppConfig):
         post_migrate.connect(_sync_roles_after_migrate, sender=self)
 
 
-def _sync_roles_after_migrate(**kwargs) -> None:  # noqa: ANN003
+def _sync_roles_after_migrate(**kwargs) -> None:
     """Models added by later migrations bring new permissions; give them to the roles."""
     from curation.roles import sync_roles
 

@@ -35,9 +35,7 @@ def sync_roles(apps: Any = None) -> None:
     lead = [
         p
         for p in platform.select_related("content_type")
-        if not (
-            p.codename.startswith("delete_") and p.content_type.model in DATA_LEAD_NO_DELETE
-        )
+        if not (p.codename.startswith("delete_") and p.content_type.model in DATA_LEAD_NO_DELETE)
     ]
     annotator = [
         p

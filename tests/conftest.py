@@ -15,7 +15,7 @@ from curation.roles import ADMIN, ANNOTATOR, DATA_LEAD, ROLES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _make_user(django_user_model, role: str):  # noqa: ANN001, ANN202
+def _make_user(django_user_model, role: str):
     user = django_user_model.objects.create_user(
         username=f"{role}-user", password="pw-for-tests-only", is_staff=role != ANNOTATOR
     )
@@ -24,22 +24,22 @@ def _make_user(django_user_model, role: str):  # noqa: ANN001, ANN202
 
 
 @pytest.fixture
-def annotator(db, django_user_model):  # noqa: ANN001, ANN201
+def annotator(db, django_user_model):
     return _make_user(django_user_model, ANNOTATOR)
 
 
 @pytest.fixture
-def data_lead(db, django_user_model):  # noqa: ANN001, ANN201
+def data_lead(db, django_user_model):
     return _make_user(django_user_model, DATA_LEAD)
 
 
 @pytest.fixture
-def platform_admin(db, django_user_model):  # noqa: ANN001, ANN201
+def platform_admin(db, django_user_model):
     return _make_user(django_user_model, ADMIN)
 
 
 @pytest.fixture(params=ROLES)
-def role_user(request, django_user_model, db):  # noqa: ANN001, ANN201
+def role_user(request, django_user_model, db):
     return request.param, _make_user(django_user_model, request.param)
 
 

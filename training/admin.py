@@ -46,7 +46,7 @@ class GenerationInline(admin.TabularInline):
     readonly_fields = fields
     max_num = 0
 
-    def get_queryset(self, request: HttpRequest):  # noqa: ANN201
+    def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).select_related("image")
 
     @admin.display(description="image")

@@ -144,7 +144,10 @@ RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60 * 60 * 24} for name 
 TASK_BACKENDS = {
     "database": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": JOB_QUEUES},
     "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": JOB_QUEUES},
-    "immediate": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend", "QUEUES": JOB_QUEUES},
+    "immediate": {
+        "BACKEND": "django_tasks.backends.immediate.ImmediateBackend",
+        "QUEUES": JOB_QUEUES,
+    },
 }
 if TASK_BACKEND not in TASK_BACKENDS:
     raise ValueError(f"TASK_BACKEND={TASK_BACKEND!r}; choose one of {sorted(TASK_BACKENDS)}")

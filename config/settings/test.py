@@ -1,10 +1,10 @@
-"""Test settings: the same stack as local, fast password hashing, a per-run media folder."""
+"""Test settings: the local stack, fast hashing, a per-run media folder, a file test database."""
 
 import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F403
-from .base import STORAGES, env
+from .base import DATABASES, JOB_HANDLER_MODULES, JOB_QUEUES, STATIC_ROOT, STORAGES, VAR_DIR, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -12,18 +12,15 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="platfor
 if STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
     STORAGES["default"]["OPTIONS"]["location"] = str(MEDIA_ROOT)
 
-from .base import DATABASES, STATIC_ROOT, VAR_DIR
-
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so worker subprocesses started by tests see the same database.
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-platform.sqlite3")}
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
 JOB_HEARTBEAT_SECONDS = 0.5
 JOB_RETRY_BACKOFF_SECONDS = 0.0
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-JOB_HANDLER_MODULES += ["tests.job_handlers"]
-
-from .base import JOB_QUEUES
+JOB_HANDLER_MODULES = [*JOB_HANDLER_MODULES, "tests.job_handlers"]
 
 # Tests use their own Redis database so they never touch queues of a running demo.
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")

@@ -19,7 +19,7 @@ class RolePermission(DjangoModelPermissions):
 class ActionPermission(RolePermission):
     """For custom actions: the view names the permission with `action_permissions`."""
 
-    def has_permission(self, request, view) -> bool:  # noqa: ANN001
+    def has_permission(self, request, view) -> bool:
         if not super().has_permission(request, view):
             return False
         needed = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))

@@ -32,8 +32,20 @@ class ImageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = [
-            "id", "sha256", "phash", "width", "height", "format", "has_alpha", "status",
-            "duplicate_of", "source", "origin", "caption", "created_at", "url",
+            "id",
+            "sha256",
+            "phash",
+            "width",
+            "height",
+            "format",
+            "has_alpha",
+            "status",
+            "duplicate_of",
+            "source",
+            "origin",
+            "caption",
+            "created_at",
+            "url",
         ]
         read_only_fields = fields
 
@@ -45,8 +57,15 @@ class IngestBatchSerializer(serializers.ModelSerializer):
     class Meta:
         model = IngestBatch
         fields = [
-            "id", "source", "paths", "ingested", "duplicates", "near_duplicates", "quarantined",
-            "job", "created_at",
+            "id",
+            "source",
+            "paths",
+            "ingested",
+            "duplicates",
+            "near_duplicates",
+            "quarantined",
+            "job",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -61,12 +80,32 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = DatasetVersion
         fields = [
-            "id", "dataset", "number", "state", "parent", "manifest_path", "checksum",
-            "row_count", "diff", "reason", "lineage", "frozen_by", "frozen_at", "created_at",
+            "id",
+            "dataset",
+            "number",
+            "state",
+            "parent",
+            "manifest_path",
+            "checksum",
+            "row_count",
+            "diff",
+            "reason",
+            "lineage",
+            "frozen_by",
+            "frozen_at",
+            "created_at",
         ]
         read_only_fields = [
-            "number", "state", "manifest_path", "checksum", "row_count", "diff", "lineage",
-            "frozen_by", "frozen_at", "created_at",
+            "number",
+            "state",
+            "manifest_path",
+            "checksum",
+            "row_count",
+            "diff",
+            "lineage",
+            "frozen_by",
+            "frozen_at",
+            "created_at",
         ]
 
 
@@ -74,8 +113,16 @@ class RecipeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Recipe
         fields = [
-            "id", "name", "description", "text_queries", "negative_queries", "exemplars",
-            "labelling_functions", "threshold", "top_k", "created_at",
+            "id",
+            "name",
+            "description",
+            "text_queries",
+            "negative_queries",
+            "exemplars",
+            "labelling_functions",
+            "threshold",
+            "top_k",
+            "created_at",
         ]
 
 
@@ -83,8 +130,15 @@ class VectorIndexSerializer(serializers.ModelSerializer):
     class Meta:
         model = VectorIndex
         fields = [
-            "id", "space", "version", "index_type", "params", "vector_count", "recall_at_k",
-            "recall_k", "created_at",
+            "id",
+            "space",
+            "version",
+            "index_type",
+            "params",
+            "vector_count",
+            "recall_at_k",
+            "recall_k",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -112,8 +166,17 @@ class AnnotationRoundSerializer(serializers.ModelSerializer):
     class Meta:
         model = AnnotationRound
         fields = [
-            "id", "name", "kind", "state", "generation_batch", "overlap", "gold_rate",
-            "gold_accuracy_threshold", "labelstudio_project_id", "result_version", "created_at",
+            "id",
+            "name",
+            "kind",
+            "state",
+            "generation_batch",
+            "overlap",
+            "gold_rate",
+            "gold_accuracy_threshold",
+            "labelstudio_project_id",
+            "result_version",
+            "created_at",
         ]
         read_only_fields = ["state", "labelstudio_project_id", "result_version", "created_at"]
 
@@ -124,10 +187,30 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "kind", "queue", "status", "params", "result", "state", "percent",
-            "progress_done", "progress_total", "progress_message", "log_tail", "error",
-            "attempt", "max_attempts", "cancel_requested", "worker_id", "heartbeat_at",
-            "started_at", "finished_at", "retry_at", "target_type", "target_id", "created_at",
+            "id",
+            "kind",
+            "queue",
+            "status",
+            "params",
+            "result",
+            "state",
+            "percent",
+            "progress_done",
+            "progress_total",
+            "progress_message",
+            "log_tail",
+            "error",
+            "attempt",
+            "max_attempts",
+            "cancel_requested",
+            "worker_id",
+            "heartbeat_at",
+            "started_at",
+            "finished_at",
+            "retry_at",
+            "target_type",
+            "target_id",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -135,7 +218,17 @@ class JobSerializer(serializers.ModelSerializer):
 class ScheduleSerializer(serializers.ModelSerializer):
     class Meta:
         model = Schedule
-        fields = ["id", "name", "cron", "job_kind", "queue", "params", "enabled", "next_run_at", "last_run_at"]
+        fields = [
+            "id",
+            "name",
+            "cron",
+            "job_kind",
+            "queue",
+            "params",
+            "enabled",
+            "next_run_at",
+            "last_run_at",
+        ]
         read_only_fields = ["next_run_at", "last_run_at"]
 
     def validate_cron(self, value: str) -> str:

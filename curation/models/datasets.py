@@ -72,14 +72,16 @@ class DatasetVersion(TimeStampedModel):
     def is_frozen(self) -> bool:
         return self.state == self.State.FROZEN
 
-    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def save(self, *args, **kwargs) -> None:
         if self.pk and not kwargs.pop("allow_frozen", False):
-            stored = DatasetVersion.objects.filter(pk=self.pk).values_list("state", flat=True).first()
+            stored = (
+                DatasetVersion.objects.filter(pk=self.pk).values_list("state", flat=True).first()
+            )
             if stored == self.State.FROZEN:
                 raise FrozenVersionError(f"{self} is frozen and cannot be changed.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def delete(self, *args, **kwargs):
         if self.is_frozen:
             raise FrozenVersionError(f"{self} is frozen and cannot be deleted.")
         return super().delete(*args, **kwargs)
@@ -109,15 +111,19 @@ class DatasetItem(models.Model):
     def __str__(self) -> str:
         return f"{self.version}: {self.image_id}"
 
-    def _check_draft(self) -> None:
-        state = DatasetVersion.objects.filter(pk=self.version_id).values_list("state", flat=True).first()
-        if state == DatasetVersion.State.FROZEN:
-            raise FrozenVersionError("Rows of a frozen dataset version cannot change.")
-
-    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def save(self, *args, **kwargs) -> None:
         self._check_draft()
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def delete(self, *args, **kwargs):
         self._check_draft()
         return super().delete(*args, **kwargs)
+
+    def _check_draft(self) -> None:
+        state = (
+            DatasetVersion.objects.filter(pk=self.version_id)
+            .values_list("state", flat=True)
+            .first()
+        )
+        if state == DatasetVersion.State.FROZEN:
+            raise FrozenVersionError("Rows of a frozen dataset version cannot change.")

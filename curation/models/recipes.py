@@ -11,7 +11,9 @@ from curation.models.base import TimeStampedModel
 class Recipe(TimeStampedModel):
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
-    text_queries = models.JSONField(default=list, blank=True, help_text='[{"text": ..., "weight": 1.0}]')
+    text_queries = models.JSONField(
+        default=list, blank=True, help_text='[{"text": ..., "weight": 1.0}]'
+    )
     negative_queries = models.JSONField(default=list, blank=True)
     exemplars = models.ManyToManyField("curation.Image", blank=True, related_name="+")
     labelling_functions = models.JSONField(default=list, blank=True)

@@ -40,7 +40,11 @@ class AnnotationRound(TimeStampedModel):
     reconcile_watermark = models.DateTimeField(null=True, blank=True)
     style_exemplars = models.ManyToManyField("curation.Image", blank=True, related_name="+")
     result_version = models.ForeignKey(
-        "curation.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "curation.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

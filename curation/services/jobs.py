@@ -201,7 +201,7 @@ def execute_job(job_id: int) -> None:
         result = handler(ctx) or {}
     except JobCancelled as exc:
         _finish(ctx, Job.Status.CANCELLED, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job the user sees
+    except Exception as exc:
         _fail(ctx, exc)
     else:
         _finish(ctx, Job.Status.SUCCEEDED, result=result)
@@ -263,10 +263,12 @@ def _notify_target(job_id: int) -> None:
 def request_cancel(job: Job) -> Job:
     """Ask a job to stop: queued jobs end at once, running ones at their next check."""
     now = timezone.now()
-    Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE).update(cancel_requested=True, updated_at=now)
-    Job.objects.filter(
-        pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RETRYING]
-    ).update(status=Job.Status.CANCELLED, finished_at=now)
+    Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE).update(
+        cancel_requested=True, updated_at=now
+    )
+    Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RETRYING]).update(
+        status=Job.Status.CANCELLED, finished_at=now
+    )
     job.refresh_from_db()
     if job.status == Job.Status.CANCELLED:
         _notify_target(job.pk)
@@ -290,7 +292,9 @@ def retry_job(job: Job) -> Job:
         updated_at=timezone.now(),
     )
     if not updated:
-        raise JobNotRetryable(f"job {job.pk} is {job.status}; only failed, cancelled or lost jobs can be retried")
+        raise JobNotRetryable(
+            f"job {job.pk} is {job.status}; only failed, cancelled or lost jobs can be retried"
+        )
     transaction.on_commit(lambda: dispatch(job.pk))
     job.refresh_from_db()
     return job

@@ -124,7 +124,9 @@ def _diff(version: DatasetVersion) -> dict[str, Any]:
 
 
 @transaction.atomic
-def freeze_version(version: DatasetVersion, *, user: Any = None, reason: str = "") -> DatasetVersion:
+def freeze_version(
+    version: DatasetVersion, *, user: Any = None, reason: str = ""
+) -> DatasetVersion:
     """Write the manifest, record its checksum and diff, and make the version immutable."""
     version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
     if version.is_frozen:

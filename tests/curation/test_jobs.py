@@ -27,7 +27,9 @@ def no_dispatch(monkeypatch):
 
 
 @pytest.mark.django_db
-def test_success_records_progress_state_and_result(tmp_path, no_dispatch, django_capture_on_commit_callbacks):
+def test_success_records_progress_state_and_result(
+    tmp_path, no_dispatch, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         job = svc.enqueue_job("test.steps", params={"out": str(tmp_path), "steps": 4})
     assert no_dispatch == [(job.pk, None)]
@@ -41,7 +43,9 @@ def test_success_records_progress_state_and_result(tmp_path, no_dispatch, django
 
 
 @pytest.mark.django_db
-def test_failure_retries_with_exponential_backoff_then_fails(no_dispatch, settings, django_capture_on_commit_callbacks):
+def test_failure_retries_with_exponential_backoff_then_fails(
+    no_dispatch, settings, django_capture_on_commit_callbacks
+):
     settings.JOB_RETRY_BACKOFF_SECONDS = 10
     job = svc.enqueue_job("test.fails", max_attempts=3)
     with django_capture_on_commit_callbacks(execute=True):
@@ -93,8 +97,12 @@ def test_unknown_kind_is_refused():
 @pytest.mark.django_db
 def test_stale_heartbeat_requeues_then_marks_lost(no_dispatch, django_capture_on_commit_callbacks):
     stale = timezone.now() - timedelta(minutes=5)
-    job = Job.objects.create(kind="noop", status=Job.Status.RUNNING, attempt=1, max_attempts=2, heartbeat_at=stale)
-    fresh = Job.objects.create(kind="noop", status=Job.Status.RUNNING, attempt=1, heartbeat_at=timezone.now())
+    job = Job.objects.create(
+        kind="noop", status=Job.Status.RUNNING, attempt=1, max_attempts=2, heartbeat_at=stale
+    )
+    fresh = Job.objects.create(
+        kind="noop", status=Job.Status.RUNNING, attempt=1, heartbeat_at=timezone.now()
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert svc.recover_lost_jobs(timedelta(seconds=60)) == [job.pk]
     job.refresh_from_db()
@@ -109,7 +117,9 @@ def test_stale_heartbeat_requeues_then_marks_lost(no_dispatch, django_capture_on
 
 
 @pytest.mark.django_db
-def test_cancel_and_retry_through_api_and_admin(api_client, client, data_lead, annotator, no_dispatch):
+def test_cancel_and_retry_through_api_and_admin(
+    api_client, client, data_lead, annotator, no_dispatch
+):
     job = svc.enqueue_job("test.fails", max_attempts=1)
     job = _run(job)
     api_client.force_authenticate(annotator)

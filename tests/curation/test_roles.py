@@ -15,10 +15,23 @@ USER_MANAGEMENT = {("auth", "user"), ("auth", "group"), ("authtoken", "tokenprox
 PLATFORM_APPS = {"curation", "training"}
 
 API_LISTS = [
-    "source-list", "image-list", "ingestbatch-list", "dataset-list", "datasetversion-list",
-    "recipe-list", "vectorindex-list", "styledescriptor-list", "promptset-list", "prompt-list",
-    "annotationround-list", "job-list", "schedule-list",
-    "trainingrun-list", "checkpoint-list", "generationbatch-list", "generation-list",
+    "source-list",
+    "image-list",
+    "ingestbatch-list",
+    "dataset-list",
+    "datasetversion-list",
+    "recipe-list",
+    "vectorindex-list",
+    "styledescriptor-list",
+    "promptset-list",
+    "prompt-list",
+    "annotationround-list",
+    "job-list",
+    "schedule-list",
+    "trainingrun-list",
+    "checkpoint-list",
+    "generationbatch-list",
+    "generation-list",
 ]
 ANNOTATOR_READABLE = {"annotationround-list"}
 
@@ -112,7 +125,9 @@ def test_token_auth(api_client, data_lead):
 def test_schedule_api_rejects_bad_cron(api_client, data_lead):
     api_client.force_authenticate(data_lead)
     response = api_client.post(
-        reverse("schedule-list"), {"name": "bad", "cron": "every night", "job_kind": "noop"}, format="json"
+        reverse("schedule-list"),
+        {"name": "bad", "cron": "every night", "job_kind": "noop"},
+        format="json",
     )
     assert response.status_code == 400
     assert "cron" in response.json()

@@ -34,14 +34,17 @@ def test_due_schedule_runs_once_and_moves_on(django_capture_on_commit_callbacks,
     assert [j.schedule_id for j in first] == [schedule.pk]
     assert run_due_schedules(now=later) == []
     schedule.refresh_from_db()
-    assert schedule.next_run_at == schedule.last_run_at.replace(hour=3, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    assert schedule.next_run_at == schedule.last_run_at.replace(
+        hour=3, minute=0, second=0, microsecond=0
+    ) + timedelta(days=1)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_scheduler_processes_enqueue_each_due_run_exactly_once():
     past = timezone.now() - timedelta(minutes=1)
     Schedule.objects.bulk_create(
-        Schedule(name=f"s{i}", cron="* * * * *", job_kind="noop", next_run_at=past) for i in range(40)
+        Schedule(name=f"s{i}", cron="* * * * *", job_kind="noop", next_run_at=past)
+        for i in range(40)
     )
     env = subprocess_env()
     command = [PYTHON, str(ROOT / "manage.py"), "scheduler", "--once"]

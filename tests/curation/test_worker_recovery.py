@@ -46,7 +46,9 @@ def _wait_for_fifo(path: Path, proc: subprocess.Popen, timeout: float = 120) -> 
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
             proc.kill()
-            raise AssertionError(f"worker never reached step {BLOCK_AT}: {proc.stdout.read().decode()[-3000:]}")
+            raise AssertionError(
+                f"worker never reached step {BLOCK_AT}: {proc.stdout.read().decode()[-3000:]}"
+            )
         data = b""
         while not data.endswith(b"\n"):
             ready, _, _ = select.select([fd], [], [], timeout)
@@ -78,7 +80,8 @@ def test_sigkilled_worker_job_is_recovered_without_loss(backend, tmp_path, reque
     os.mkfifo(fifo)
     with override_settings(TASKS={"default": settings.TASK_BACKENDS[backend]}):
         job = svc.enqueue_job(
-            "test.steps", params={"out": str(out), "steps": STEPS, "block_at": BLOCK_AT, "fifo": str(fifo)}
+            "test.steps",
+            params={"out": str(out), "steps": STEPS, "block_at": BLOCK_AT, "fifo": str(fifo)},
         )
         first = _worker(backend)
         _wait_for_fifo(fifo, first)

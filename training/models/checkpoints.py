@@ -9,14 +9,20 @@ from curation.models.base import TimeStampedModel
 
 class Checkpoint(TimeStampedModel):
     name = models.CharField(max_length=160, unique=True)
-    path = models.CharField(max_length=1024, help_text="Local folder (diffusers layout or adapter).")
+    path = models.CharField(
+        max_length=1024, help_text="Local folder (diffusers layout or adapter)."
+    )
     base_model = models.CharField(max_length=1024, blank=True)
     adapter = models.CharField(max_length=32, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     training_run = models.ForeignKey(
-        "training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="checkpoints"
+        "training.TrainingRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="checkpoints",
     )
     dataset_versions = models.ManyToManyField(
         "curation.DatasetVersion", blank=True, related_name="checkpoints"

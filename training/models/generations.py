@@ -24,10 +24,16 @@ class GenerationBatch(TimeStampedModel):
         "curation.PromptSet", on_delete=models.PROTECT, related_name="generation_batches"
     )
     style_descriptor = models.ForeignKey(
-        "curation.StyleDescriptor", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "curation.StyleDescriptor",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     seeds = models.JSONField(default=list)
-    sampler = models.JSONField(default=dict, blank=True, help_text="scheduler, steps, guidance, size")
+    sampler = models.JSONField(
+        default=dict, blank=True, help_text="scheduler, steps, guidance, size"
+    )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True
     )
@@ -35,7 +41,9 @@ class GenerationBatch(TimeStampedModel):
         "curation.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     auto_round_kinds = models.JSONField(
-        default=list, blank=True, help_text='Rounds to create when done, e.g. ["alignment", "style"].'
+        default=list,
+        blank=True,
+        help_text='Rounds to create when done, e.g. ["alignment", "style"].',
     )
 
     class Meta:

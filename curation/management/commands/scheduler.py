@@ -13,11 +13,11 @@ from curation.services.schedules import scheduler_tick
 class Command(BaseCommand):
     help = "Run the scheduler loop (safe to run more than one: each due run is claimed once)."
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser) -> None:
         parser.add_argument("--once", action="store_true", help="Run one tick and exit.")
         parser.add_argument("--interval", type=float, default=settings.SCHEDULER_TICK_SECONDS)
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args, **options) -> None:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -25,6 +25,8 @@ class Command(BaseCommand):
             close_old_connections()
             counts = scheduler_tick()
             if counts["enqueued"] or counts["recovered"]:
-                self.stdout.write(f"scheduler: {counts['enqueued']} enqueued, {counts['recovered']} recovered")
+                self.stdout.write(
+                    f"scheduler: {counts['enqueued']} enqueued, {counts['recovered']} recovered"
+                )
             if options["once"] or stop.wait(options["interval"]):
                 break

@@ -1,7 +1,7 @@
 """Start a task worker for the configured backend: database (embedded) or RQ (scale-out).
 
-    python manage.py worker --queues default,cpu        # CPU host
-    python manage.py worker --queues gpu --device cuda:0 # GPU host
+python manage.py worker --queues default,cpu        # CPU host
+python manage.py worker --queues gpu --device cuda:0 # GPU host
 """
 
 import os
@@ -14,13 +14,15 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = "Run a worker serving the given queues with the configured task backend."
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser) -> None:
         parser.add_argument("--queues", default="default,cpu,gpu", help="Comma-separated queues.")
-        parser.add_argument("--batch", action="store_true", help="Process what is queued, then exit.")
+        parser.add_argument(
+            "--batch", action="store_true", help="Process what is queued, then exit."
+        )
         parser.add_argument("--device", default="", help="Training/generation device, e.g. cuda:0.")
         parser.add_argument("--worker-id", default="", help="Unique name of this worker.")
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args, **options) -> None:
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         unknown = sorted(set(queues) - set(settings.JOB_QUEUES))
         if unknown:

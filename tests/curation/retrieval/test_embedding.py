@@ -117,6 +117,7 @@ def test_shard_of_another_model_is_refused(tmp_path, bundle) -> None:
         embed_shard(spec, other, _image, tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_at_its_last_finished_shard(tmp_path, bundle) -> None:
     """A worker is SIGKILLed inside shard 1: shard 0 stays, shard 1 is invisible, rerun finishes."""
     script = textwrap.dedent(

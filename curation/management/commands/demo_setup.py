@@ -1,0 +1,20 @@
+"""Load the demo fixtures (users per role, style descriptors, prompt sets)."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from curation.services.demo import load_demo_fixtures
+
+
+class Command(BaseCommand):
+    help = "Create the demo users, style descriptors and prompt sets from fixtures/demo.json."
+
+    def add_arguments(self, parser) -> None:  # noqa: ANN001
+        parser.add_argument("--fixture", default=str(Path(settings.BASE_DIR) / "fixtures" / "demo.json"))
+
+    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+        summary = load_demo_fixtures(Path(options["fixture"]))
+        for username, role in summary["users"]:
+            self.stdout.write(f"  user {username:<12} role {role}")
