@@ -287,7 +287,7 @@ class DatasetVersionAdmin(PlatformAdmin):
 
         for version in queryset.filter(state=m.DatasetVersion.State.DRAFT):
             try:
-                freeze_version(version, user=request.user, reason=version.reason)
+                version = freeze_version(version, user=request.user, reason=version.reason)
             except ValueError as exc:
                 self.message_user(request, f"{version}: {exc}", messages.ERROR)
             else:
@@ -498,3 +498,7 @@ def _restrict_rq_dashboard() -> None:
 
 
 _restrict_rq_dashboard()
+
+admin.site.site_header = "Sticker curation platform"
+admin.site.site_title = "Sticker curation"
+admin.site.index_title = "Curate, train, rate"

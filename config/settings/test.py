@@ -1,5 +1,6 @@
 """Test settings: the local stack, fast hashing, a per-run media folder, a file test database."""
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,9 +14,10 @@ if STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
     STORAGES["default"]["OPTIONS"]["location"] = str(MEDIA_ROOT)
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # A file, not :memory:, so worker subprocesses started by tests see the same database.
+    # A file, not :memory:, so worker subprocesses started by tests see the same database;
+    # one per test process, so two test runs on one machine never share it.
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-platform.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-platform-{os.getpid()}.sqlite3")}
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 JOB_HEARTBEAT_SECONDS = 0.5

@@ -156,7 +156,7 @@ def _member_name_problem(name: str) -> str | None:
 
 def _is_hidden_member(name: str) -> bool:
     parts = PurePosixPath(name.replace("\\", "/")).parts
-    return any(p.startswith(".") or p in _SKIPPED_ARCHIVE_DIRS for p in parts)
+    return any((p.startswith(".") and p != "..") or p in _SKIPPED_ARCHIVE_DIRS for p in parts)
 
 
 class _Caps:

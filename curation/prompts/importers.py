@@ -74,7 +74,7 @@ class PromptImportError(ValueError):
 
 
 @functools.cache
-def _clip_tokenizer():  # noqa: ANN202 - open_clip's SimpleTokenizer, imported lazily
+def _clip_tokenizer():
     # open_clip imports torchvision, which needs the lead's shim with this CPU build of torch.
     from training.engine.torch_compat import ensure_torchvision_importable
 

@@ -14,6 +14,7 @@ Plus Snorkel's LF summary: coverage, overlap, conflict and, given gold labels, a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -111,7 +112,10 @@ def _crowdkit_dawid_skene(votes: np.ndarray, n_iter: int, tol: float) -> np.ndar
     if not len(rows):
         return probabilities
     frame = pd.DataFrame({"task": rows, "worker": cols, "label": votes[rows, cols].astype(int)})
-    probas = DawidSkene(n_iter=n_iter, tol=tol).fit_predict_proba(frame)
+    with warnings.catch_warnings():
+        # crowd-kit 1.4.2 still uses pandas' inplace/copy keywords, which pandas 3 deprecates.
+        warnings.filterwarnings("ignore", module=r"crowdkit\.")
+        probas = DawidSkene(n_iter=n_iter, tol=tol).fit_predict_proba(frame)
     positive = probas[1] if 1 in probas.columns else pd.Series(0.0, index=probas.index)
     probabilities[positive.index.to_numpy()] = positive.to_numpy()
     return probabilities

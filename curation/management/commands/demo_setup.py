@@ -11,10 +11,12 @@ from curation.services.demo import load_demo_fixtures
 class Command(BaseCommand):
     help = "Create the demo users, style descriptors and prompt sets from fixtures/demo.json."
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
-        parser.add_argument("--fixture", default=str(Path(settings.BASE_DIR) / "fixtures" / "demo.json"))
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--fixture", default=str(Path(settings.BASE_DIR) / "fixtures" / "demo.json")
+        )
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args, **options) -> None:
         summary = load_demo_fixtures(Path(options["fixture"]))
         for username, role in summary["users"]:
             self.stdout.write(f"  user {username:<12} role {role}")

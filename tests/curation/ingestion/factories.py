@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -37,3 +39,18 @@ def sticker_rgba(seed: int = 0, size: int = 96) -> Image.Image:
     alpha = np.clip((size * 0.4 - radius) * 64, 0, 255).astype(np.uint8)
     rgb = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
     return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A well-formed PNG whose header claims `width`x`height` 1-bit pixels but carries only a
+    few bytes of data: what a decompression bomb looks like to a header check."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    data = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )

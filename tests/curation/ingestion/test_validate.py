@@ -12,11 +12,16 @@ from PIL import Image
 from curation.ingestion.validate import (
     Refusal,
     ValidatedImage,
-    perceptual_hash,
     validate_image_bytes,
     validate_path,
 )
-from tests.curation.ingestion.factories import encode, photo, photo_jpeg, sticker_rgba
+from tests.curation.ingestion.factories import (
+    encode,
+    photo,
+    photo_jpeg,
+    png_claiming_size,
+    sticker_rgba,
+)
 
 
 def ok(data: bytes, **options: object) -> ValidatedImage:
@@ -42,7 +47,7 @@ def test_plain_jpeg_is_stored_byte_for_byte_and_addressed_by_its_original_sha256
     assert image.sha256 == image.stored_sha256 == hashlib.sha256(data).hexdigest()
     assert (image.width, image.height, image.mode, image.stored_format) == (256, 192, "RGB", "JPEG")
     assert image.has_alpha is False and image.frame_count == 1
-    assert image.phash == perceptual_hash(photo(1)) or len(image.phash) == 16
+    assert len(image.phash) == 16 and int(image.phash, 16) >= 0
 
 
 def test_truncated_and_corrupt_files_are_refused_with_the_format_named():
@@ -65,8 +70,8 @@ def test_files_that_are_not_images_say_what_they_look_like():
 
 
 def test_a_decompression_bomb_is_refused_before_decoding():
-    bomb = encode(Image.new("1", (30000, 30000)), "PNG")  # ~110 KB that decodes to 900 Mpx
-    assert len(bomb) < 200_000
+    bomb = png_claiming_size(30000, 30000)
+    assert len(bomb) < 200
     reason = refused(bomb)
     assert reason.startswith("image is 30000x30000 = 900 Mpx, above the 89 Mpx limit")
 
@@ -76,7 +81,7 @@ def test_the_pixel_limit_is_per_call_and_leaves_pillow_global_alone():
     data = encode(photo(4, (100, 100)), "PNG")
     assert "above the 0.005 Mpx limit" in refused(data, max_pixels=5000)
     assert ok(data, max_pixels=10_000).width == 100
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
 
 
 def test_files_above_the_byte_limit_are_refused():
@@ -146,7 +151,7 @@ def test_exif_orientation_is_applied():
     assert shown.shape == (200, 100, 3)
     assert shown[20, 50, 0] > 200 and shown[20, 50, 2] < 50  # red is now on top
     assert shown[180, 50, 2] > 200 and shown[180, 50, 0] < 50  # blue at the bottom
-    assert image.stored_format == "JPEG" and image.data != image.sha256
+    assert image.stored_format == "JPEG" and image.stored_sha256 != image.sha256
 
 
 def test_animated_gif_keeps_the_first_frame_and_counts_frames():

@@ -31,9 +31,9 @@ def fresh_unet(tiny_components: dict[str, Any]):
 @pytest.fixture(scope="session")
 def unet_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    latents = torch.randn(2, 4, 16, 16, generator=generator)
+    latents = torch.randn(1, 4, 16, 16, generator=generator)
     timestep = torch.tensor(500)
-    context = torch.randn(2, 77, 32, generator=generator)
+    context = torch.randn(1, 77, 32, generator=generator)
     return latents, timestep, context
 
 
