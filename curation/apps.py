@@ -9,7 +9,10 @@ class CurationConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        from curation.compat import rq_callbacks
+
         post_migrate.connect(_sync_roles_after_migrate, sender=self)
+        rq_callbacks.install()
 
 
 def _sync_roles_after_migrate(**kwargs) -> None:

@@ -141,6 +141,9 @@ JOB_QUEUES = ["default", "cpu", "gpu"]
 # django_rq is always installed (it reads RQ_QUEUES once, at import), so a test can switch a
 # process to the RQ backend with override_settings(TASKS=...).
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60 * 60 * 24} for name in JOB_QUEUES}
+# Every RQ view (dashboard, registry clean-up) must load jobs as django-tasks jobs, or the
+# clean-up of a dead worker's job crashes in django_tasks_rq's failure callback.
+RQ = {"JOB_CLASS": "django_tasks_rq.Job"}
 TASK_BACKENDS = {
     "database": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": JOB_QUEUES},
     "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": JOB_QUEUES},

@@ -160,6 +160,12 @@ def child_env(
             # Webhooks go to the platform on 127.0.0.1, which SSRF protection would refuse.
             "SSRF_PROTECTION_ENABLED": "false",
             "SECRET_KEY": _secret_key(data_dir),
+            # No phoning home: these default to on (and the machine may be offline, where the
+            # version check alone stalls startup for its 10 s timeout).
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
             "PYTHONUNBUFFERED": "1",
         }
     )

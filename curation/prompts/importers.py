@@ -153,7 +153,9 @@ class _RowChecker:
         self.max_tokens = max_tokens
         self.token_counter = token_counter
 
-    def check(self, line: int, values: dict[str, object], errors: list[RowError]) -> PromptRow | None:
+    def check(
+        self, line: int, values: dict[str, object], errors: list[RowError]
+    ) -> PromptRow | None:
         problems: list[RowError] = []
         for name in KNOWN_FIELDS:
             bad = _undecodable_bytes(values.get(name))
@@ -168,7 +170,8 @@ class _RowChecker:
                 problems.append(RowError(line, name, "must be a string"))
         tags = values.get("tags")
         if tags is not None and not (
-            isinstance(tags, str) or (isinstance(tags, list) and all(isinstance(t, str) for t in tags))
+            isinstance(tags, str)
+            or (isinstance(tags, list) and all(isinstance(t, str) for t in tags))
         ):
             problems.append(RowError(line, "tags", "must be a string or a list of strings"))
         if problems:
@@ -249,10 +252,14 @@ def _jsonl_rows(text: str, errors: list[RowError]) -> Iterator[tuple[int, dict[s
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            errors.append(RowError(number, "json", f"malformed JSON: {exc.msg} at column {exc.colno}"))
+            errors.append(
+                RowError(number, "json", f"malformed JSON: {exc.msg} at column {exc.colno}")
+            )
             continue
         if not isinstance(value, dict):
-            errors.append(RowError(number, "json", f"expected an object, got {type(value).__name__}"))
+            errors.append(
+                RowError(number, "json", f"expected an object, got {type(value).__name__}")
+            )
             continue
         yield number, value
 

@@ -84,7 +84,9 @@ def _slot_names(pattern: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
-        raise TemplateError(f"template {pattern!r}: {exc} (write '{{{{' for a literal brace)") from None
+        raise TemplateError(
+            f"template {pattern!r}: {exc} (write '{{{{' for a literal brace)"
+        ) from None
     names: list[str] = []
     for _literal, name, spec, conversion in parsed:
         if name is None:

@@ -55,11 +55,17 @@ def registered_kinds() -> dict[str, str]:
 
 
 def load_handlers() -> None:
-    """Import the modules that register handlers, so a worker knows every kind."""
+    """Import the modules that register handlers, so a worker knows every kind.
+
+    A package listed in JOB_HANDLER_MODULES brings all its submodules (curation.tasks.ingest...).
+    """
+    import pkgutil
     from importlib import import_module
 
-    for module in settings.JOB_HANDLER_MODULES:
-        import_module(module)
+    for name in settings.JOB_HANDLER_MODULES:
+        module = import_module(name)
+        for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+            import_module(f"{name}.{info.name}")
 
 
 def worker_identity() -> str:

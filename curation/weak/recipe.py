@@ -8,8 +8,9 @@ Flow of `run_recipe`:
    built-in `heuristics` recipe needs no CLIP weights);
 3. similarity columns for CLIP-based LFs are added to each candidate's features, every LF votes,
    the label model turns votes into P(sticker);
-4. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile among the candidates
-   (just P when there is no query, just the percentile when there are no LFs); weak label =
+4. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile in the pool (exact
+   without an index, from a pool sample with one, among the candidates when only an index is
+   given); just P when there is no query, just the percentile when there are no LFs; weak label =
    score ≥ score_threshold, or −1 when nothing at all spoke about an image.
 
 This module never imports Django: the caller passes vectors, index, features and encoder.
@@ -33,6 +34,8 @@ from curation.weak.labelling_functions import (
     lf_from_config,
     vote_matrix,
 )
+
+_REFERENCE = 20_000  # pool sample size for similarity percentiles when searching an index
 
 
 @dataclass
@@ -145,11 +148,12 @@ def _text_vectors(
     return out
 
 
-def _percentile(values: np.ndarray) -> np.ndarray:
-    if len(values) < 2:
+def _percentile(values: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """Share of `reference` (the pool's similarities, or the candidates' own) below each value."""
+    reference = np.sort(values if reference is None else np.asarray(reference, np.float64))
+    if not len(reference):
         return np.ones(len(values))
-    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
-    return ranks / (len(values) - 1)
+    return np.searchsorted(reference, values, side="right") / len(reference)
 
 
 def run_recipe(
@@ -168,8 +172,6 @@ def run_recipe(
     candidate retrieval approximate and fast when `spec.top_k` is set; `bundle` encodes text
     queries unless `text_vectors` already holds them; `gold` (id → 0/1) adds LF accuracies.
     """
-    from curation.retrieval.search import combine_queries, mean_query
-
     lf_texts = [lf.query for lf in spec.lfs if isinstance(lf, ClipTextSimilarity)]
     query_texts = [q.text for q in spec.text_queries + spec.negative_queries]
     needs_vectors = (
@@ -182,6 +184,9 @@ def run_recipe(
         if query_texts + lf_texts
         else {}
     )
+
+    if needs_vectors:  # imported here so the heuristics recipe never loads torch
+        from curation.retrieval.search import combine_queries, mean_query
 
     exemplar_rows = []
     if spec.exemplar_ids:
@@ -204,17 +209,25 @@ def run_recipe(
             negative_weights.append(spec.counter_exemplar_weight)
         query = combine_queries(positives, negatives, weights, negative_weights)
 
-    # Candidates and their similarity to the query.
+    # Candidates, their similarity to the query, and a sample of the pool's similarities that
+    # turns a cosine into "beats this share of the pool" (cosines are not comparable across
+    # queries or models; percentiles are).
+    reference = None
     if query is not None and index is not None and spec.top_k:
         from curation.retrieval.index import search
 
         hits = search(index, query, spec.top_k)
         keep = hits.ids[0] >= 0
         candidate_ids, similarity = hits.ids[0][keep], hits.scores[0][keep].astype(np.float64)
+        if vectors is not None:
+            rng = np.random.default_rng(0)
+            sample = rng.choice(len(vectors.ids), min(len(vectors.ids), _REFERENCE), replace=False)
+            reference = vectors.get(vectors.ids[np.sort(sample)]) @ query
     elif query is not None:
         all_scores = vectors.scores(query)
         order = np.argsort(-all_scores, kind="stable")[: spec.top_k or None]
         candidate_ids, similarity = vectors.ids[order], all_scores[order].astype(np.float64)
+        reference = all_scores
     else:
         candidate_ids = np.fromiter(features.keys(), dtype=np.int64, count=len(features))
         similarity = np.full(len(candidate_ids), np.nan)
@@ -232,9 +245,11 @@ def run_recipe(
     fitted = fit_label_model(votes, spec.label_model)
     probabilities = fitted.probabilities
     if query is not None and spec.lfs:
-        scores = spec.lf_weight * probabilities + (1 - spec.lf_weight) * _percentile(similarity)
+        scores = spec.lf_weight * probabilities + (1 - spec.lf_weight) * _percentile(
+            similarity, reference
+        )
     elif query is not None:
-        scores = _percentile(similarity)
+        scores = _percentile(similarity, reference)
     else:
         scores = probabilities.copy()
     spoke = (votes >= 0).any(axis=1) | (query is not None)

@@ -62,10 +62,10 @@ def _wait_for_fifo(path: Path, proc: subprocess.Popen, timeout: float = 120) -> 
 def clean_redis_queues():
     import django_rq
 
-    for name in settings.JOB_QUEUES:
-        queue = django_rq.get_queue(name)
-        queue.empty()
+    connection = django_rq.get_connection("default")
+    connection.flushdb()  # the tests' own Redis database (settings.test), never a demo's
     yield
+    connection.flushdb()
 
 
 @pytest.mark.slow

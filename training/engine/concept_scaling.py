@@ -30,8 +30,6 @@ from PIL import Image
 
 import training.engine  # noqa: F401  (torchvision shim before diffusers)
 
-DEFAULT_TEMPLATE = "a {word} in {descriptor}"
-BARE_TEMPLATE = "a {word}"
 _STOPWORDS = frozenset(
     "a an the of in on at with and or to for by from its it is are this that these those".split()
 )
@@ -54,8 +52,13 @@ class ConceptScaling:
 
 
 def sub_prompt(word: str, descriptor: str = "", template: str | None = None) -> str:
-    template = template or (DEFAULT_TEMPLATE if descriptor else BARE_TEMPLATE)
-    return template.format(word=word, descriptor=descriptor).strip()
+    """"a fox, in flat sticker style": the same descriptor suffix StyleDrop's prompts carry, so
+    sub-prompts and full prompts name the style identically; `template` may use {word} and
+    {descriptor} instead."""
+    if template:
+        return template.format(word=word, descriptor=descriptor).strip()
+    descriptor = descriptor.strip()
+    return f"a {word}, {descriptor}" if descriptor else f"a {word}"
 
 
 def candidate_words(prompt: str, exclude: Sequence[str] = ()) -> list[str]:

@@ -31,7 +31,7 @@ class Command(BaseCommand):
             # Read by training jobs: the engine picks this device and warns on a CPU fallback.
             os.environ["PLATFORM_DEVICE"] = options["device"]
         if settings.TASK_BACKEND == "rq":
-            kwargs = {"job_class": "django_tasks_rq.Job", "burst": options["batch"]}
+            kwargs = {"burst": options["batch"]}
             if options["worker_id"]:
                 kwargs["name"] = options["worker_id"]
             call_command("rqworker", *queues, **kwargs)

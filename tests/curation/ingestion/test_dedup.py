@@ -68,3 +68,17 @@ def test_bad_hashes_are_rejected_with_the_value_named():
         index.add("k", "xyz")
     with pytest.raises(ValueError, match="longer than 64 bits"):
         index.add("k", "1" * 17)
+
+
+def test_entries_added_after_the_tables_were_built_are_found():
+    rng = np.random.default_rng(5)
+    indexed = NearDuplicateIndex(brute_force_below=0)
+    scanned = NearDuplicateIndex(brute_force_below=10**9)
+    for round_number in range(6):  # interleave adds and finds: tail, rebuilds, tail again
+        for value in random_hashes(700, seed=10 + round_number):
+            indexed.add(f"{value:x}", f"{value:016x}")
+            scanned.add(f"{value:x}", f"{value:016x}")
+        for key, hex_value in list(scanned.items())[-50:]:
+            query = f"{flip(int(hex_value, 16), 5, rng):016x}"
+            assert indexed.find(query, 7) == scanned.find(query, 7)
+            assert (key, 5) in indexed.find(query, 7)

@@ -65,7 +65,12 @@ def _choice(name: str, value: str | list[str], to_name: str = configs.IMAGE) -> 
 
 
 def _rating(name: str, value: int) -> dict:
-    return {"from_name": name, "to_name": configs.IMAGE, "type": "rating", "value": {"rating": value}}
+    return {
+        "from_name": name,
+        "to_name": configs.IMAGE,
+        "type": "rating",
+        "value": {"rating": value},
+    }
 
 
 def test_server_status_and_start_are_idempotent(ls_server: server.ServerHandle) -> None:
@@ -196,7 +201,9 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     pulled = ls_client.annotations_updated_since(project_id, watermark, known_annotation_ids=known)
     by_id = {r.annotation_id: r for r in pulled.annotations}
     assert set(by_id) == {a1.id}
-    assert by_id[a1.id].judgement.aligned is False and by_id[a1.id].judgement.alignment_rating is None
+    assert (
+        by_id[a1.id].judgement.aligned is False and by_id[a1.id].judgement.alignment_rating is None
+    )
     assert by_id[a1.id].updated_at > by_id[a1.id].created_at
     assert pulled.deleted_annotation_ids == sorted([b1.id, a2.id])
     assert pulled.deleted_task_ids == [g2]

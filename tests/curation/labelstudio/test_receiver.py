@@ -26,7 +26,11 @@ def test_wrong_or_missing_secret_is_refused_but_the_body_is_kept() -> None:
         assert _post(hook.url, b'{"action": "C"}', {"X-Secret": "s3cret"}) == 200
         assert hook.wait_for(lambda r: len(r) == 3, timeout=5)
     assert [r.accepted for r in hook.received] == [False, False, True]
-    assert [r.body for r in hook.received] == [b'{"action": "A"}', b'{"action": "B"}', b'{"action": "C"}']
+    assert [r.body for r in hook.received] == [
+        b'{"action": "A"}',
+        b'{"action": "B"}',
+        b'{"action": "C"}',
+    ]
 
 
 def test_wait_for_times_out_when_nothing_arrives() -> None:

@@ -80,7 +80,9 @@ def test_shards_hold_the_model_vectors_and_bad_images_are_recorded(tmp_path, bun
     expected = encode_images(bundle, [_image(i) for i in ids.tolist()])
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
     meta = json.loads(results[0].path.read_text())
-    assert meta["count"] == 4 and meta["dim"] == 32 and meta["weights_sha256"] == bundle.weights_sha256
+    assert (
+        meta["count"] == 4 and meta["dim"] == 32 and meta["weights_sha256"] == bundle.weights_sha256
+    )
     assert meta["failures"][0]["image_id"] == 4
     assert list_shards(tmp_path / "emb") == [r.path for r in results]
 

@@ -35,7 +35,9 @@ def data(tmp_path_factory):
     vectors = clustered(N, DIM, 300)
     ids = np.arange(N, dtype=np.int64) * 7 + 3  # image ids are not row numbers
     for s, start in enumerate(range(0, N, 5000)):
-        write_shard(folder, f"shard-{s:05d}", ids[start : start + 5000], vectors[start : start + 5000])
+        write_shard(
+            folder, f"shard-{s:05d}", ids[start : start + 5000], vectors[start : start + 5000]
+        )
     return folder, ids, vectors
 
 
@@ -64,7 +66,13 @@ def test_flat_index_is_exact(tmp_path, data) -> None:
 def test_ivf_recall_is_measured_against_exact_and_meets_target(tmp_path, data) -> None:
     folder, ids, vectors = data
     built = build_index(
-        [folder], tmp_path / "ivf.faiss", "IVF64,SQ8", k=50, n_queries=300, target_recall=0.9, seed=1
+        [folder],
+        tmp_path / "ivf.faiss",
+        "IVF64,SQ8",
+        k=50,
+        n_queries=300,
+        target_recall=0.9,
+        seed=1,
     )
     params = built.params
     assert params.recall_at_k >= 0.9 and params.nprobe is not None and 1 < params.nprobe < 64
@@ -76,7 +84,9 @@ def test_ivf_recall_is_measured_against_exact_and_meets_target(tmp_path, data) -
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     measured = recall_at_k(search(built, queries, 50).ids, exact(vectors, ids, queries, 50))
     assert measured >= 0.85
-    one_probe = recall_at_k(search(built, queries, 50, nprobe=1).ids, exact(vectors, ids, queries, 50))
+    one_probe = recall_at_k(
+        search(built, queries, 50, nprobe=1).ids, exact(vectors, ids, queries, 50)
+    )
     assert one_probe < measured  # approximate really is approximate: more lists, more recall
     stored = json.loads(params_path_for(built.path).read_text())
     assert stored["recall_at_k"] == params.recall_at_k and stored["nprobe"] == params.nprobe

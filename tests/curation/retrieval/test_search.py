@@ -23,7 +23,11 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 def test_combined_query_ranks_like_weighted_score_difference() -> None:
     rng = np.random.default_rng(0)
-    pool, pos, neg = unit(rng.standard_normal((500, 16))), unit(rng.standard_normal((2, 16))), unit(rng.standard_normal(16))
+    pool, pos, neg = (
+        unit(rng.standard_normal((500, 16))),
+        unit(rng.standard_normal((2, 16))),
+        unit(rng.standard_normal(16)),
+    )
     query = combine_queries([pos[0], pos[1]], [neg], [1.0, 2.0], [0.7])
     assert query.dtype == np.float32 and np.isclose(np.linalg.norm(query), 1.0)
     by_query = np.argsort(-(pool @ query))
@@ -35,7 +39,9 @@ def test_combined_query_ranks_like_weighted_score_difference() -> None:
 
 def test_mean_query_is_the_renormalised_centroid() -> None:
     vectors = np.array([[1, 0, 0], [0, 2, 0]], np.float32)  # unnormalised on purpose
-    np.testing.assert_allclose(mean_query(vectors), unit(np.array([1, 1, 0], np.float32)), rtol=1e-6)
+    np.testing.assert_allclose(
+        mean_query(vectors), unit(np.array([1, 1, 0], np.float32)), rtol=1e-6
+    )
 
 
 def test_vector_store_looks_up_ids_across_shards(tmp_path) -> None:
@@ -55,4 +61,6 @@ def test_vector_store_looks_up_ids_across_shards(tmp_path) -> None:
 def test_text_query_uses_the_encoder() -> None:
     bundle = load_clip(TINY_CLIP, None)
     query = text_query(bundle, ["a sticker", "a sticker of a dog"])
-    np.testing.assert_allclose(query, mean_query(encode_texts(bundle, ["a sticker", "a sticker of a dog"])), rtol=1e-5)
+    np.testing.assert_allclose(
+        query, mean_query(encode_texts(bundle, ["a sticker", "a sticker of a dog"])), rtol=1e-5
+    )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-PALETTE = [(230, 57, 70), (29, 53, 87), (69, 123, 157), (244, 162, 97), (42, 157, 143), (255, 209, 102)]
+PALETTE = [
+    (230, 57, 70),
+    (29, 53, 87),
+    (69, 123, 157),
+    (244, 162, 97),
+    (42, 157, 143),
+    (255, 209, 102),
+]
 
 
 def sticker(rng: np.random.Generator, transparent: bool = True) -> Image.Image:
@@ -21,7 +28,9 @@ def sticker(rng: np.random.Generator, transparent: bool = True) -> Image.Image:
     if rng.random() < 0.5:
         draw.ellipse(box, fill=fill, outline=outline, width=max(2, size // 24))
     else:
-        draw.rounded_rectangle(box, radius=size // 6, fill=fill, outline=outline, width=max(2, size // 24))
+        draw.rounded_rectangle(
+            box, radius=size // 6, fill=fill, outline=outline, width=max(2, size // 24)
+        )
     inner = PALETTE[int(rng.integers(len(PALETTE)))] + (255,)
     c = size // 2
     r = size // 6
@@ -44,11 +53,15 @@ def photo(rng: np.random.Generator) -> Image.Image:
 def banner(rng: np.random.Generator) -> Image.Image:
     """Flat artwork but 4:1 — the aspect-ratio LF's case."""
     image = Image.new("RGB", (400, 100), (255, 255, 255))
-    ImageDraw.Draw(image).rectangle([10, 10, 390, 90], fill=PALETTE[int(rng.integers(len(PALETTE)))])
+    ImageDraw.Draw(image).rectangle(
+        [10, 10, 390, 90], fill=PALETTE[int(rng.integers(len(PALETTE)))]
+    )
     return image
 
 
-def labelled_pool(n_stickers: int, n_photos: int, seed: int = 0) -> tuple[list[Image.Image], np.ndarray]:
+def labelled_pool(
+    n_stickers: int, n_photos: int, seed: int = 0
+) -> tuple[list[Image.Image], np.ndarray]:
     """Stickers (half on transparency, half on white) then photos; labels 1/0."""
     rng = np.random.default_rng(seed)
     images = [sticker(rng, transparent=i % 2 == 0) for i in range(n_stickers)]

@@ -22,8 +22,14 @@ def planted(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         return np.where(rng.random(n) < rate, 1, -1)
 
     votes = np.stack(
-        [two_sided(0.8, 0.85), two_sided(0.6, 0.7), two_sided(0.5, 0.6), two_sided(0.9, 0.55),
-         one_sided(0.6, 0.05), one_sided(0.4, 0.02)],
+        [
+            two_sided(0.8, 0.85),
+            two_sided(0.6, 0.7),
+            two_sided(0.5, 0.6),
+            two_sided(0.9, 0.55),
+            one_sided(0.6, 0.05),
+            one_sided(0.4, 0.02),
+        ],
         axis=1,
     )
     return votes, truth

@@ -1,0 +1,235 @@
+"""Label Studio sync: our idempotent push vs a raw SDK import, webhook lag, reconcile time.
+
+Starts its own Label Studio (from `.venv-labelstudio`, fresh data dir in a temp folder) unless
+LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY point at one. Prints one JSON object as its last line:
+  push_vs_raw_sdk    raw `projects.import_tasks` time / our `push_tasks` time (≥ 0.8 is the target)
+  webhook_lag_p50_s  annotation create call → webhook received (in-process receiver), median
+  webhook_lag_p95_s  the same, 95th percentile
+  reconcile_20k_s    first full reconcile pull of N annotated tasks (N=20,000; 2,000 with --quick,
+                     which also sets reconcile_n so the figure is never mistaken for 20k)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from curation.labelstudio import configs, server  # noqa: E402
+from curation.labelstudio.client import LabelStudioClient  # noqa: E402
+from curation.labelstudio.receiver import WebhookReceiver  # noqa: E402
+
+
+def tasks_for(n: int, tag: str) -> list[dict]:
+    return [
+        {
+            "data": {
+                "task_key": f"{tag}-{i}",
+                "generation_id": i,
+                "round_id": 1,
+                "image": f"http://127.0.0.1:8000/media/gen/{i}.png?sig=abcdef0123456789",
+                "prompt": f"a sticker of a smiling avocado number {i}",
+            }
+        }
+        for i in range(n)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_push(client: LabelStudioClient, n: int) -> dict[str, float]:
+    config = configs.alignment_config()
+    raw_project = client.ensure_project(f"bench raw {secrets.token_hex(3)}", config)
+    ours_project = client.ensure_project(f"bench push {secrets.token_hex(3)}", config)
+    raw_tasks, our_tasks = tasks_for(n, "raw"), tasks_for(n, "ours")
+
+    began = time.perf_counter()
+    client.sdk.projects.import_tasks(raw_project, request=raw_tasks, return_task_ids=True)
+    raw_s = time.perf_counter() - began
+
+    began = time.perf_counter()
+    result = client.push_tasks(ours_project, our_tasks)
+    ours_s = time.perf_counter() - began
+    assert result.created == n and len(result.task_ids) == n, result
+
+    began = time.perf_counter()
+    again = client.push_tasks(ours_project, our_tasks)
+    repeat_s = time.perf_counter() - began
+    assert again.created == 0 and again.task_ids == result.task_ids
+    return {
+        "push_n": n,
+        "raw_import_s": round(raw_s, 3),
+        "push_s": round(ours_s, 3),
+        "push_repeat_noop_s": round(repeat_s, 3),
+        "push_vs_raw_sdk": round(raw_s / ours_s, 3),
+    }
+
+
+def bench_webhooks(client: LabelStudioClient, url: str, n: int) -> dict[str, float]:
+    project = client.ensure_project(
+        f"bench hooks {secrets.token_hex(3)}", configs.alignment_config()
+    )
+    ids = client.push_tasks(project, tasks_for(n, "hook")).task_ids
+    annotator = client.ensure_annotator(f"bench-{project}@example.com", secrets.token_urlsafe(12))
+    as_annotator = LabelStudioClient(url, annotator.token or "")
+    lags, calls = [], []
+    with WebhookReceiver("X-Platform-Webhook-Secret", secrets.token_urlsafe(16)) as hook:
+        client.ensure_webhook(
+            project, hook.url, secret_header=hook.secret_header, secret=hook.secret
+        )
+        for i, task_id in enumerate(ids.values()):
+            sent = time.time()
+            as_annotator.sdk.annotations.create(
+                id=task_id,
+                result=[
+                    {
+                        "from_name": configs.ALIGNED,
+                        "to_name": configs.IMAGE,
+                        "type": "choices",
+                        "value": {"choices": ["yes" if i % 3 else "no"]},
+                    },
+                ],
+            )
+            calls.append(time.time() - sent)
+            assert hook.wait_for(lambda r, k=i + 1: len(r) >= k, timeout=10)
+            lags.append(hook.received[i].received_at - sent)
+        assert all(r.accepted for r in hook.received)
+    return {
+        "webhook_n": n,
+        "webhook_lag_p50_s": round(statistics.median(lags), 4),
+        "webhook_lag_p95_s": round(percentile(lags, 0.95), 4),
+        "annotation_create_p50_s": round(statistics.median(calls), 4),
+    }
+
+
+def bench_reconcile(client: LabelStudioClient, n: int) -> dict[str, float]:
+    project = client.ensure_project(
+        f"bench reconcile {secrets.token_hex(3)}", configs.alignment_config()
+    )
+    admin_id = client.sdk.users.whoami().id
+    tasks = tasks_for(n, "rec")
+    for i, task in enumerate(tasks):
+        # Inline annotations are the only bulk way to create them (Community has no bulk API).
+        task["annotations"] = [
+            {
+                "completed_by": admin_id,
+                "result": [
+                    {
+                        "from_name": configs.ALIGNED,
+                        "to_name": configs.IMAGE,
+                        "type": "choices",
+                        "value": {"choices": ["yes" if i % 2 else "no"]},
+                    },
+                    {
+                        "from_name": configs.ALIGNMENT_RATING,
+                        "to_name": configs.IMAGE,
+                        "type": "rating",
+                        "value": {"rating": 1 + i % 5},
+                    },
+                ],
+            }
+        ]
+    began = time.perf_counter()
+    for start in range(0, n, 5000):
+        client.sdk.projects.import_tasks(project, request=tasks[start : start + 5000])
+    setup_s = time.perf_counter() - began
+
+    began = time.perf_counter()
+    full = client.annotations_updated_since(project, None)
+    full_s = time.perf_counter() - began
+    assert len(full.annotations) == n, len(full.annotations)
+    assert not any(r.judgement.problems for r in full.annotations)
+
+    # An edit and a deletion after the watermark; the incremental pull finds both.
+    first, second = full.annotations[0], full.annotations[1]
+    client.sdk.annotations.update(
+        id=first.annotation_id,
+        result=[
+            {
+                "from_name": configs.ALIGNED,
+                "to_name": configs.IMAGE,
+                "type": "choices",
+                "value": {"choices": ["yes"]},
+            }
+        ],
+    )
+    client.sdk.annotations.delete(id=second.annotation_id)
+    known = {r.annotation_id: r.task_id for r in full.annotations}
+    began = time.perf_counter()
+    delta = client.annotations_updated_since(
+        project, full.watermark, known_annotation_ids=known, overlap=timedelta(0)
+    )
+    delta_s = time.perf_counter() - began
+    assert first.annotation_id in {r.annotation_id for r in delta.annotations}
+    assert delta.deleted_annotation_ids == [second.annotation_id]
+    return {
+        "reconcile_n": n,
+        "reconcile_setup_import_s": round(setup_s, 2),
+        "reconcile_20k_s": round(full_s, 2),
+        "reconcile_incremental_s": round(delta_s, 3),
+        "reconcile_incremental_tasks_seen": delta.tasks_seen,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="2,000 tasks instead of 20,000")
+    parser.add_argument(
+        "--webhooks", type=int, default=50, help="annotations timed for webhook lag"
+    )
+    args = parser.parse_args()
+    n = 2_000 if args.quick else 20_000
+
+    url, key = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
+    run_dir = None
+    began = time.perf_counter()
+    if not (url and key):
+        server.ensure_installed(ROOT)
+        run_dir = Path(tempfile.mkdtemp(prefix="bench-labelstudio-"))
+        key = secrets.token_hex(20)
+        handle = server.start(
+            ROOT,
+            server.free_port(),
+            run_dir / "data",
+            password=secrets.token_urlsafe(12),
+            token=key,
+            run_dir=run_dir,
+        )
+        url = handle.url
+        server.wait_healthy(url, timeout=300, handle=handle)
+    figures: dict[str, float | int | bool | str] = {
+        "quick": args.quick,
+        "server_ready_s": round(time.perf_counter() - began, 1),
+    }
+    try:
+        client = LabelStudioClient(url, key)
+        figures |= bench_push(client, n)
+        print(json.dumps(figures), flush=True)
+        figures |= bench_webhooks(client, url, args.webhooks)
+        print(json.dumps(figures), flush=True)
+        figures |= bench_reconcile(client, n)
+    finally:
+        if run_dir is not None:
+            server.stop(ROOT, run_dir=run_dir)
+    if args.quick:
+        figures["note"] = f"--quick: reconcile_20k_s measured on {n} annotated tasks, not 20,000"
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

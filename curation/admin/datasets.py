@@ -1,0 +1,122 @@
+"""Admin pages: datasets."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from curation import models as m
+from curation.admin_base import PlatformAdmin
+
+
+@admin.register(m.Dataset)
+class DatasetAdmin(PlatformAdmin):
+    list_display = ["name", "kind", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["name", "description"]
+
+
+class DatasetItemInline(admin.TabularInline):
+    model = m.DatasetItem
+    extra = 0
+    raw_id_fields = ["image"]
+    fields = ["image", "caption", "label", "weight", "split"]
+    show_change_link = False
+    max_num = 200
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("image")
+
+    def _frozen(self, obj: m.DatasetVersion | None) -> bool:
+        return bool(obj and obj.is_frozen)
+
+    def has_add_permission(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> bool:
+        return not self._frozen(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> bool:
+        return not self._frozen(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> bool:
+        return not self._frozen(obj) and super().has_delete_permission(request, obj)
+
+
+@admin.register(m.DatasetVersion)
+class DatasetVersionAdmin(PlatformAdmin):
+    list_display = [
+        "__str__",
+        "dataset",
+        "state",
+        "row_count",
+        "checksum_short",
+        "frozen_by",
+        "frozen_at",
+    ]
+    list_filter = ["state", "dataset__kind", "dataset"]
+    list_select_related = ["dataset", "frozen_by"]
+    search_fields = ["dataset__name", "reason", "=checksum"]
+    date_hierarchy = "created_at"
+    inlines = [DatasetItemInline]
+    actions = ["freeze"]
+
+    @admin.display(description="checksum")
+    def checksum_short(self, obj: m.DatasetVersion) -> str:
+        return obj.checksum[:12]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> list[str]:
+        always = [
+            "state",
+            "manifest_path",
+            "checksum",
+            "row_count",
+            "diff",
+            "frozen_by",
+            "frozen_at",
+            "number",
+        ]
+        if obj and obj.is_frozen:
+            return [f.name for f in self.model._meta.fields]
+        return always
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: m.DatasetVersion | None = None
+    ) -> bool:
+        if obj and obj.is_frozen:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(
+        self, request: HttpRequest, obj: m.DatasetVersion, form: object, change: bool
+    ) -> None:
+        from curation.services.versions import next_version_number
+
+        if not change:
+            obj.number = next_version_number(obj.dataset)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(
+        description="Freeze selected versions (write manifest, make immutable)",
+        permissions=["freeze"],
+    )
+    def freeze(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.versions import freeze_version
+
+        for version in queryset.filter(state=m.DatasetVersion.State.DRAFT):
+            try:
+                version = freeze_version(version, user=request.user, reason=version.reason)
+            except ValueError as exc:
+                self.message_user(request, f"{version}: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{version} frozen: {version.row_count} rows, checksum {version.checksum[:12]}.",
+                )
+
+    def has_freeze_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("curation.freeze_datasetversion")

@@ -1,1 +1,0 @@
-"""Training job handlers: load rows by id and call training services."""
