@@ -339,7 +339,8 @@ def search(
     ivf = _ivf(raw)
     selector = None
     if allowed_ids is not None:
-        allowed = np.ascontiguousarray(np.fromiter(allowed_ids, dtype=np.int64))
+        given = allowed_ids if isinstance(allowed_ids, np.ndarray) else list(allowed_ids)
+        allowed = np.ascontiguousarray(given, dtype=np.int64)  # must outlive the search call
         selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
     if ivf is not None:
         params = faiss.SearchParametersIVF(nprobe=nprobe or ivf.nprobe)
