@@ -31,10 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import curation.retrieval  # noqa: E402, F401  (torchvision shim before open_clip)
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import curation.retrieval  # noqa: E402, F401  (torchvision shim before open_clip)
 from curation.retrieval.clip_models import TINY_CLIP, encode_image_tensors, load_clip  # noqa: E402
 from curation.retrieval.embedding import embed_shard, plan_shards, write_shard  # noqa: E402
 from curation.retrieval.images import open_image  # noqa: E402
@@ -118,8 +118,10 @@ def bench_faiss(quick: bool, workdir: Path) -> dict[str, float | str]:
     log(f"faiss: {n} × {dim} vectors written in {time.perf_counter() - started:.1f} s")
     built = build_index([workdir / "vectors"], workdir / "index.faiss", k=k, n_queries=n_queries)
     p = built.params
-    log(f"faiss: built {p.spec} in {p.build_seconds:.1f} s, nprobe {p.nprobe}, "
-        f"recall@{k} {p.recall_at_k:.3f}; sweep {p.nprobe_sweep}")
+    log(
+        f"faiss: built {p.spec} in {p.build_seconds:.1f} s, nprobe {p.nprobe}, "
+        f"recall@{k} {p.recall_at_k:.3f}; sweep {p.nprobe_sweep}"
+    )
 
     started = time.perf_counter()
     loaded = load_index(workdir / "index.faiss", mmap=True)
@@ -139,8 +141,10 @@ def bench_faiss(quick: bool, workdir: Path) -> dict[str, float | str]:
     found = search(loaded, queries, k)
     index_qps = n_queries / (time.perf_counter() - started)
     recall = recall_at_k(found.ids, truth)
-    log(f"faiss: exact {exact_qps:.0f} q/s, index {index_qps:.0f} q/s, recall@{k} {recall:.3f}, "
-        f"mmap load {load_seconds * 1000:.1f} ms")
+    log(
+        f"faiss: exact {exact_qps:.0f} q/s, index {index_qps:.0f} q/s, recall@{k} {recall:.3f}, "
+        f"mmap load {load_seconds * 1000:.1f} ms"
+    )
     return {
         "faiss_vectors": n,
         "faiss_dim": dim,
@@ -176,7 +180,8 @@ def bench_ingest(quick: bool) -> dict[str, float | str]:
     pillow = n / (time.perf_counter() - started)
     started = time.perf_counter()
     refused = sum(
-        type(validate_image_bytes(d, f"bench-{i}")).__name__ == "Refusal" for i, d in enumerate(files)
+        type(validate_image_bytes(d, f"bench-{i}")).__name__ == "Refusal"
+        for i, d in enumerate(files)
     )
     platform_rate = n / (time.perf_counter() - started)
     log(f"ingest: pillow {pillow:.0f} files/s, validate_image_bytes {platform_rate:.0f} files/s")

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from curation.api import views
+from curation.api.webhooks import labelstudio_webhook
 
 router = DefaultRouter()
 router.register("sources", views.SourceViewSet)
@@ -21,6 +22,7 @@ router.register("schedules", views.ScheduleViewSet)
 
 urlpatterns = [
     path("", include(router.urls)),
+    path("labelstudio/webhook/", labelstudio_webhook, name="labelstudio-webhook"),
     path("training/", include("training.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -20,6 +20,8 @@ import open_clip
 import torch
 from PIL import Image
 
+from curation.retrieval.images import to_rgb
+
 TINY_CLIP = "tiny-clip"
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
 _LOCAL_DIR = "local-dir:"
@@ -195,8 +197,6 @@ def encode_images(
     bundle: ClipBundle, images: Sequence[Image.Image], batch_size: int = 64
 ) -> np.ndarray:
     """Image embeddings as float32 unit vectors; images are composited to RGB first."""
-    from curation.retrieval.images import to_rgb
-
     rows = [np.zeros((0, bundle.embed_dim), np.float32)]
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
