@@ -370,16 +370,18 @@ class LabelStudioClient:
         *,
         known_annotation_ids: Mapping[int, int] | None = None,
         overlap: timedelta = timedelta(seconds=5),
-        page_size: int = 500,
+        export_chunk: int = 500,
     ) -> ReconcileResult:
         """Every annotation on tasks updated at or after `watermark - overlap`, and deletions.
 
-        Annotation create, edit and delete all bump the task's `updated_at`, so filtering tasks on
-        it (the data-manager query; `only_annotated` does not filter) finds every change. The
-        overlap re-reads a few seconds so a write committed late is not missed. With
-        `known_annotation_ids` ({annotation id: task id} the platform holds), ids that no longer
-        exist in Label Studio are reported: on changed tasks directly, and for tasks deleted
-        outright or with fewer annotations than known, by one cheap id/count scan.
+        Annotation create, edit and delete all bump the task's `updated_at`, so a data-manager
+        query on it (`only_annotated` does not filter) finds every changed task cheaply (ids and
+        counts only); their annotations are then read through the export endpoint for just
+        those ids, about twice as fast as the data manager's `fields=all`. The overlap re-reads
+        a few seconds so a write committed late is not missed. With `known_annotation_ids`
+        ({annotation id: task id} the platform holds), ids gone from Label Studio are reported:
+        on changed tasks directly, and for tasks deleted outright or holding fewer annotations
+        than known, by one cheap id/count scan of the project.
         """
         filters: list[dict[str, Any]] = []
         if watermark is not None:
@@ -391,26 +393,31 @@ class LabelStudioClient:
                     "value": _dm_datetime(watermark - overlap),
                 }
             )
-        records: list[AnnotationRecord] = []
-        errors: list[str] = []
         newest = watermark
-        seen_tasks: dict[int, set[int]] = {}
+        changed: dict[int, int] = {}  # task id -> annotation count (incl. skips)
         for page in self._task_pages(
-            project_id, filters=filters, fields_all=True, page_size=page_size
+            project_id, filters=filters, fields_all=False, include=_COUNT_FIELDS, page_size=5000
         ):
             for task in page:
-                task_id = int(task["id"])
-                seen_tasks[task_id] = set()
+                changed[int(task["id"])] = _annotation_count(task)
                 updated = parse_datetime(task.get("updated_at"))
                 if updated is not None and (newest is None or updated > newest):
                     newest = updated
+
+        records: list[AnnotationRecord] = []
+        errors: list[str] = []
+        seen_tasks: dict[int, set[int]] = {task_id: set() for task_id in changed}
+        to_read = [task_id for task_id, count in changed.items() if count > 0]
+        for start in range(0, len(to_read), export_chunk):
+            for task in self.export_tasks(project_id, to_read[start : start + export_chunk]):
+                task_id = int(task["id"])
                 for raw in task.get("annotations") or []:
                     try:
                         record = annotation_record(raw, task)
                     except ValueError as exc:
                         errors.append(f"task {task_id}: {exc}")
                         continue
-                    seen_tasks[task_id].add(record.annotation_id)
+                    seen_tasks.setdefault(task_id, set()).add(record.annotation_id)
                     records.append(record)
 
         deleted_annotations: list[int] = []
@@ -424,9 +431,25 @@ class LabelStudioClient:
             deleted_annotation_ids=sorted(deleted_annotations),
             deleted_task_ids=sorted(deleted_tasks),
             watermark=newest,
-            tasks_seen=len(seen_tasks),
+            tasks_seen=len(changed),
             errors=errors,
         )
+
+    def export_tasks(self, project_id: int, task_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Tasks with all their annotations (skips included), via the synchronous JSON export."""
+        if not task_ids:
+            return []
+        payload = self._get_json(
+            f"api/projects/{project_id}/export",
+            {
+                "exportType": "JSON",
+                "download_all_tasks": "true",
+                "ids[]": [int(t) for t in task_ids],
+            },
+        )
+        if not isinstance(payload, list):
+            raise LabelStudioError(f"export of project {project_id}: expected a list of tasks")
+        return payload
 
     def _find_deletions(
         self,
@@ -448,26 +471,25 @@ class LabelStudioClient:
         # that did not bump updated_at; only tasks whose count dropped are read in full.
         counts: dict[int, int] = {}
         for page in self._task_pages(
-            project_id,
-            filters=[],
-            fields_all=False,
-            include="id,total_annotations,cancelled_annotations",
-            page_size=5000,
+            project_id, filters=[], fields_all=False, include=_COUNT_FIELDS, page_size=5000
         ):
             for task in page:
-                counts[int(task["id"])] = int(task.get("total_annotations") or 0) + int(
-                    task.get("cancelled_annotations") or 0
-                )
+                counts[int(task["id"])] = _annotation_count(task)
         deleted_tasks = sorted(t for t in unseen if t not in counts)
         for task_id in deleted_tasks:
             deleted.extend(by_task[task_id])
-        for task_id in unseen - set(deleted_tasks):
-            if counts[task_id] < len(by_task[task_id]):
-                current = {
-                    int(a["id"]) for a in self._get_json(f"api/tasks/{task_id}/annotations/", {})
-                }
-                deleted.extend(by_task[task_id] - current)
+        dropped = [t for t in unseen - set(deleted_tasks) if counts[t] < len(by_task[t])]
+        for task in self.export_tasks(project_id, dropped):
+            current = {int(a["id"]) for a in task.get("annotations") or []}
+            deleted.extend(by_task[int(task["id"])] - current)
         return deleted, deleted_tasks
+
+
+_COUNT_FIELDS = "id,updated_at,total_annotations,cancelled_annotations"
+
+
+def _annotation_count(task: Mapping[str, Any]) -> int:
+    return int(task.get("total_annotations") or 0) + int(task.get("cancelled_annotations") or 0)
 
 
 def _check_task(task: Any, required: set[str]) -> tuple[str | None, str | None]:

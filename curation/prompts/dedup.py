@@ -44,7 +44,8 @@ def normalise_text(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _as_unit_float32(vectors: np.ndarray) -> np.ndarray:
+def as_unit_float32(vectors: np.ndarray) -> np.ndarray:
+    """Contiguous float32 rows of unit length, which FAISS inner product needs to mean cosine."""
     # NumPy 2 promotes float32 * float64 to float64, which FAISS rejects: cast once, here.
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.ndim != 2:
@@ -114,14 +115,15 @@ def _partitioned_pairs(
         yield np.minimum(a, b), np.maximum(a, b), sims[keep]
 
 
-def _pair_batches(
+def iter_pair_batches(
     vectors: np.ndarray,
     threshold: float,
     exact_limit: int,
     n_probe: int,
     seed: int,
 ) -> Iterator[PairArrays]:
-    x = _as_unit_float32(vectors)
+    """Near-duplicate edges (i, j, cosine) in batches; in the partitioned search a pair may repeat."""
+    x = as_unit_float32(vectors)
     if len(x) < 2:
         return
     if len(x) <= exact_limit:
@@ -144,7 +146,7 @@ def near_duplicate_pairs(
     Meant for reports and tests on modest sets: a templated set can hold millions of pairs, so
     use `near_duplicate_groups` when only the grouping matters.
     """
-    parts = list(_pair_batches(vectors, threshold, exact_limit, n_probe, seed))
+    parts = list(iter_pair_batches(vectors, threshold, exact_limit, n_probe, seed))
     if not parts:
         return []
     a, b, sims = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -185,7 +187,7 @@ def near_duplicate_groups(
     seed: int = 0,
 ) -> list[list[int]]:
     """Groups of two or more vectors linked by cosine >= threshold, largest first."""
-    batches = _pair_batches(vectors, threshold, exact_limit, n_probe, seed)
+    batches = iter_pair_batches(vectors, threshold, exact_limit, n_probe, seed)
     return groups_from_labels(component_labels(len(vectors), batches))
 
 
@@ -220,7 +222,7 @@ def find_duplicates(
         for group in exact:
             first = np.full(len(group) - 1, group[0])
             yield first, np.array(group[1:]), np.ones(len(group) - 1, dtype=np.float32)
-        yield from _pair_batches(vectors, threshold, exact_limit, n_probe, seed)
+        yield from iter_pair_batches(vectors, threshold, exact_limit, n_probe, seed)
 
     labels = component_labels(n, batches())
     near = groups_from_labels(labels)
@@ -245,7 +247,7 @@ def mean_pairwise_distance(vectors: np.ndarray) -> float:
     For unit vectors sum_{i != j} x_i.x_j = |sum x|^2 - n, so no pair needs sampling however
     large the set is.
     """
-    x = _as_unit_float32(vectors).astype(np.float64)
+    x = as_unit_float32(vectors).astype(np.float64)
     n = len(x)
     if n < 2:
         return 0.0
@@ -260,7 +262,7 @@ def fit_reference_centroids(vectors: np.ndarray, k: int = 32, *, seed: int = 0) 
     Coverage of clusters fitted on the set itself is ~1 by construction; it only says something
     against clusters fitted on a wider pool.
     """
-    x = _as_unit_float32(vectors)
+    x = as_unit_float32(vectors)
     return _kmeans(x, min(k, len(x)), seed)
 
 
@@ -277,7 +279,7 @@ def diversity(
     those reference clusters the set reaches; without, k-means is fitted on the set itself, so
     coverage is ~1 and evenness carries the signal (low when most prompts crowd into few clusters).
     """
-    x = _as_unit_float32(vectors)
+    x = as_unit_float32(vectors)
     distance = mean_pairwise_distance(x)
     if len(x) == 0:
         return Diversity(distance, 0, 0.0, 0.0, centroids is not None)
@@ -285,7 +287,7 @@ def diversity(
         centroids = _kmeans(x, min(k, len(x)), seed) if len(x) > 1 else x.copy()
         reference = False
     else:
-        centroids = _as_unit_float32(centroids)
+        centroids = as_unit_float32(centroids)
         reference = True
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(centroids)
