@@ -208,7 +208,7 @@ def ingest_items(
                 position,
                 item,
                 sha256,
-                executor.submit(validate_image_bytes, data, item.origin, **options),
+                executor.submit(validate_image_bytes, data, item.origin, sha256=sha256, **options),
             )
             settled[sha256] = pending
             validations.append(pending)

@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -201,6 +202,7 @@ def _iter_zip(path: Path, limits: SourceLimits) -> Iterator[SourceItem]:
         yield SourceItem.refused(str(path), f"not a readable zip archive: {exc}")
         return
     caps = _Caps(path, limits)
+    lock = threading.Lock()
     beyond = 0
     for info in infos:
         if info.is_dir() or _is_hidden_member(info.filename):
@@ -221,16 +223,18 @@ def _iter_zip(path: Path, limits: SourceLimits) -> Iterator[SourceItem]:
         if reason:
             yield SourceItem.refused(origin, reason)
         else:
-            # The ZipFile stays open while items refer to it; zipfile serialises reads itself.
-            yield SourceItem(origin, partial(_read_zip_member, archive, info))
+            # The ZipFile stays open while items refer to it; reads from pool threads share it.
+            yield SourceItem(origin, partial(_read_zip_member, archive, info, lock))
     if beyond:
         yield caps.count_refusal(f"{beyond:,} more")
 
 
-def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+def _read_zip_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, lock: threading.Lock
+) -> bytes:
     try:
         # ZipExtFile never returns more than the declared file_size, which the caps checked.
-        with archive.open(info) as member:
+        with lock, archive.open(info) as member:
             return member.read()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise SourceError(f"cannot read archive member: {exc}") from exc

@@ -122,16 +122,18 @@ def validate_image_bytes(
     svg_min_side: int = DEFAULT_SVG_MIN_SIDE,
     lossy_quality: int | None = DEFAULT_LOSSY_QUALITY,
     png_compress_level: int = 6,
+    sha256: str | None = None,
 ) -> ValidatedImage | Refusal:
     """Return the normalised image, or a Refusal whose reason a person understands. Never raises
-    for bad input: a batch must go on past any one file."""
+    for bad input: a batch must go on past any one file. `sha256` may pass in the digest of
+    `data` when the caller has already computed it."""
     if not data:
         return Refusal(origin, "empty file (0 bytes)")
     if len(data) > max_bytes:
         return Refusal(
             origin, f"file is {_mb(len(data))}, above the {_mb(max_bytes)} per-file limit"
         )
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
     try:
         if _looks_like_svg(data):
             decoded = _rasterise_svg(data, max_pixels=max_pixels, min_side=svg_min_side)

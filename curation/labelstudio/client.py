@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
 
 from curation.labelstudio.configs import data_keys
 from curation.labelstudio.parsing import (
@@ -89,8 +90,12 @@ class LabelStudioClient:
             path, method="GET", params=dict(params)
         )
         if response.status_code != 200:
+            shown = {
+                k: (v if not isinstance(v, list) else f"<{len(v)} values>")
+                for k, v in params.items()
+            }
             raise LabelStudioError(
-                f"GET {path} {dict(params)} -> {response.status_code}: {response.text[:300]}"
+                f"GET {path} {shown} -> {response.status_code}: {response.text[:300]}"
             )
         return response.json()
 
@@ -224,6 +229,7 @@ class LabelStudioClient:
         errors: list[str] = []
         pending: list[dict[str, Any]] = []
         seen: set[str] = set()
+        requested: set[str] = set()
         existing = self.existing_task_keys(project_id)
         skipped = 0
         for index, task in enumerate(tasks):
@@ -232,6 +238,7 @@ class LabelStudioClient:
                 errors.append(f"tasks[{index}]: {problem}")
                 continue
             assert key is not None
+            requested.add(key)
             if key in existing:
                 skipped += 1
                 continue
@@ -248,9 +255,16 @@ class LabelStudioClient:
         created = 0
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            response = self.sdk.projects.import_tasks(
-                project_id, request=batch, return_task_ids=True
-            )
+            try:
+                response = self.sdk.projects.import_tasks(
+                    project_id, request=batch, return_task_ids=True
+                )
+            except ApiError as exc:
+                # Earlier batches stay imported; pushing again resumes after them.
+                raise LabelStudioError(
+                    f"import of {len(batch)} tasks (from {batch[0]['data'][TASK_KEY]!r}) into "
+                    f"project {project_id} failed ({exc.status_code}): {str(exc.body)[:500]}"
+                ) from exc
             ids = list(response.task_ids or [])
             if len(ids) != len(batch):
                 # Never guess a mapping: re-read what is actually there.
@@ -261,9 +275,8 @@ class LabelStudioClient:
                     {str(t["data"][TASK_KEY]): int(i) for t, i in zip(batch, ids, strict=True)}
                 )
             created += int(response.task_count or len(ids))
-        wanted = existing.keys() | seen
         return PushResult(
-            task_ids={k: v for k, v in task_ids.items() if k in wanted},
+            task_ids={k: v for k, v in task_ids.items() if k in requested},
             created=created,
             skipped_existing=skipped,
             errors=errors,
@@ -370,7 +383,7 @@ class LabelStudioClient:
         *,
         known_annotation_ids: Mapping[int, int] | None = None,
         overlap: timedelta = timedelta(seconds=5),
-        export_chunk: int = 500,
+        export_chunk: int = 500,  # Django refuses more than 1,000 query parameters
     ) -> ReconcileResult:
         """Every annotation on tasks updated at or after `watermark - overlap`, and deletions.
 

@@ -73,7 +73,7 @@ def _flat_pairs(x: np.ndarray, threshold: float) -> Iterator[PairArrays]:
     index.add(x)
     for start in range(0, len(x), _QUERY_BATCH):
         lims, sims, ids = index.range_search(x[start : start + _QUERY_BATCH], threshold)
-        queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+        queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
         keep = ids > queries  # each unordered pair once, never a vector with itself
         yield queries[keep], ids[keep], sims[keep]
 
@@ -108,7 +108,7 @@ def _partitioned_pairs(
         index = faiss.IndexFlatIP(x.shape[1])
         index.add(x[members])
         lims, sims, ids = index.range_search(x[queries], threshold)
-        a = np.repeat(queries, np.diff(lims))
+        a = np.repeat(queries, np.diff(lims.astype(np.int64)))
         b = members[ids]
         keep = a != b
         a, b = a[keep], b[keep]

@@ -138,14 +138,19 @@ class PromptEmbedder:
         self,
         *,
         model: SentenceTransformer | None = None,
+        model_name: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache: EmbeddingCache | None = None,
         device: str = "cpu",
     ) -> None:
         self.model = model if model is not None else load_sentence_model(device)
         self.batch_size = batch_size
-        self.model_id = model_id() if model is None else type(model).__name__
-        self.dim = int(self.model.get_sentence_embedding_dimension() or EMBEDDING_DIM)
+        # A caller passing its own model names it, so caches of different models never mix.
+        self.model_id = model_name or (model_id() if model is None else type(model).__name__)
+        dimension = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension() or EMBEDDING_DIM)
         self.cache = cache if cache is not None else EmbeddingCache(self.model_id, self.dim)
         if self.cache.model != self.model_id:
             raise ValueError(f"cache is for {self.cache.model}, embedder uses {self.model_id}")

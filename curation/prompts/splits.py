@@ -19,8 +19,8 @@ from curation.prompts.dedup import (
     EXACT_LIMIT,
     N_PROBE,
     as_unit_float32,
-    iter_pair_batches,
     component_labels,
+    iter_pair_batches,
 )
 
 _QUERY_BATCH = 4096
@@ -48,7 +48,7 @@ def check_split_leaks(
     leaks: list[tuple[int, int, float]] = []
     for start in range(0, len(gen), _QUERY_BATCH):
         lims, sims, ids = index.range_search(gen[start : start + _QUERY_BATCH], threshold)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
         leaks.extend(zip(rows.tolist(), ids.tolist(), sims.tolist(), strict=True))
     return sorted(leaks, key=lambda leak: -leak[2])
 

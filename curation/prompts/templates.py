@@ -48,7 +48,11 @@ class ExpandedPrompt:
 
 
 def parse_value(spec: ValueSpec, slot: str) -> WeightedValue:
-    """Accept "value", "value:weight" or (value, weight); a ':' not followed by a number stays text."""
+    """Accept "value", "value:weight" or (value, weight).
+
+    Only a number after the last ':' is a weight, so "text: hello" stays text; a value that itself
+    ends in ':<number>' (a clock reading "10:30") needs an explicit weight: "10:30:1" or a tuple.
+    """
     if isinstance(spec, WeightedValue):
         value, weight = spec.value, spec.weight
     elif isinstance(spec, str):

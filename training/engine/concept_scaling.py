@@ -31,7 +31,30 @@ from PIL import Image
 import training.engine  # noqa: F401  (torchvision shim before diffusers)
 
 _STOPWORDS = frozenset(
-    "a an the of in on at with and or to for by from its it is are this that these those".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "with",
+        "and",
+        "or",
+        "to",
+        "for",
+        "by",
+        "from",
+        "its",
+        "it",
+        "is",
+        "are",
+        "this",
+        "that",
+        "these",
+        "those",
+    ]
 )
 
 
@@ -52,7 +75,7 @@ class ConceptScaling:
 
 
 def sub_prompt(word: str, descriptor: str = "", template: str | None = None) -> str:
-    """"a fox, in flat sticker style": the same descriptor suffix StyleDrop's prompts carry, so
+    """ "a fox, in flat sticker style": the same descriptor suffix StyleDrop's prompts carry, so
     sub-prompts and full prompts name the style identically; `template` may use {word} and
     {descriptor} instead."""
     if template:
@@ -117,7 +140,9 @@ def pairs_from_attention_maps(
         mask = resized >= threshold
         fraction = float(mask.float().mean())
         if fraction < min_area or not mask.any():
-            result.skipped[word] = f"region {fraction:.3f} of the image is below min_area {min_area}"
+            result.skipped[word] = (
+                f"region {fraction:.3f} of the image is below min_area {min_area}"
+            )
             continue
         rows = torch.nonzero(mask.any(1)).flatten()
         cols = torch.nonzero(mask.any(0)).flatten()
@@ -131,7 +156,9 @@ def pairs_from_attention_maps(
             min(height, lower + grow_y),
         )
         result.pairs.append(
-            ConceptPair(image.crop(box), sub_prompt(word, descriptor, template), word, box, fraction)
+            ConceptPair(
+                image.crop(box), sub_prompt(word, descriptor, template), word, box, fraction
+            )
         )
     return result
 
@@ -144,14 +171,20 @@ class _RecordingProcessor:
     def __init__(self, original: Any, name: str, store: dict[str, list[torch.Tensor]]) -> None:
         self.original, self.name, self.store = original, name, store
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states=None, *args, **kwargs):
+    def __call__(
+        self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states=None, *args, **kwargs
+    ):
         if encoder_hidden_states is not None:
             with torch.no_grad():
-                self.store[self.name].append(self._probabilities(attn, hidden_states, encoder_hidden_states))
+                self.store[self.name].append(
+                    self._probabilities(attn, hidden_states, encoder_hidden_states)
+                )
         return self.original(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
 
     @staticmethod
-    def _probabilities(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _probabilities(
+        attn: Any, hidden_states: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         states = hidden_states
         if states.ndim == 4:
             batch, channels, h, w = states.shape
@@ -211,9 +244,15 @@ def maps_for_tokens(
             scale = (height * width / pixels) ** 0.5
             h, w = round(height / scale), round(width / scale)
             if h * w != pixels:
-                raise ValueError(f"attention layer with {pixels} pixels does not tile {latent_size}")
+                raise ValueError(
+                    f"attention layer with {pixels} pixels does not tile {latent_size}"
+                )
             grid = probs[:, :, list(token_indices)].sum(-1).view(-1, 1, h, w)
-            maps.append(F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False).mean(0)[0])
+            maps.append(
+                F.interpolate(
+                    grid, size=(height, width), mode="bilinear", align_corners=False
+                ).mean(0)[0]
+            )
     if not maps:
         raise ValueError("unet: no cross-attention was recorded (does the UNet have attn2 layers?)")
     return torch.stack(maps).mean(0)

@@ -196,10 +196,11 @@ class Trainer:
             raise ConfigError("adapter_params", str(error)) from error
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        self.vae = components["vae"].requires_grad_(False).eval().to(self.device, self.weight_dtype)
-        self.text_encoder = (
-            components["text_encoder"].requires_grad_(False).eval().to(self.device, self.weight_dtype)
-        )
+        self.vae = components["vae"].requires_grad_(False).eval().to(self.device)
+        self.text_encoder = components["text_encoder"].requires_grad_(False).eval().to(self.device)
+        if self.weight_dtype != torch.float32:  # frozen parts run in half precision, UNet stays fp32
+            self.vae.to(dtype=self.weight_dtype)
+            self.text_encoder.to(dtype=self.weight_dtype)
         self.tokenizer = components["tokenizer"]
         unet.to(self.device)
         optimizer = build_optimizer(self.trainable, config)

@@ -113,7 +113,9 @@ def embed_images(
         batch = torch.stack([t for _, t in chunk]).to(_device(bundle))
         with torch.inference_mode():
             features = bundle.model.encode_image(batch).float()
-        for (index, _), row in zip(chunk, torch.nn.functional.normalize(features, dim=-1), strict=True):
+        for (index, _), row in zip(
+            chunk, torch.nn.functional.normalize(features, dim=-1), strict=True
+        ):
             rows[index] = row.cpu()
     dim = _embed_dim(bundle, rows)
     nan = torch.full((dim,), float("nan"))

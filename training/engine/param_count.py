@@ -110,7 +110,9 @@ def trainable_fraction(
         trainable = adapter.apply(unet, dict(params or {}))
     count = sum(p.numel() for p in trainable if p.requires_grad)
     adapter_ids = {id(p) for p in trainable}
-    stray = sum(p.numel() for p in unet.parameters() if p.requires_grad and id(p) not in adapter_ids)
+    stray = sum(
+        p.numel() for p in unet.parameters() if p.requires_grad and id(p) not in adapter_ids
+    )
     if stray:
         raise AssertionError(f"{method}: {stray} parameters trainable outside the adapter")
     return ParamReport(method, dict(params or {}), count, base)

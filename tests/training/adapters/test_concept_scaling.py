@@ -50,9 +50,14 @@ def test_crops_follow_the_planted_attention_map() -> None:
         (pairs["fox"].box, (40, 8, 56, 24)),
         (pairs["tree"].box, (0, 40, 32, 64)),
     ]:
-        assert max(abs(a - b) for a, b in zip((left, upper, right, lower), expected, strict=True)) <= 4
+        assert (
+            max(abs(a - b) for a, b in zip((left, upper, right, lower), expected, strict=True)) <= 4
+        )
     fox = np.asarray(pairs["fox"].image)
-    assert pairs["fox"].image.size == (pairs["fox"].box[2] - pairs["fox"].box[0], pairs["fox"].box[3] - pairs["fox"].box[1])
+    assert pairs["fox"].image.size == (
+        pairs["fox"].box[2] - pairs["fox"].box[0],
+        pairs["fox"].box[3] - pairs["fox"].box[1],
+    )
     orange = (fox == (230, 120, 20)).all(-1).mean()
     assert orange > 0.9  # the crop is the fox, not the scene
     assert pairs["fox"].prompt == "a fox, in flat sticker style"
@@ -105,7 +110,9 @@ def test_recording_leaves_the_unet_output_unchanged(tiny_components, unet_inputs
         with record_cross_attention(unet) as store:
             recorded = unet(latents, t, context).sample
     assert torch.equal(plain, recorded)
-    assert {type(p) for p in unet.attn_processors.values()} == {type(p) for p in processors.values()}
+    assert {type(p) for p in unet.attn_processors.values()} == {
+        type(p) for p in processors.values()
+    }
     cross = [n for n in processors if ".attn2." in n]
     assert sorted(store) == sorted(cross)
     for probabilities in (records[0] for records in store.values()):
@@ -144,7 +151,9 @@ def test_concept_pairs_on_the_tiny_base_model(tiny_components, tmp_path) -> None
         assert result.maps[pair.word].shape == (16, 16)  # the tiny model's latent grid
 
     source = hashlib.sha256(image.tobytes()).hexdigest()
-    rows = write_concept_rows(result, tmp_path, source_sha256=source, source_prompt="a fox and a tree")
+    rows = write_concept_rows(
+        result, tmp_path, source_sha256=source, source_prompt="a fox and a tree"
+    )
     assert rows[0]["image_sha256"] == source and rows[0]["parent_sha256"] is None
     for row in rows[1:]:
         data = (tmp_path / row["image_path"]).read_bytes()
@@ -153,7 +162,9 @@ def test_concept_pairs_on_the_tiny_base_model(tiny_components, tmp_path) -> None
 
 
 def test_candidate_words_without_an_nlp_model() -> None:
-    words = candidate_words("A fox and a tree in the snow, flat sticker style", exclude=["flat sticker style"])
+    words = candidate_words(
+        "A fox and a tree in the snow, flat sticker style", exclude=["flat sticker style"]
+    )
     assert words == ["fox", "tree", "snow"]
     assert concept_scaling.sub_prompt("fox") == "a fox"
     assert concept_scaling.sub_prompt("fox", "watercolor", "{word} painted in {descriptor}") == (

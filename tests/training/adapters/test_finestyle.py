@@ -58,10 +58,14 @@ def test_guidance_formula() -> None:
     expected = (1 + 0.7 + 3.0) * tuned_cond - 0.7 * base_cond - 3.0 * tuned_uncond
     assert torch.allclose(combined, expected, atol=1e-5)
     # no guidance: the tuned conditional prediction itself
-    assert torch.equal(finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 0, 0), tuned_cond)
+    assert torch.equal(
+        finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 0, 0), tuned_cond
+    )
     # λ1 = 0 is ordinary classifier-free guidance on the tuned model with scale 1 + λ2
     cfg = tuned_uncond + 4.0 * (tuned_cond - tuned_uncond)
-    assert torch.allclose(finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 0, 3.0), cfg, atol=1e-5)
+    assert torch.allclose(
+        finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 0, 3.0), cfg, atol=1e-5
+    )
     # λ1 moves along (tuned - base): style strength grows linearly with it
     step = finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 1.0, 0) - tuned_cond
     assert torch.allclose(step, tuned_cond - base_cond, atol=1e-6)

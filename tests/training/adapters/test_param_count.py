@@ -27,7 +27,9 @@ def test_styledrop_and_styleinject_train_under_one_percent(reports) -> None:
     assert reports["styleinject"].fraction < 0.01
     assert reports["finestyle"].fraction < reports["styledrop"].fraction  # K/V is a subset
     # the paper's largest setting that keeps StyleInject under 1% (n=4, r=32)
-    assert param_count.trainable_fraction("styleinject", {"branches": 4, "rank": 32}).fraction < 0.01
+    assert (
+        param_count.trainable_fraction("styleinject", {"branches": 4, "rank": 32}).fraction < 0.01
+    )
 
 
 def test_finestyle_count_matches_the_lora_formula() -> None:

@@ -21,14 +21,18 @@ from training.engine.adapters.styledrop import (
 from training.engine.config import ConfigError
 
 
-def _image(colour: tuple[int, int, int], box: tuple[int, int, int, int] | None = None) -> Image.Image:
+def _image(
+    colour: tuple[int, int, int], box: tuple[int, int, int, int] | None = None
+) -> Image.Image:
     image = Image.new("RGB", (32, 32), colour)
     if box:
         image.paste((255 - colour[0], 255 - colour[1], 255 - colour[2]), box)
     return image
 
 
-def test_adapter_trains_only_low_rank_attention_weights(unet, fresh_unet, unet_inputs, tmp_path) -> None:
+def test_adapter_trains_only_low_rank_attention_weights(
+    unet, fresh_unet, unet_inputs, tmp_path
+) -> None:
     trainable = styledrop.apply(unet, {"rank": 2})
     names = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert names and all(".styledrop." in n and ("attn1" in n or "attn2" in n) for n in names)
@@ -54,6 +58,12 @@ def test_unknown_param_names_the_field(unet) -> None:
     assert error.value.field == "adapter_params.rnak"
 
 
+def test_target_modules_matching_nothing_is_a_config_error(unet) -> None:
+    with pytest.raises(ConfigError, match="matches no module") as error:
+        styledrop.apply(unet, {"target_modules": r".*nothing"})
+    assert error.value.field == "adapter_params.target_modules"
+
+
 def test_style_descriptor_is_appended_once() -> None:
     prompt = with_style_descriptor("a fox", "in flat sticker style")
     assert prompt == "a fox, in flat sticker style"
@@ -65,7 +75,9 @@ def _generations() -> list[Generation]:
     colours = [(250, 40, 40), (30, 200, 60), (20, 40, 230), (240, 240, 20), (120, 120, 120)]
     return [
         Generation(f"g{i}", prompt, _image(colour, (8, 8, 24, 24)), seed=i)
-        for i, (colour, prompt) in enumerate(zip(colours, ["a fox", "a tree", "a cup", "a car", "a hat"], strict=True))
+        for i, (colour, prompt) in enumerate(
+            zip(colours, ["a fox", "a tree", "a cup", "a car", "a hat"], strict=True)
+        )
     ]
 
 
@@ -75,7 +87,9 @@ def test_clip_feedback_ranks_by_text_times_style(clip_bundle) -> None:
     selection = select_by_feedback(
         generations, "clip", clip=clip_bundle, style_references=references, top_k=2
     )
-    text = metrics.text_score(clip_bundle, [g.image for g in generations], [g.prompt for g in generations])
+    text = metrics.text_score(
+        clip_bundle, [g.image for g in generations], [g.prompt for g in generations]
+    )
     style = metrics.style_score(clip_bundle, [g.image for g in generations], references)
     expected = text.clamp(min=0) * style.clamp(min=0)
     by_id = {d.generation_id: d for d in selection.decisions}
@@ -102,7 +116,11 @@ def test_clip_feedback_ranks_by_text_times_style(clip_bundle) -> None:
 def test_clip_feedback_rejects_an_unreadable_image_without_failing(clip_bundle, tmp_path) -> None:
     generations = _generations()[:2] + [Generation("broken", "a fox", tmp_path / "missing.png")]
     selection = select_by_feedback(
-        generations, "clip", clip=clip_bundle, style_references=[_image((250, 40, 40))], threshold=-1
+        generations,
+        "clip",
+        clip=clip_bundle,
+        style_references=[_image((250, 40, 40))],
+        threshold=-1,
     )
     broken = next(d for d in selection.decisions if d.generation_id == "broken")
     assert not broken.selected and "missing.png" in broken.reason
@@ -155,13 +173,28 @@ def test_run_iterative_trains_next_round_on_the_selection() -> None:
 
     def keep_even(generations):
         return select_by_feedback(
-            generations, "human", human_feedback=lambda batch: {g.id: g.id.endswith(("0", "2")) for g in batch}
+            generations,
+            "human",
+            human_feedback=lambda batch: {g.id: g.id.endswith(("0", "2")) for g in batch},
         )
 
-    records = run_styledrop_iterative(references, iterations=3, train=train, generate=generate, select=keep_even)
+    records = run_styledrop_iterative(
+        references, iterations=3, train=train, generate=generate, select=keep_even
+    )
     assert [r.checkpoint for r in records] == ["ckpt-0", "ckpt-1", "ckpt-2"]
     assert trained_on[0] == [("reference", None)]
-    assert trained_on[1] == [("reference", None), ("generation", "ckpt-0/0"), ("generation", "ckpt-0/2")]
-    assert trained_on[2] == [("reference", None), ("generation", "ckpt-1/0"), ("generation", "ckpt-1/2")]
+    assert trained_on[1] == [
+        ("reference", None),
+        ("generation", "ckpt-0/0"),
+        ("generation", "ckpt-0/2"),
+    ]
+    assert trained_on[2] == [
+        ("reference", None),
+        ("generation", "ckpt-1/0"),
+        ("generation", "ckpt-1/2"),
+    ]
     assert records[0].selection is not None and len(records[0].selection.selected) == 2
-    assert styledrop.training_prompts(records[1].training_set, "in sticker style")[1] == "a tree, in sticker style"
+    assert (
+        styledrop.training_prompts(records[1].training_set, "in sticker style")[1]
+        == "a tree, in sticker style"
+    )

@@ -94,7 +94,10 @@ def test_apply_wraps_queries_and_values_and_trains_only_the_adapter(unet, unet_i
     trainable_ids = {id(p) for p in trainable}
     assert {id(p) for p in unet.parameters() if p.requires_grad} == trainable_ids
     per_layer = [
-        3 * 2 * layer.base.in_features + layer.base.out_features * 2 + 3 * layer.base.in_features + 3
+        3 * 2 * layer.base.in_features
+        + layer.base.out_features * 2
+        + 3 * layer.base.in_features
+        + 3
         for layer in layers.values()
     ]
     assert sum(p.numel() for p in trainable) == sum(per_layer)

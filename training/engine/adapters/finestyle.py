@@ -59,7 +59,15 @@ def load(unet: torch.nn.Module, out_dir: str | Path) -> None:
     unet._finestyle_params = load_lora(unet, NAME, out_dir, DEFAULTS)
 
 
-register_adapter(Adapter(NAME, apply, save, load, "FineStyle: LoRA on cross-attention keys and values only (attn2.to_k/to_v)"))
+register_adapter(
+    Adapter(
+        NAME,
+        apply,
+        save,
+        load,
+        "FineStyle: LoRA on cross-attention keys and values only (attn2.to_k/to_v)",
+    )
+)
 
 
 # ---- inference-time guidance --------------------------------------------------------------------

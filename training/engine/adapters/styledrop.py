@@ -166,7 +166,15 @@ def load(unet: torch.nn.Module, out_dir: str | Path) -> None:
     unet._styledrop_params = load_lora(unet, NAME, out_dir, DEFAULTS)
 
 
-register_adapter(Adapter(NAME, apply, save, load, "StyleDrop: low-rank adapter on the attention projections (<1%), style descriptor, iterative feedback"))
+register_adapter(
+    Adapter(
+        NAME,
+        apply,
+        save,
+        load,
+        "StyleDrop: low-rank adapter on the attention projections (<1%), style descriptor, iterative feedback",
+    )
+)
 
 
 # ---- prompts ------------------------------------------------------------------------------------
@@ -326,7 +334,9 @@ def styledrop_iteration_plan(iterations: int) -> list[IterationStep]:
     iteration generate, select and train again. The Django side turns each stage into a job
     (human feedback waits for an AnnotationRound between `generate` and `select`)."""
     if not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError("adapter_params.iterations", f"must be a positive integer, got {iterations!r}")
+        raise ConfigError(
+            "adapter_params.iterations", f"must be a positive integer, got {iterations!r}"
+        )
     steps = [IterationStep(0, "train")]
     for iteration in range(1, iterations):
         steps += [

@@ -125,7 +125,9 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     for name in ("branches", "rank"):
         value = merged[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"adapter_params.{name}", f"must be a positive integer, got {value!r}")
+            raise ConfigError(
+                f"adapter_params.{name}", f"must be a positive integer, got {value!r}"
+            )
     alpha = merged["alpha"]
     if alpha is not None and (not isinstance(alpha, int | float) or alpha <= 0):
         raise ConfigError("adapter_params.alpha", f"must be a positive number, got {alpha!r}")
@@ -137,7 +139,9 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
             try:
                 re.compile(value)
             except re.error as error:
-                raise ConfigError(f"adapter_params.{name}", f"bad regular expression: {error}") from error
+                raise ConfigError(
+                    f"adapter_params.{name}", f"bad regular expression: {error}"
+                ) from error
     return merged
 
 
@@ -223,7 +227,9 @@ def load(unet: nn.Module, out_dir: str | Path) -> None:
     out = Path(out_dir)
     config_path, weights_path = out / CONFIG_FILE, out / WEIGHTS_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no adapter config (not a saved StyleInject adapter)")
+        raise FileNotFoundError(
+            f"{config_path}: no adapter config (not a saved StyleInject adapter)"
+        )
     config = json.loads(config_path.read_text())
     if config.get("adapter") != NAME:
         raise ValueError(f"{config_path}: adapter is {config.get('adapter')!r}, expected {NAME!r}")
@@ -248,4 +254,12 @@ def load(unet: nn.Module, out_dir: str | Path) -> None:
             tensor.copy_(saved[key].to(tensor.device, tensor.dtype))
 
 
-register_adapter(Adapter(NAME, apply, save, load, "StyleInject: routed multi-branch low-rank adapter with variance injection"))
+register_adapter(
+    Adapter(
+        NAME,
+        apply,
+        save,
+        load,
+        "StyleInject: routed multi-branch low-rank adapter with variance injection",
+    )
+)

@@ -1,0 +1,226 @@
+"""Generation: a checkpoint (or bare base model) over prompts x seeds with stated sampler settings.
+
+Each image is a pure function of (weights, prompt, seed, settings): its starting noise comes from
+a CPU generator seeded with the seed alone, so the same pair gives the same image on any device
+and in any batch (up to float rounding of batched convolutions). Latents are decoded here rather
+than by the pipeline so a 4-channel transparency decoder can return RGBA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+import training.engine  # noqa: F401  (torchvision shim before diffusers/transformers)
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+@dataclass
+class SamplerSettings:
+    scheduler: str = "ddim"
+    steps: int = 25
+    guidance_scale: float = 7.5
+    resolution: int = 512
+    negative_prompt: str | None = None
+    style_suffix: str | None = None  # appended to every prompt as ", <suffix>"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplerSettings:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"sampler.{unknown[0]}: unknown setting (known: {sorted(known)})")
+        settings = cls(**data)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"sampler.scheduler: {self.scheduler!r} not one of {sorted(SCHEDULERS)}")
+        if not isinstance(self.steps, int) or self.steps <= 0:
+            raise ValueError(f"sampler.steps: must be a positive integer, got {self.steps!r}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"sampler.guidance_scale: must be >= 0, got {self.guidance_scale}")
+        if not isinstance(self.resolution, int) or self.resolution <= 0 or self.resolution % 8:
+            raise ValueError(f"sampler.resolution: must be a positive multiple of 8, got {self.resolution!r}")
+
+    def full_prompt(self, prompt: str) -> str:
+        suffix = (self.style_suffix or "").strip().lstrip(",").strip()
+        return f"{prompt}, {suffix}" if suffix else prompt
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GeneratedImage:
+    prompt: str
+    seed: int
+    image: Image.Image
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def png_bytes(self) -> bytes:
+        return png_bytes(self.image)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Deterministic PNG encoding (no timestamps), so equal pixels give equal bytes and sha256."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def build_pipeline(
+    *,
+    checkpoint: str | Path | None = None,
+    base_model: str | Path | None = None,
+    device: str | torch.device | None = None,
+    use_ema: bool = True,
+    transparency_decoder: str | Path | None = None,
+) -> Any:
+    """A StableDiffusionPipeline from a training checkpoint (adapter and EMA applied) or a base
+    model folder; `transparency_decoder` names a folder written by `transparency.save_decoder`."""
+    from diffusers import StableDiffusionPipeline
+
+    from training.engine.base_model import load_base_components
+    from training.engine.checkpoint import load_checkpoint_for_inference
+
+    if checkpoint is None and base_model is None:
+        raise ValueError("generation needs a checkpoint or a base_model")
+    if checkpoint is not None:
+        components = load_checkpoint_for_inference(checkpoint, base_model=base_model, use_ema=use_ema)
+    else:
+        components = load_base_components(base_model)  # type: ignore[arg-type]
+    pipeline = StableDiffusionPipeline(
+        unet=components["unet"],
+        vae=components["vae"],
+        text_encoder=components["text_encoder"],
+        tokenizer=components["tokenizer"],
+        scheduler=components["scheduler"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.engine_source = {
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "base_model": str(base_model or components.get("config").base_model),  # type: ignore[union-attr]
+        "adapter": components["config"].adapter if "config" in components else None,
+        "transparency_decoder": str(transparency_decoder) if transparency_decoder else None,
+    }
+    pipeline.alpha_decoder = None
+    if transparency_decoder is not None:
+        from training.engine.transparency import load_decoder
+
+        pipeline.alpha_decoder = load_decoder(transparency_decoder)
+    pipeline.set_progress_bar_config(disable=True)
+    resolved = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline.to(resolved)
+    if pipeline.alpha_decoder is not None:
+        pipeline.alpha_decoder.to(resolved)
+    return pipeline
+
+
+def _scheduler_for(pipeline: Any, name: str) -> Any:
+    import diffusers
+
+    return getattr(diffusers, SCHEDULERS[name]).from_config(pipeline.scheduler.config)
+
+
+def _to_images(decoded: torch.Tensor) -> list[Image.Image]:
+    """[-1, 1] tensors with 3 (RGB) or 4 (RGBA) channels -> PIL images, as diffusers rounds."""
+    array = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    array = array.permute(0, 2, 3, 1).cpu().numpy()
+    mode = "RGBA" if array.shape[-1] == 4 else "RGB"
+    return [Image.fromarray(item, mode=mode) for item in array]
+
+
+@torch.no_grad()
+def generate(
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    settings: SamplerSettings | dict[str, Any] | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    base_model: str | Path | None = None,
+    pipeline: Any | None = None,
+    device: str | None = None,
+    batch_size: int = 4,
+    transparency_decoder: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[GeneratedImage]:
+    """Every prompt with every seed (prompt-major order). Pass a `pipeline` from
+    `build_pipeline` to reuse loaded weights across calls."""
+    if isinstance(settings, dict):
+        settings = SamplerSettings.from_dict(settings)
+    settings = settings or SamplerSettings()
+    settings.validate()
+    if pipeline is None:
+        pipeline = build_pipeline(
+            checkpoint=checkpoint,
+            base_model=base_model,
+            device=device,
+            transparency_decoder=transparency_decoder,
+        )
+    pipeline.scheduler = _scheduler_for(pipeline, settings.scheduler)
+    run_device = pipeline.device
+    vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
+    latent_shape = (
+        pipeline.unet.config.in_channels,
+        settings.resolution // vae_scale,
+        settings.resolution // vae_scale,
+    )
+    jobs = [(prompt, int(seed)) for prompt in prompts for seed in seeds]
+    results: list[GeneratedImage] = []
+    decoder = getattr(pipeline, "alpha_decoder", None) or pipeline.vae
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        latents = torch.stack(
+            [torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(seed)) for _, seed in chunk]
+        ).to(run_device, pipeline.unet.dtype)
+        generators = [torch.Generator(run_device).manual_seed(seed) for _, seed in chunk]
+        negative = [settings.negative_prompt] * len(chunk) if settings.negative_prompt else None
+        output = pipeline(
+            prompt=[settings.full_prompt(prompt) for prompt, _ in chunk],
+            negative_prompt=negative,
+            height=settings.resolution,
+            width=settings.resolution,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            latents=latents,
+            generator=generators,
+            output_type="latent",
+        )
+        scaled = output.images / pipeline.vae.config.scaling_factor
+        images = _to_images(decoder.decode(scaled.to(decoder.dtype), return_dict=False)[0])
+        for (prompt, seed), image in zip(chunk, images, strict=True):
+            metadata = {
+                **pipeline.engine_source,
+                "prompt": prompt,
+                "full_prompt": settings.full_prompt(prompt),
+                "seed": seed,
+                "sampler": settings.to_dict(),
+                "width": image.width,
+                "height": image.height,
+                "mode": image.mode,
+                "sha256": hashlib.sha256(png_bytes(image)).hexdigest(),
+            }
+            results.append(GeneratedImage(prompt, seed, image, metadata))
+        if progress is not None:
+            progress(len(results), len(jobs))
+    return results
