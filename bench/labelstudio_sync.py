@@ -179,11 +179,30 @@ def bench_reconcile(client: LabelStudioClient, n: int) -> dict[str, float]:
     delta_s = time.perf_counter() - began
     assert first.annotation_id in {r.annotation_id for r in delta.annotations}
     assert delta.deleted_annotation_ids == [second.annotation_id]
+    began = time.perf_counter()
+    quick = client.annotations_updated_since(
+        project,
+        full.watermark,
+        known_annotation_ids=known,
+        full_deletion_scan=False,
+        overlap=timedelta(0),
+    )
+    quick_s = time.perf_counter() - began
+    assert quick.deleted_annotation_ids == [second.annotation_id]
+
+    # Baseline: Label Studio's own full JSON export of the same project, one request.
+    began = time.perf_counter()
+    exported = client.export_tasks(project)
+    export_s = time.perf_counter() - began
+    assert len(exported) == n
     return {
         "reconcile_n": n,
         "reconcile_setup_import_s": round(setup_s, 2),
         "reconcile_20k_s": round(full_s, 2),
+        "full_export_s": round(export_s, 2),
+        "reconcile_vs_full_export": round(export_s / full_s, 3),
         "reconcile_incremental_s": round(delta_s, 3),
+        "reconcile_incremental_no_scan_s": round(quick_s, 3),
         "reconcile_incremental_tasks_seen": delta.tasks_seen,
     }
 

@@ -61,7 +61,7 @@ class DatasetVersionAdmin(PlatformAdmin):
     search_fields = ["dataset__name", "reason", "=checksum"]
     date_hierarchy = "created_at"
     inlines = [DatasetItemInline]
-    actions = ["freeze"]
+    actions = ["freeze", "export"]
 
     @admin.display(description="checksum")
     def checksum_short(self, obj: m.DatasetVersion) -> str:
@@ -120,3 +120,31 @@ class DatasetVersionAdmin(PlatformAdmin):
 
     def has_freeze_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("curation.freeze_datasetversion")
+
+    @admin.action(
+        description="Export selected frozen versions (Parquet, image folder, WebDataset)",
+        permissions=["view"],
+    )
+    def export(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.exports import FORMATS, exports_root
+        from curation.services.jobs import enqueue_job
+
+        for version in queryset.select_related("dataset"):
+            if not version.is_frozen:
+                self.message_user(
+                    request,
+                    f"{version}: a draft cannot be exported; freeze it first.",
+                    messages.ERROR,
+                )
+                continue
+            job = enqueue_job(
+                "export_version",
+                params={"version_id": version.pk, "formats": list(FORMATS)},
+                user=request.user,
+                target=version,
+            )
+            self.message_user(
+                request,
+                f"{version}: export job #{job.pk} queued; files go under "
+                f"{exports_root() / f'{version.dataset.name}-v{version.number}'}.",
+            )

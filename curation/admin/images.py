@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from curation import models as m
-from curation.admin_base import PlatformAdmin
+from curation.admin_base import PlatformAdmin, progress_bar
 from curation.media import signed_path
 
 
@@ -18,14 +20,23 @@ class SourceAdmin(PlatformAdmin):
     search_fields = ["name"]
 
 
-class RefusalInline(admin.TabularInline):
-    model = m.Refusal
-    extra = 0
-    can_delete = False
-    readonly_fields = ["origin", "reason", "created_at"]
-    fields = readonly_fields
+REFUSALS_SHOWN = 200
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+
+@admin.register(m.Refusal)
+class RefusalAdmin(PlatformAdmin):
+    """Every refused file with its reason; the batch page links here when it lists too many."""
+
+    list_display = ["origin", "reason", "batch", "created_at"]
+    list_filter = ["batch__source"]
+    search_fields = ["origin", "reason", "=batch__id"]
+    list_select_related = ["batch__source"]
+    readonly_fields = ["batch", "origin", "reason", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 
@@ -34,26 +45,114 @@ class IngestBatchAdmin(PlatformAdmin):
     list_display = [
         "id",
         "source",
+        "status",
+        "progress",
         "ingested",
         "duplicates",
         "near_duplicates",
         "quarantined",
-        "job",
+        "job_link",
+        "created_by",
         "created_at",
     ]
-    list_filter = ["source"]
-    list_select_related = ["source", "job"]
+    list_display_links = ["id", "source"]
+    list_filter = ["status", "source"]
+    list_select_related = ["source", "job", "created_by"]
+    search_fields = ["=id", "source__name"]
     date_hierarchy = "created_at"
-    readonly_fields = [
+    fields = [
         "source",
-        "paths",
-        "ingested",
-        "duplicates",
-        "near_duplicates",
-        "quarantined",
-        "job",
+        "paths_list",
+        "status",
+        "progress",
+        "counts",
+        "job_link",
+        "created_by",
+        "created_at",
+        "finished_at",
+        "images_link",
+        "refusals_table",
     ]
-    inlines = [RefusalInline]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # batches come from `manage.py ingest` or its job
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, obj: m.IngestBatch) -> str:
+        if obj.status == m.IngestBatch.Status.DONE:
+            return progress_bar(100.0, "succeeded")
+        if obj.total:
+            percent = round(100.0 * min(obj.position, obj.total) / obj.total, 1)
+        else:
+            percent = obj.job.percent if obj.job else 0.0
+        return progress_bar(percent, obj.status)
+
+    @admin.display(description="paths")
+    def paths_list(self, obj: m.IngestBatch) -> str:
+        return format_html_join(mark_safe("<br>"), "<code>{}</code>", ((p,) for p in obj.paths))
+
+    @admin.display(description="counts")
+    def counts(self, obj: m.IngestBatch) -> str:
+        return format_html(
+            "{} ingested · {} exact duplicates · {} near-duplicates · {} refused"
+            " · {} of {} files settled",
+            obj.ingested,
+            obj.duplicates,
+            obj.near_duplicates,
+            obj.quarantined,
+            obj.position,
+            obj.total if obj.total is not None else "?",
+        )
+
+    @admin.display(description="job")
+    def job_link(self, obj: m.IngestBatch) -> str:
+        if obj.job is None:
+            return "— (command line)"
+        url = reverse("admin:curation_job_change", args=[obj.job_id])
+        return format_html('<a href="{}">{}</a>', url, obj.job)
+
+    @admin.display(description="images")
+    def images_link(self, obj: m.IngestBatch) -> str:
+        url = reverse("admin:curation_image_changelist") + f"?batch__id__exact={obj.pk}"
+        return format_html('<a href="{}">images recorded by this batch</a>', url)
+
+    @admin.display(description="refused files")
+    def refusals_table(self, obj: m.IngestBatch) -> str:
+        refusals = list(
+            obj.refusals.order_by("id").values_list("origin", "reason")[:REFUSALS_SHOWN]
+        )
+        if not refusals:
+            return "none"
+        rows = format_html_join("", "<tr><td><code>{}</code></td><td>{}</td></tr>", refusals)
+        more = ""
+        if obj.quarantined > len(refusals):
+            url = reverse("admin:curation_refusal_changelist") + f"?batch__id__exact={obj.pk}"
+            more = format_html('<p><a href="{}">all {} refused files</a></p>', url, obj.quarantined)
+        return format_html(
+            '<table class="refusals"><thead><tr><th>file</th><th>reason</th></tr></thead>'
+            "<tbody>{}</tbody></table>{}",
+            rows,
+            more,
+        )
+
+
+CHECKERBOARD = "background:repeating-conic-gradient(#ccc 0 25%,#fff 0 50%) 50%/12px 12px"
+
+
+def _checkerboard_img(key: str, size: int, extra_style: str = "") -> str:
+    # The checkerboard shows transparent stickers as cut-outs, as raters will see them.
+    return format_html(
+        '<img src="{}" style="max-height:{}px;max-width:{}px;{};{}" loading="lazy">',
+        signed_path(key),
+        size,
+        size,
+        mark_safe(CHECKERBOARD),
+        extra_style,
+    )
 
 
 @admin.register(m.Image)
@@ -67,14 +166,15 @@ class ImageAdmin(PlatformAdmin):
         "has_alpha",
         "status",
         "source",
+        "origin_name",
         "created_at",
     ]
     list_filter = ["status", "has_alpha", "format", "source"]
     search_fields = ["=sha256", "origin", "caption"]
-    list_select_related = ["source"]
+    list_select_related = ["source", "duplicate_of"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "thumbnail",
+        "preview",
         "sha256",
         "phash",
         "width",
@@ -91,18 +191,33 @@ class ImageAdmin(PlatformAdmin):
 
     @admin.display(description="image")
     def thumbnail(self, obj: m.Image) -> str:
-        if not obj.storage_key:
-            return "—"
-        # The checkerboard shows transparent stickers as cut-outs.
-        return format_html(
-            '<img src="{}" style="max-height:64px;max-width:64px;background:'
-            'repeating-conic-gradient(#ccc 0 25%,#fff 0 50%) 50%/12px 12px" loading="lazy">',
-            signed_path(obj.storage_key),
-        )
+        if obj.storage_key:
+            return _checkerboard_img(obj.storage_key, 64)
+        original = obj.duplicate_of
+        if original is not None and original.storage_key:
+            # A near-duplicate keeps no bytes of its own: show what it resembles, faded.
+            return format_html(
+                '<span title="near-duplicate of {}">≈ {}</span>',
+                original.sha256[:12],
+                _checkerboard_img(original.storage_key, 48, "opacity:.5"),
+            )
+        return "—"
+
+    @admin.display(description="image")
+    def preview(self, obj: m.Image) -> str:
+        if obj.storage_key:
+            return _checkerboard_img(obj.storage_key, 384)
+        return self.thumbnail(obj)
 
     @admin.display(description="sha256")
     def sha256_short(self, obj: m.Image) -> str:
         return obj.sha256[:12]
+
+    @admin.display(description="file", ordering="origin")
+    def origin_name(self, obj: m.Image) -> str:
+        # The file name keeps the list narrow; the full path or URL is in the tooltip.
+        name = obj.origin.rstrip("/").rsplit("/", 1)[-1]
+        return format_html('<span title="{}">{}</span>', obj.origin, name)
 
     @admin.action(description="Quarantine selected images", permissions=["change"])
     def quarantine(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -111,5 +226,13 @@ class ImageAdmin(PlatformAdmin):
 
     @admin.action(description="Restore selected images", permissions=["change"])
     def restore(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.update(status=m.Image.Status.OK)
+        count = queryset.exclude(storage_key="").update(status=m.Image.Status.OK)
         self.message_user(request, f"{count} image(s) restored.")
+        skipped = queryset.filter(storage_key="").count()
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} near-duplicate(s) left as they are: near-duplicates are recorded, "
+                "not re-stored, so there are no bytes to use.",
+                messages.WARNING,
+            )

@@ -1,12 +1,47 @@
-"""Admin pages: rounds."""
+"""Admin pages: rounds, their tasks, annotations, annotator accounts and webhook events.
+
+Starting work (push, reconcile, close, curate, annotator sync) enqueues a job; the round page
+shows counts, agreement and the annotators flagged by gold checks (their annotations are kept
+but excluded from aggregation).
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from curation import models as m
 from curation.admin_base import PlatformAdmin
+from curation.selectors.rounds import round_counts
+
+State = m.AnnotationRound.State
+
+
+class AnnotatorRoundStatsInline(admin.TabularInline):
+    model = m.AnnotatorRoundStats
+    extra = 0
+    can_delete = False
+    fields = [
+        "label",
+        "annotations",
+        "gold_answered",
+        "gold_correct",
+        "gold_accuracy",
+        "consensus_agreement",
+        "counted",
+        "flagged",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "annotators (flagged ones are excluded from aggregation)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "—" if value is None else str(value)
 
 
 @admin.register(m.AnnotationRound)
@@ -24,8 +59,112 @@ class AnnotationRoundAdmin(PlatformAdmin):
     search_fields = ["name"]
     list_select_related = ["generation_batch"]
     date_hierarchy = "created_at"
-    raw_id_fields = ["style_exemplars"]
-    readonly_fields = ["state", "labelstudio_project_id", "reconcile_watermark", "result_version"]
+    raw_id_fields = ["style_exemplars", "generation_batch", "other_generation_batch"]
+    readonly_fields = [
+        "state",
+        "labelstudio_project_id",
+        "labelstudio_title",
+        "reconcile_watermark",
+        "result_version",
+        "counts",
+        "agreement",
+        "flagged_annotators",
+    ]
+    inlines = [AnnotatorRoundStatsInline]
+    actions = ["push", "reconcile_now", "close", "curate", "sync_annotator_accounts"]
+
+    @admin.display(description="counts")
+    def counts(self, obj: m.AnnotationRound) -> str:
+        if obj.pk is None:
+            return "—"
+        c = round_counts(obj)
+        t, a = c["tasks"], c["annotations"]
+        return format_html(
+            "{} tasks ({} gold, {} in Label Studio, {} judged) · {} annotations live, "
+            "{} deleted, {} skipped, by {} annotators",
+            t["total"],
+            t["gold"],
+            t["pushed"],
+            t["judged"],
+            a["live"],
+            a["deleted"],
+            a["skipped"],
+            a["annotators"],
+        )
+
+    @admin.display(description="agreement (used annotations)")
+    def agreement(self, obj: m.AnnotationRound) -> str:
+        measured = (obj.quality or {}).get("agreement") or {}
+        if not measured:
+            return "not computed yet (reconcile or curate computes it)"
+        return format_html_join(
+            "",
+            "<div>{}: Krippendorff α ({}) = {}, percent agreement = {}, over {} tasks</div>",
+            (
+                (name, v.get("level"), _fmt(v.get("alpha")), _fmt(v.get("percent")), v.get("units"))
+                for name, v in measured.items()
+            ),
+        )
+
+    @admin.display(description="flagged annotators")
+    def flagged_annotators(self, obj: m.AnnotationRound) -> str:
+        flagged = (obj.quality or {}).get("flagged_annotators")
+        if flagged is None:
+            return "—"
+        return ", ".join(flagged) if flagged else "none"
+
+    def has_start_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("curation.start_round")
+
+    def _enqueue(
+        self, request: HttpRequest, queryset: QuerySet, kind: str, states: tuple, **params: object
+    ) -> None:
+        from curation.services.jobs import enqueue_job
+
+        for round_ in queryset:
+            if round_.state not in states:
+                self.message_user(
+                    request, f"{round_}: not possible while {round_.state}.", messages.WARNING
+                )
+                continue
+            job = enqueue_job(
+                kind, params={"round_id": round_.pk, **params}, user=request.user, target=round_
+            )
+            self.message_user(request, f"{round_}: job #{job.pk} ({kind}) enqueued.")
+
+    @admin.action(description="Push to Label Studio", permissions=["start"])
+    def push(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._enqueue(
+            request, queryset, "labelstudio.push", (State.DRAFT, State.PUSHED, State.ANNOTATING)
+        )
+
+    @admin.action(description="Reconcile now (pull annotations)", permissions=["start"])
+    def reconcile_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._enqueue(
+            request,
+            queryset,
+            "labelstudio.reconcile",
+            (State.PUSHED, State.ANNOTATING, State.CLOSED),
+        )
+
+    @admin.action(description="Close (final reconcile, then stop syncing)", permissions=["start"])
+    def close(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._enqueue(
+            request, queryset, "labelstudio.reconcile", (State.PUSHED, State.ANNOTATING), close=True
+        )
+
+    @admin.action(description="Curate into a frozen dataset version", permissions=["start"])
+    def curate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._enqueue(
+            request, queryset, "labelstudio.curate", (State.PUSHED, State.ANNOTATING, State.CLOSED)
+        )
+
+    @admin.action(description="Create Label Studio accounts for annotators", permissions=["start"])
+    def sync_annotator_accounts(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.jobs import enqueue_job
+
+        job = enqueue_job("labelstudio.sync_annotators", user=request.user)
+        self.message_user(request, f"Job #{job.pk} (labelstudio.sync_annotators) enqueued.")
 
 
 @admin.register(m.LabelTask)
@@ -47,13 +186,46 @@ class AnnotationAdmin(PlatformAdmin):
         "passed",
         "rating",
         "preferred",
+        "was_cancelled",
         "deleted",
         "updated_at",
     ]
-    list_filter = ["deleted", "aligned", "passed", "rating"]
+    list_filter = ["deleted", "was_cancelled", "aligned", "passed", "rating"]
     search_fields = ["annotator_email", "=labelstudio_id"]
     list_select_related = ["task"]
     readonly_fields = [f.name for f in m.Annotation._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(m.AnnotatorAccount)
+class AnnotatorAccountAdmin(PlatformAdmin):
+    list_display = ["email", "user", "labelstudio_user_id", "active", "last_error", "updated_at"]
+    list_filter = ["active"]
+    search_fields = ["email"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "email", "labelstudio_user_id", "active", "last_error"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(m.AnnotatorRoundStats)
+class AnnotatorRoundStatsAdmin(PlatformAdmin):
+    list_display = [
+        "label",
+        "round",
+        "annotations",
+        "gold_accuracy",
+        "consensus_agreement",
+        "counted",
+        "flagged",
+    ]
+    list_filter = ["flagged", "counted"]
+    search_fields = ["label"]
+    list_select_related = ["round"]
+    readonly_fields = [f.name for f in m.AnnotatorRoundStats._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -65,9 +237,21 @@ class WebhookEventAdmin(PlatformAdmin):
     list_filter = ["action"]
     date_hierarchy = "received_at"
     readonly_fields = ["action", "payload", "received_at", "processed_at", "error"]
+    actions = ["reprocess"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("curation.start_round")
+
+    @admin.action(description="Process again", permissions=["reprocess"])
+    def reprocess(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.jobs import enqueue_job
+
+        for event in queryset:
+            enqueue_job("labelstudio.webhook", params={"event_id": event.pk, "force": True})
+        self.message_user(request, f"{queryset.count()} event(s) enqueued for processing.")
 
 
 @admin.register(m.Judgement)

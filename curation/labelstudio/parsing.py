@@ -83,6 +83,8 @@ class AnnotationRecord:
     result: list[dict[str, Any]]
     judgement: Judgement
     task_data: dict[str, Any] = field(default_factory=dict)
+    # The annotation JSON exactly as Label Studio sent it, so the platform can keep it verbatim.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def task_key(self) -> str | None:
@@ -231,9 +233,7 @@ def _read_item(item: Any, out: dict[str, Any]) -> None:
         raise _Bad(f"{name}: unsupported result type {kind!r}")
 
 
-def annotation_record(
-    annotation: Mapping[str, Any], task: Mapping[str, Any] | None = None
-) -> AnnotationRecord:
+def annotation_record(annotation: Any, task: Mapping[str, Any] | None = None) -> AnnotationRecord:
     """Build a record from Label Studio's annotation JSON (webhook or task-list API shape).
 
     Raises ValueError naming the field when the annotation has no usable id or task.
@@ -265,6 +265,7 @@ def annotation_record(
         result=list(result) if isinstance(result, list) else [],
         judgement=parse_result(result),
         task_data=dict(task_data) if isinstance(task_data, Mapping) else {},
+        raw=dict(annotation),
     )
 
 

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 LABEL_STUDIO_VERSION = "1.23.2"
 VENV_NAME = ".venv-labelstudio"
@@ -107,24 +108,24 @@ def ensure_installed(
     venv = venv_dir(root)
     if installed_version(root) == version:
         return venv
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        if not (venv / "bin" / "python").exists():
-            subprocess.run([python, "-m", "venv", str(venv)], check=True, stdout=out, stderr=out)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={version}"],
-            check=True,
-            stdout=out,
-            stderr=out,
-        )
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        raise LabelStudioServerError(
-            f"installing label-studio=={version} into {venv} failed: {exc}"
-            + (f" (see {log_file})" if log_file else "")
-        ) from exc
-    finally:
-        if log_file:
-            out.close()
+    with contextlib.ExitStack() as stack:
+        out: Any = stack.enter_context(open(log_file, "ab")) if log_file else subprocess.DEVNULL
+        try:
+            if not (venv / "bin" / "python").exists():
+                subprocess.run(
+                    [python, "-m", "venv", str(venv)], check=True, stdout=out, stderr=out
+                )
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={version}"],
+                check=True,
+                stdout=out,
+                stderr=out,
+            )
+        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            raise LabelStudioServerError(
+                f"installing label-studio=={version} into {venv} failed: {exc}"
+                + (f" (see {log_file})" if log_file else "")
+            ) from exc
     if installed_version(root) != version:
         raise LabelStudioServerError(f"{venv} does not hold label-studio=={version} after install")
     return venv

@@ -4,11 +4,21 @@ from curation.models.images import Image, IngestBatch, Refusal, Source
 from curation.models.jobs import Job, Schedule
 from curation.models.prompts import Prompt, PromptSet, StyleDescriptor
 from curation.models.recipes import Recipe, RecipeRun, RecipeScore
-from curation.models.rounds import Annotation, AnnotationRound, Judgement, LabelTask, WebhookEvent
+from curation.models.rounds import (
+    Annotation,
+    AnnotationRound,
+    AnnotatorAccount,
+    AnnotatorRoundStats,
+    Judgement,
+    LabelTask,
+    WebhookEvent,
+)
 
 __all__ = [
     "Annotation",
     "AnnotationRound",
+    "AnnotatorAccount",
+    "AnnotatorRoundStats",
     "Dataset",
     "DatasetItem",
     "DatasetVersion",

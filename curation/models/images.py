@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from curation.models.base import TimeStampedModel
@@ -19,15 +20,37 @@ class Source(TimeStampedModel):
 
 
 class IngestBatch(TimeStampedModel):
-    """One `ingest` invocation; counts and refusals are kept so a person can see what happened."""
+    """One `ingest` invocation; counts and refusals are kept so a person can see what happened.
+
+    `position` is how many items of `paths` (in their deterministic order) are settled: their
+    rows and these counts were committed together, so a resumed run skips exactly those.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled (resumable)"
+        FAILED = "failed", "Failed (resumable)"
 
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="batches")
     paths = models.JSONField(default=list)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    position = models.PositiveBigIntegerField(default=0)
+    total = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Items found under the paths, when countable cheaply."
+    )
     ingested = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     near_duplicates = models.PositiveIntegerField(default=0)
     quarantined = models.PositiveIntegerField(default=0)
     job = models.ForeignKey("curation.Job", null=True, blank=True, on_delete=models.SET_NULL)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from curation.models.base import TimeStampedModel
 
 
 class Recipe(TimeStampedModel):
+    """Editable in the admin; `clean()` checks the JSON fields so errors name the field."""
+
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
     text_queries = models.JSONField(
@@ -28,6 +31,13 @@ class Recipe(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from curation.services.recipes import recipe_field_errors
+
+        errors = recipe_field_errors(self)
+        if errors:
+            raise ValidationError(errors)
 
 
 class RecipeRun(TimeStampedModel):
@@ -70,3 +80,26 @@ class RecipeScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image} {self.score:.3f}"
+
+
+class ImageFeatures(models.Model):
+    """Cached labelling-function measurements of one image (curation.weak.features).
+
+    Kept apart from Image so ingest never waits on it and a new feature version is a cheap
+    recompute: rows whose `version` differs from the current one are ignored and rewritten.
+    NaN is stored as null (JSON has no NaN).
+    """
+
+    image = models.OneToOneField(
+        "curation.Image", on_delete=models.CASCADE, primary_key=True, related_name="features"
+    )
+    version = models.CharField(max_length=32)
+    values = models.JSONField(default=dict)
+    error = models.TextField(blank=True, help_text="Why the image could not be measured.")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "image features"
+
+    def __str__(self) -> str:
+        return f"features of image {self.image_id}"

@@ -33,10 +33,21 @@ class AnnotationRound(TimeStampedModel):
         on_delete=models.PROTECT,
         related_name="rounds",
     )
+    other_generation_batch = models.ForeignKey(
+        "training.GenerationBatch",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Pairwise rounds: the batch shown on the right (same prompts and seeds).",
+    )
     overlap = models.PositiveSmallIntegerField(default=3)
     gold_rate = models.FloatField(default=0.1)
     gold_accuracy_threshold = models.FloatField(default=0.7)
     labelstudio_project_id = models.PositiveIntegerField(null=True, blank=True)
+    # Fixed at the first push and never changed: projects are found again by exact title, so a
+    # retried push (or one after the platform's database was reset) never makes a second one.
+    labelstudio_title = models.CharField(max_length=200, blank=True)
     reconcile_watermark = models.DateTimeField(null=True, blank=True)
     style_exemplars = models.ManyToManyField("curation.Image", blank=True, related_name="+")
     result_version = models.ForeignKey(
@@ -45,6 +56,14 @@ class AnnotationRound(TimeStampedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+    )
+    curation_rules = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Thresholds for curating, e.g. {"min_aligned_votes": 2} or {"min_rating": 4}.',
+    )
+    quality = models.JSONField(
+        default=dict, blank=True, help_text="Agreement, gold accuracy and counts, last computed."
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -110,6 +129,7 @@ class Annotation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     annotator_email = models.CharField(max_length=254, blank=True)
+    labelstudio_user_id = models.PositiveIntegerField(null=True, blank=True, db_index=True)
     raw = models.JSONField()
     aligned = models.BooleanField(null=True)
     passed = models.BooleanField(null=True)
@@ -117,6 +137,7 @@ class Annotation(models.Model):
     preferred = models.CharField(max_length=8, blank=True)
     issues = models.JSONField(default=list, blank=True)
     deleted = models.BooleanField(default=False)
+    was_cancelled = models.BooleanField(default=False, help_text="Skipped in Label Studio.")
     annotated_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
@@ -142,3 +163,57 @@ class Judgement(models.Model):
 
     def __str__(self) -> str:
         return f"judgement for {self.task}"
+
+
+class AnnotatorAccount(TimeStampedModel):
+    """A platform user's Label Studio account; its password is derived, never stored."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labelstudio_account"
+    )
+    email = models.CharField(max_length=254)
+    labelstudio_user_id = models.PositiveIntegerField(unique=True)
+    active = models.BooleanField(
+        default=True, help_text="False once the user left the annotator role: not counted."
+    )
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return f"{self.email} (Label Studio user {self.labelstudio_user_id})"
+
+
+class AnnotatorRoundStats(models.Model):
+    """Per round and annotator: gold accuracy, agreement with consensus, and the flag."""
+
+    round = models.ForeignKey(
+        AnnotationRound, on_delete=models.CASCADE, related_name="annotator_stats"
+    )
+    labelstudio_user_id = models.PositiveIntegerField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    label = models.CharField(max_length=254, blank=True)
+    annotations = models.PositiveIntegerField(default=0)
+    gold_answered = models.PositiveIntegerField(default=0)
+    gold_correct = models.PositiveIntegerField(default=0)
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    consensus_agreement = models.FloatField(null=True, blank=True)
+    counted = models.BooleanField(
+        default=True, help_text="False for accounts the platform did not create for an annotator."
+    )
+    flagged = models.BooleanField(default=False, db_index=True)
+
+    class Meta:
+        ordering = ["round", "label"]
+        verbose_name_plural = "annotator round stats"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "labelstudio_user_id"], name="unique_round_annotator"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label or self.labelstudio_user_id} in round {self.round_id}"

@@ -83,8 +83,10 @@ def add_items(version: DatasetVersion, rows: Iterable[dict[str, Any]]) -> int:
         )
         for row in rows
     ]
-    created = DatasetItem.objects.bulk_create(items, ignore_conflicts=True, batch_size=1000)
-    return len(created)
+    before = version.items.count()
+    # ignore_conflicts returns every object, inserted or not: count rows instead.
+    DatasetItem.objects.bulk_create(items, ignore_conflicts=True, batch_size=1000)
+    return version.items.count() - before
 
 
 def build_manifest(version: DatasetVersion) -> bytes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RECIPES = ("domain", "sequential", "style_tailoring")
+RECIPES = ("domain", "sequential", "style_tailoring", "styledrop_iterative")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = (
     "constant",
@@ -23,7 +23,8 @@ LR_SCHEDULERS = (
     "cosine_with_restarts",
     "polynomial",
 )
-DATASET_ROLES = ("domain", "alignment", "style")
+# "references" (styledrop_iterative) comes last: loop.py seeds batch order by the role's index.
+DATASET_ROLES = ("domain", "alignment", "style", "references")
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,8 @@ class TrainConfig:
     # sequential: the phases in order, and optionally how many steps each gets (default: equal)
     sequential_order: list[str] = field(default_factory=lambda: ["alignment", "style"])
     phase_steps: list[int] | None = None
+    # styledrop_iterative: iterations, feedback, prompts/seeds... (styledrop_settings.py)
+    styledrop: dict[str, Any] = field(default_factory=dict)
 
     # ---- JSON --------------------------------------------------------------------------------
     @classmethod
@@ -151,6 +154,8 @@ class TrainConfig:
             return ["domain"]
         if self.recipe == "sequential":
             return list(self.sequential_order)
+        if self.recipe == "styledrop_iterative":
+            return ["references"]
         return ["alignment", "style"]
 
     def validate(self, num_train_timesteps: int | None = None) -> None:
@@ -179,7 +184,9 @@ class TrainConfig:
             raise ConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
         _positive_float("learning_rate", self.learning_rate)
         if self.lr_scheduler not in LR_SCHEDULERS:
-            raise ConfigError("lr_scheduler", f"{self.lr_scheduler!r} is not one of {LR_SCHEDULERS}")
+            raise ConfigError(
+                "lr_scheduler", f"{self.lr_scheduler!r} is not one of {LR_SCHEDULERS}"
+            )
         if not isinstance(self.lr_warmup_steps, int) or self.lr_warmup_steps < 0:
             raise ConfigError("lr_warmup_steps", "must be a non-negative integer")
         for name in ("adam_beta1", "adam_beta2"):
@@ -211,6 +218,12 @@ class TrainConfig:
                 )
 
     def _validate_recipe(self, num_train_timesteps: int | None) -> None:
+        if self.recipe == "styledrop_iterative":
+            from training.engine.styledrop_settings import StyleDropIterativeSettings
+
+            StyleDropIterativeSettings.from_config(self)
+        elif self.styledrop:
+            raise ConfigError("styledrop", "is only read by the 'styledrop_iterative' recipe")
         for role, weight in self.loss_weights.items():
             if role not in DATASET_ROLES:
                 raise ConfigError(f"loss_weights.{role}", "unknown role")
@@ -237,13 +250,15 @@ class TrainConfig:
             if self.phase_steps is not None:
                 if len(self.phase_steps) != len(order):
                     raise ConfigError(
-                        "phase_steps", f"needs one entry per phase ({len(order)}), got {self.phase_steps}"
+                        "phase_steps",
+                        f"needs one entry per phase ({len(order)}), got {self.phase_steps}",
                     )
                 if any(not isinstance(n, int) or n <= 0 for n in self.phase_steps):
                     raise ConfigError("phase_steps", "entries must be positive integers")
                 if sum(self.phase_steps) != self.steps:
                     raise ConfigError(
-                        "phase_steps", f"must sum to steps ({self.steps}), got {sum(self.phase_steps)}"
+                        "phase_steps",
+                        f"must sum to steps ({self.steps}), got {sum(self.phase_steps)}",
                     )
             elif self.steps < len(order):
                 raise ConfigError("steps", f"must be >= the number of phases ({len(order)})")

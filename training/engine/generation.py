@@ -52,13 +52,17 @@ class SamplerSettings:
 
     def validate(self) -> None:
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"sampler.scheduler: {self.scheduler!r} not one of {sorted(SCHEDULERS)}")
+            raise ValueError(
+                f"sampler.scheduler: {self.scheduler!r} not one of {sorted(SCHEDULERS)}"
+            )
         if not isinstance(self.steps, int) or self.steps <= 0:
             raise ValueError(f"sampler.steps: must be a positive integer, got {self.steps!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"sampler.guidance_scale: must be >= 0, got {self.guidance_scale}")
         if not isinstance(self.resolution, int) or self.resolution <= 0 or self.resolution % 8:
-            raise ValueError(f"sampler.resolution: must be a positive multiple of 8, got {self.resolution!r}")
+            raise ValueError(
+                f"sampler.resolution: must be a positive multiple of 8, got {self.resolution!r}"
+            )
 
     def full_prompt(self, prompt: str) -> str:
         suffix = (self.style_suffix or "").strip().lstrip(",").strip()
@@ -104,7 +108,9 @@ def build_pipeline(
     if checkpoint is None and base_model is None:
         raise ValueError("generation needs a checkpoint or a base_model")
     if checkpoint is not None:
-        components = load_checkpoint_for_inference(checkpoint, base_model=base_model, use_ema=use_ema)
+        components = load_checkpoint_for_inference(
+            checkpoint, base_model=base_model, use_ema=use_ema
+        )
     else:
         components = load_base_components(base_model)  # type: ignore[arg-type]
     pipeline = StableDiffusionPipeline(
@@ -129,7 +135,11 @@ def build_pipeline(
 
         pipeline.alpha_decoder = load_decoder(transparency_decoder)
     pipeline.set_progress_bar_config(disable=True)
-    resolved = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = (
+        torch.device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     pipeline.to(resolved)
     if pipeline.alpha_decoder is not None:
         pipeline.alpha_decoder.to(resolved)
@@ -191,7 +201,10 @@ def generate(
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         latents = torch.stack(
-            [torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(seed)) for _, seed in chunk]
+            [
+                torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(seed))
+                for _, seed in chunk
+            ]
         ).to(run_device, pipeline.unet.dtype)
         generators = [torch.Generator(run_device).manual_seed(seed) for _, seed in chunk]
         negative = [settings.negative_prompt] * len(chunk) if settings.negative_prompt else None

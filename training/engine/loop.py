@@ -53,7 +53,9 @@ ProgressFn = Callable[[int, int, float], None]
 CancelFn = Callable[[], bool]
 
 # Fields a resumed run may change: where it writes and how often, not what it computes.
-RESUME_MAY_CHANGE = frozenset({"output_dir", "checkpoint_every", "keep_checkpoints", "latent_cache_dir"})
+RESUME_MAY_CHANGE = frozenset(
+    {"output_dir", "checkpoint_every", "keep_checkpoints", "latent_cache_dir"}
+)
 
 
 class DataError(RuntimeError):
@@ -97,7 +99,9 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     if requested == "no":
         return "no"
     if device.type != "cuda":
-        logger.warning("mixed_precision=%s ignored: %s has no fast half precision", requested, device)
+        logger.warning(
+            "mixed_precision=%s ignored: %s has no fast half precision", requested, device
+        )
         return "no"
     if requested == "bf16" and not torch.cuda.is_bf16_supported():
         logger.warning("bf16 unsupported on this GPU; using fp16")
@@ -105,7 +109,9 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
-def build_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    parameters: list[torch.nn.Parameter], config: TrainConfig
+) -> torch.optim.Optimizer:
     """AdamW, fused where the device supports it (about 3x faster optimizer step, DESIGN §6b)."""
     options = {
         "lr": config.learning_rate,
@@ -170,7 +176,11 @@ class Trainer:
             for role in self.recipe.roles
         }
 
-        wanted = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        wanted = (
+            torch.device(device)
+            if device
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.mixed_precision = resolve_mixed_precision(config.mixed_precision, wanted)
         if PartialState().num_processes == 1:
             # One process may run many jobs (a GPU worker); accelerate keeps its settings in a
@@ -198,7 +208,9 @@ class Trainer:
             unet.enable_gradient_checkpointing()
         self.vae = components["vae"].requires_grad_(False).eval().to(self.device)
         self.text_encoder = components["text_encoder"].requires_grad_(False).eval().to(self.device)
-        if self.weight_dtype != torch.float32:  # frozen parts run in half precision, UNet stays fp32
+        if (
+            self.weight_dtype != torch.float32
+        ):  # frozen parts run in half precision, UNet stays fp32
             self.vae.to(dtype=self.weight_dtype)
             self.text_encoder.to(dtype=self.weight_dtype)
         self.tokenizer = components["tokenizer"]
@@ -211,7 +223,9 @@ class Trainer:
             num_warmup_steps=config.lr_warmup_steps * processes,
             num_training_steps=config.steps * processes,
         )
-        self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+        self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(
+            unet, optimizer, lr_scheduler
+        )
         self.ema = None
         if config.use_ema:
             from diffusers.training_utils import EMAModel
@@ -247,7 +261,9 @@ class Trainer:
         torch.manual_seed(seed)
 
     # ---- data ------------------------------------------------------------------------------
-    def _load_sample(self, role: str, index: int) -> tuple[str, float, str, torch.Tensor | None, torch.Tensor | None]:
+    def _load_sample(
+        self, role: str, index: int
+    ) -> tuple[str, float, str, torch.Tensor | None, torch.Tensor | None]:
         """(sha, weight, caption, pixels, cached latent parameters) for `index`, stepping to the
         next row when an image cannot be opened, so one bad file never stops a run."""
         dataset = self.datasets[role]
@@ -277,7 +293,10 @@ class Trainer:
     @torch.no_grad()
     def draw_batch(self, step: int | None = None, micro_step: int | None = None) -> TrainingBatch:
         """Plan, read and encode the next micro-batch (advances the data position and the RNG)."""
-        parts = self.recipe.plan(self.step if step is None else step, self.micro_step if micro_step is None else micro_step)
+        parts = self.recipe.plan(
+            self.step if step is None else step,
+            self.micro_step if micro_step is None else micro_step,
+        )
         samples, roles, timesteps, weights = [], [], [], []
         for part in parts:
             for index in self._part_indices(part):
@@ -286,7 +305,9 @@ class Trainer:
         parameters: list[torch.Tensor | None] = [s[4] for s in samples]
         pending = [i for i, s in enumerate(samples) if s[4] is None]
         if pending:
-            pixels = torch.stack([samples[i][3] for i in pending]).to(self.device, self.weight_dtype)
+            pixels = torch.stack([samples[i][3] for i in pending]).to(
+                self.device, self.weight_dtype
+            )
             encoded = encode_latent_parameters(self.vae, pixels).float()
             for row_index, tensor in zip(pending, encoded, strict=True):
                 parameters[row_index] = tensor
@@ -322,7 +343,10 @@ class Trainer:
     # ---- steps -----------------------------------------------------------------------------
     def _micro_step(self, batch: TrainingBatch) -> torch.Tensor:
         noise = torch.randn(
-            batch.latents.shape, generator=self.generator, device=self.device, dtype=batch.latents.dtype
+            batch.latents.shape,
+            generator=self.generator,
+            device=self.device,
+            dtype=batch.latents.dtype,
         )
         noisy = self.noise_scheduler.add_noise(batch.latents, noise, batch.timesteps)
         if self.noise_scheduler.config.prediction_type == "v_prediction":
@@ -330,9 +354,14 @@ class Trainer:
         else:
             target = noise
         prediction = self.unet(
-            noisy, batch.timesteps, batch.encoder_hidden_states.to(self.weight_dtype), return_dict=False
+            noisy,
+            batch.timesteps,
+            batch.encoder_hidden_states.to(self.weight_dtype),
+            return_dict=False,
         )[0]
-        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
+            dim=(1, 2, 3)
+        )
         return per_sample
 
     def train_step(self) -> tuple[float, dict[str, float]]:
@@ -364,7 +393,9 @@ class Trainer:
         mean_loss = total / self.config.gradient_accumulation_steps
         return mean_loss, {role: float(np.mean(values)) for role, values in per_role.items()}
 
-    def run(self, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None) -> TrainResult:
+    def run(
+        self, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
+    ) -> TrainResult:
         started = time.perf_counter()
         total = self.config.steps
         status = "completed"
@@ -420,7 +451,11 @@ class Trainer:
             "adapter": config.adapter,
             "base_model": config.base_model,
             "datasets": {
-                role: {"manifest": spec.manifest, "sha256": spec.sha256, "version_id": spec.version_id}
+                role: {
+                    "manifest": spec.manifest,
+                    "sha256": spec.sha256,
+                    "version_id": spec.version_id,
+                }
                 for role, spec in config.datasets.items()
             },
             "resumed_from": self.resumed_from,
@@ -443,13 +478,18 @@ class Trainer:
 
         def fill(folder: Path) -> None:
             self.config.to_json(folder / "config.json")
-            (folder / "lineage.json").write_text(json.dumps(self.lineage_record(), indent=2, default=str))
+            (folder / "lineage.json").write_text(
+                json.dumps(self.lineage_record(), indent=2, default=str)
+            )
             (folder / "adapter").mkdir()
             self.adapter.save(accelerator.unwrap_model(self.unet), folder / "adapter")
             if self.ema is not None:
                 (folder / "ema").mkdir()
                 names = list(self._named_trainable())
-                shadow = {n: t.detach().cpu().contiguous() for n, t in zip(names, self.ema.shadow_params, strict=True)}
+                shadow = {
+                    n: t.detach().cpu().contiguous()
+                    for n, t in zip(names, self.ema.shadow_params, strict=True)
+                }
                 save_file(shadow, folder / "ema" / "ema.safetensors")
                 scalars = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
                 (folder / "ema" / "ema_state.json").write_text(json.dumps(scalars, indent=2))
@@ -474,9 +514,14 @@ class Trainer:
                 "rng": python_numpy_rng_state(),
             }
             (state / "trainer.json").write_text(json.dumps(trainer_state))
-            save_file(torch_rng_tensors(self.generator), state / f"rng_{accelerator.process_index}.safetensors")
+            save_file(
+                torch_rng_tensors(self.generator),
+                state / f"rng_{accelerator.process_index}.safetensors",
+            )
 
-        path = write_checkpoint_folder(self.config.output_dir, self.step, fill, self.config.keep_checkpoints)
+        path = write_checkpoint_folder(
+            self.config.output_dir, self.step, fill, self.config.keep_checkpoints
+        )
         self.checkpoints.append(str(path))
         return path
 
@@ -495,7 +540,9 @@ class Trainer:
                     f"{saved.get(name)!r} there, {current[name]!r} here",
                 )
         self.adapter.load(self.accelerator.unwrap_model(self.unet), path / "adapter")
-        state = torch.load(path / "training_state" / "optimizer.pt", map_location="cpu", weights_only=True)
+        state = torch.load(
+            path / "training_state" / "optimizer.pt", map_location="cpu", weights_only=True
+        )
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state["grad_scaler"] is not None and self.accelerator.scaler is not None:
@@ -543,6 +590,20 @@ def run_training(
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
+    if config.recipe == "styledrop_iterative":
+        # One engine run per iteration with generation and feedback in between; human feedback
+        # needs a callback, so the Django job calls run_styledrop_iterative_training directly.
+        from training.engine.styledrop_iterative import run_styledrop_iterative_training
+
+        return run_styledrop_iterative_training(
+            config,
+            progress=progress,
+            should_cancel=should_cancel,
+            resume_from=resume_from,
+            lineage=lineage,
+            resolver=resolver,
+            device=device,
+        )
     trainer = Trainer(config, lineage=lineage, resolver=resolver, device=device)
     if resume_from == "latest":
         resume_from = latest_checkpoint(config.output_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from training.engine.config import TrainConfig
+from training.engine.config import ConfigError, TrainConfig
 from training.engine.timesteps import alignment_count
 
 
@@ -90,7 +90,9 @@ class StyleTailoringRecipe(Recipe):
         size, t_s = self.config.batch_size, self.config.t_s
         aligned = alignment_count(micro_step, size, self.config.mix_ratio)
         parts = [
-            BatchPart("alignment", aligned, t_s, self.num_train_timesteps, self.weight("alignment")),
+            BatchPart(
+                "alignment", aligned, t_s, self.num_train_timesteps, self.weight("alignment")
+            ),
             BatchPart("style", size - aligned, 0, t_s, self.weight("style")),
         ]
         return [part for part in parts if part.count > 0]
@@ -105,4 +107,9 @@ RECIPES: dict[str, Callable[[TrainConfig, int], Recipe]] = {
 
 def build_recipe(config: TrainConfig, num_train_timesteps: int) -> Recipe:
     config.validate(num_train_timesteps)
+    if config.recipe not in RECIPES:  # styledrop_iterative drives several runs, see run_training
+        raise ConfigError(
+            "recipe",
+            f"{config.recipe!r} is not a batch plan of one run; start it with run_training",
+        )
     return RECIPES[config.recipe](config, num_train_timesteps)

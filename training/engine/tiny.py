@@ -51,7 +51,8 @@ def build_clip_tokenizer(num_merges: int | None = TINY_MERGES) -> Any:
     """
     from transformers import CLIPTokenizer
 
-    lines = gzip.open(_bpe_file()).read().decode("utf-8").split("\n")
+    with gzip.open(_bpe_file()) as handle:
+        lines = handle.read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     if num_merges is not None:
         merges = merges[:num_merges]

@@ -17,11 +17,30 @@ from PIL import Image, ImageDraw
 from training.engine.data import write_manifest
 
 SHAPES = ("circle", "square", "triangle")
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (240, 200, 30)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 200, 30),
+}
 
 
-def shape_image(shape: str, colour: str, size: int, rng: np.random.Generator, *, outline: bool = False, rgba: bool = False) -> Image.Image:
-    background = (0, 0, 0, 0) if rgba else (255, 255, 255, 255) if outline else (*rng.integers(120, 255, 3).tolist(), 255)
+def shape_image(
+    shape: str,
+    colour: str,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    outline: bool = False,
+    rgba: bool = False,
+) -> Image.Image:
+    background = (
+        (0, 0, 0, 0)
+        if rgba
+        else (255, 255, 255, 255)
+        if outline
+        else (*rng.integers(120, 255, 3).tolist(), 255)
+    )
     image = Image.new("RGBA", (size, size), tuple(background))
     draw = ImageDraw.Draw(image)
     margin = int(rng.integers(size // 8, size // 4))
@@ -33,11 +52,23 @@ def shape_image(shape: str, colour: str, size: int, rng: np.random.Generator, *,
     elif shape == "square":
         draw.rectangle(box, fill=fill, **stroke)
     else:
-        draw.polygon([(size // 2, margin), (size - margin, size - margin), (margin, size - margin)], fill=fill, **stroke)
+        draw.polygon(
+            [(size // 2, margin), (size - margin, size - margin), (margin, size - margin)],
+            fill=fill,
+            **stroke,
+        )
     return image if rgba else image.convert("RGB")
 
 
-def write_toy_dataset(directory: str | Path, role: str, count: int, seed: int = 0, size: int = 32, *, rgba: bool = False) -> dict[str, str]:
+def write_toy_dataset(
+    directory: str | Path,
+    role: str,
+    count: int,
+    seed: int = 0,
+    size: int = 32,
+    *,
+    rgba: bool = False,
+) -> dict[str, str]:
     """Write `count` PNGs and a Parquet manifest; returns a `datasets` entry for TrainConfig."""
     directory = Path(directory) / role
     (directory / "images").mkdir(parents=True, exist_ok=True)

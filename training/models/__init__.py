@@ -1,5 +1,6 @@
 from training.models.checkpoints import Checkpoint
 from training.models.generations import Generation, GenerationBatch
+from training.models.loops import RetrainRound, RoundStep
 from training.models.runs import TrainingRun
 
-__all__ = ["Checkpoint", "Generation", "GenerationBatch", "TrainingRun"]
+__all__ = ["Checkpoint", "Generation", "GenerationBatch", "RetrainRound", "RoundStep", "TrainingRun"]

@@ -141,6 +141,7 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     bob = ls_client.ensure_annotator(f"bob-{project_id}@example.com", "bob-pass-1234")
     assert alice.token and bob.token and alice.user_id != bob.user_id
     assert ls_client.ensure_annotator(alice.email, "alice-pass-123").token == alice.token
+    assert ls_client.ensure_annotator(alice.email, "not-her-password").token is None
     as_alice = LabelStudioClient(ls_server.url, alice.token)
     as_bob = LabelStudioClient(ls_server.url, bob.token)
 

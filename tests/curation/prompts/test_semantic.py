@@ -60,6 +60,13 @@ def test_cache_makes_re_embedding_free_and_survives_a_save(embedder, tmp_path):
     assert reuse.last_stats.encoded == 0
     with pytest.raises(ValueError, match="is for"):
         EmbeddingCache.load(path, "some-other-model")
+    progress = []
+    reuse.embed(
+        ["one more", "and another"], on_progress=lambda done, total: progress.append((done, total))
+    )
+    assert progress == [(2, 2)]
+    with pytest.raises(InterruptedError):
+        reuse.embed(["never embedded"], should_stop=lambda: True)
     # Without the cache the model reproduces the same vectors (batch composition aside).
     fresh = PromptEmbedder(model=embedder.model, batch_size=7).embed(texts[:10])
     assert np.allclose(fresh, first[:10], atol=1e-5)

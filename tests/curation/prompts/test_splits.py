@@ -59,3 +59,17 @@ def test_split_is_deterministic_under_a_seed():
 def test_bad_fraction_is_refused():
     with pytest.raises(ValueError, match="eval_fraction"):
         split_prompts(set_with_groups(), eval_fraction=1.0)
+
+
+def test_pairs_the_partitioned_grouping_misses_are_repaired_by_the_exact_check():
+    # Unclustered vectors searched with a single probe: some near-copies land in another cell, so
+    # the grouping misses them and only the exact cross-split check can catch the leak.
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(2000, 64))
+    copies = base[rng.choice(2000, 300, replace=False)] + 0.5 * rng.normal(size=(300, 64))
+    vectors = unit(np.vstack([base, copies]))
+    split = split_prompts(
+        vectors, eval_fraction=0.3, seed=1, threshold=0.8, exact_limit=0, n_probe=1
+    )
+    assert split.repaired_groups > 0
+    assert check_split_leaks(vectors[split.generation], vectors[split.evaluation], 0.8) == []

@@ -28,6 +28,7 @@ def base_and_data(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     [
         ("styledrop", {"rank": 2, "style_descriptor": "sticker, thick outline"}),
         ("finestyle", {"rank": 2}),
+        ("kv_lora", {"rank": 2}),
         ("styleinject", {"branches": 2, "rank": 2}),
     ],
 )

@@ -30,6 +30,34 @@ def test_only_cross_attention_keys_and_values_train(unet, unet_inputs) -> None:
     assert touched == set(names)
 
 
+def test_kv_lora_is_the_design_name_of_finestyle(unet, fresh_unet, unet_inputs, tmp_path) -> None:
+    from training.engine.config import TrainConfig
+
+    config = TrainConfig(
+        recipe="domain",
+        base_model="base",
+        output_dir="out",
+        datasets={},
+        adapter="kv_lora",
+        adapter_params={"rank": 2},
+    )
+    adapter = get_adapter(config.adapter)
+    adapter.apply(unet, config.adapter_params)
+    names = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert names and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in names)
+
+    latents, t, context = unet_inputs
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
+    expected = unet(latents, t, context).sample
+    adapter.save(unet, tmp_path)
+    restored = fresh_unet()
+    get_adapter("finestyle").load(restored, tmp_path)  # either name reads the other's files
+    assert torch.equal(restored(latents, t, context).sample, expected)
+
+
 def test_target_modules_cannot_be_widened(unet) -> None:
     with pytest.raises(ConfigError) as error:
         finestyle.apply(unet, {"target_modules": r".*to_q"})

@@ -68,6 +68,19 @@ register_adapter(
         "FineStyle: LoRA on cross-attention keys and values only (attn2.to_k/to_v)",
     )
 )
+# DESIGN.md and the TrainingRun model call this adapter `kv_lora`. Both names build, save and load
+# the same thing (the peft adapter inside is always named `finestyle`), so a checkpoint written
+# under one name loads under the other.
+KV_LORA_NAME = "kv_lora"
+register_adapter(
+    Adapter(
+        KV_LORA_NAME,
+        apply,
+        save,
+        load,
+        "FineStyle K/V adapter (alias of finestyle): LoRA on attn2.to_k/to_v only",
+    )
+)
 
 
 # ---- inference-time guidance --------------------------------------------------------------------

@@ -29,7 +29,9 @@ DEFAULTS: dict[str, Any] = {
 def _resolved(params: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"adapter_params.{unknown[0]}: unknown LoRA parameter (known: {sorted(DEFAULTS)})")
+        raise ValueError(
+            f"adapter_params.{unknown[0]}: unknown LoRA parameter (known: {sorted(DEFAULTS)})"
+        )
     merged = {**DEFAULTS, **params}
     if not isinstance(merged["rank"], int) or merged["rank"] <= 0:
         raise ValueError(f"adapter_params.rank: must be a positive integer, got {merged['rank']!r}")

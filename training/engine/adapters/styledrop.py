@@ -199,6 +199,26 @@ class Generation:
     prompt: str
     image: Any  # PIL image or path
     seed: int | None = None
+    # what the recipe knows about the image (sha256, full prompt, sampler, iteration, checkpoint),
+    # so a human-feedback callback can create its annotation tasks without reading files back
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class FeedbackPending(Exception):
+    """Raised by a human-feedback callback while annotators have not judged the generations yet.
+
+    The `styledrop_iterative` driver saves its state before asking for feedback and lets this
+    propagate: the generations stay on disk under the same ids, and running the recipe again with
+    the same config and output_dir resumes at the selection (nothing is retrained or regenerated).
+    On the way out the driver sets `iteration` (which iteration's generations wait) and
+    `generations`; `details` is whatever the callback passed (e.g. an annotation round id).
+    """
+
+    def __init__(self, message: str = "waiting for annotators", **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+        self.iteration: int | None = None
+        self.generations: list[Generation] = []
 
 
 @dataclass
@@ -241,7 +261,8 @@ def select_by_feedback(
     two negative cosines never multiply into a good score); keep those >= `threshold` and/or the
     best `top_k` (at least one of the two is required). `clip` is a `metrics` encoder bundle.
     `human`: `human_feedback(generations)` returns {generation id: passed}; a generation without a
-    judgement is not selected (reason "no judgement"), never guessed.
+    judgement is not selected (reason "no judgement"), never guessed. The callback may raise
+    `FeedbackPending` to say the judgements are not in yet; it propagates unchanged.
     A generation whose image cannot be scored is rejected with the reason, not the batch.
     """
     if mode == "human":

@@ -1,0 +1,160 @@
+"""Search the pool of a space's latest index by text, by exemplar images or by image id.
+
+Filters (status, has_alpha, source) are applied by over-fetching from FAISS and checking the
+hits in the database, which costs one small query; when too few hits survive (a narrow filter)
+the search is redone inside FAISS restricted to the allowed ids, so results stay exact-k.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db.models import QuerySet
+
+from curation.models import EmbeddingShard, EmbeddingSpace, Image, VectorIndex
+
+OVERFETCH = 4
+FILTERED_NPROBE = 256
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    status: str | None = Image.Status.OK
+    has_alpha: bool | None = None
+    source: str | None = None  # Source name
+
+    def apply(self, images: QuerySet) -> QuerySet:
+        if self.status:
+            images = images.filter(status=self.status)
+        if self.has_alpha is not None:
+            images = images.filter(has_alpha=self.has_alpha)
+        if self.source:
+            images = images.filter(source__name=self.source)
+        return images
+
+
+def default_index(space: EmbeddingSpace | None = None) -> VectorIndex:
+    """The latest index of `space`, or of the space indexed most recently."""
+    indexes = VectorIndex.objects.select_related("space").order_by("-created_at", "-id")
+    if space is not None:
+        indexes = indexes.filter(space=space).order_by("-version")
+    index = indexes.first()
+    if index is None:
+        where = f"space {space.name!r}" if space is not None else "any space"
+        raise LookupError(f"no vector index for {where}; run `build_index` first")
+    return index
+
+
+def image_vectors(space: EmbeddingSpace, image_ids: Sequence[int]) -> np.ndarray:
+    """Stored vectors of embedded images, read from the one shard that holds each."""
+    from curation.retrieval.embedding import read_shard
+
+    wanted = [int(i) for i in image_ids]
+    rows: dict[int, np.ndarray] = {}
+    shards = EmbeddingShard.objects.filter(space=space, status=EmbeddingShard.Status.DONE)
+    for image_id in wanted:
+        if image_id in rows:
+            continue
+        shard = shards.filter(first_image_id__lte=image_id, last_image_id__gte=image_id).first()
+        if shard is None or not shard.path:
+            raise KeyError(f"image {image_id} is not embedded in space {space.name!r}")
+        ids, vectors = read_shard(shard.path)
+        at = int(np.searchsorted(ids, image_id))
+        if at >= len(ids) or ids[at] != image_id:
+            raise KeyError(f"image {image_id} failed to embed in space {space.name!r}")
+        rows[image_id] = np.asarray(vectors[at], dtype=np.float32)
+    return np.stack([rows[i] for i in wanted])
+
+
+def _decode(image: Image) -> Any:
+    from PIL import Image as PILImage
+
+    from curation.services.storage import read_bytes
+
+    if not image.storage_key:
+        raise ValueError(f"image {image.pk} has no stored bytes to use as an exemplar")
+    picture = PILImage.open(io.BytesIO(read_bytes(image.storage_key)))
+    picture.load()
+    return picture
+
+
+def query_vector(
+    index: VectorIndex,
+    *,
+    text: str | Sequence[str] | None = None,
+    exemplars: Sequence[Image] = (),
+    image_ids: Sequence[int] = (),
+) -> np.ndarray:
+    """One unit query from texts, exemplar images (encoded now) and embedded image ids."""
+    from curation.retrieval.search import combine_queries, exemplar_query, mean_query, text_query
+    from curation.services.embeddings import bundle_for
+
+    parts = []
+    if text:
+        texts = [text] if isinstance(text, str) else list(text)
+        parts.append(text_query(bundle_for(index.space), texts))
+    if exemplars:
+        pictures = [_decode(image) for image in exemplars]
+        parts.append(exemplar_query(bundle_for(index.space), pictures))
+    if image_ids:
+        parts.append(mean_query(image_vectors(index.space, image_ids)))
+    if not parts:
+        raise ValueError("search needs text, exemplar images or image ids")
+    return combine_queries(parts)
+
+
+def search_images(
+    *,
+    text: str | Sequence[str] | None = None,
+    exemplars: Sequence[Image] = (),
+    image_ids: Sequence[int] = (),
+    k: int = 50,
+    filters: SearchFilters | None = None,
+    space: EmbeddingSpace | None = None,
+    index: VectorIndex | None = None,
+) -> list[tuple[Image, float]]:
+    """Images most similar to the query, best first, with their cosine similarity.
+
+    Images given by id are left out of their own results.
+    """
+    from curation.retrieval.index import search
+    from curation.services.indexes import open_index
+
+    if k < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    filters = filters or SearchFilters()
+    index = index or default_index(space)
+    vector = query_vector(index, text=text, exemplars=exemplars, image_ids=image_ids)
+    faiss_index = open_index(index)
+    exclude = {int(i) for i in image_ids}
+    wanted = k + len(exclude)
+
+    hits = search(faiss_index, vector, wanted * OVERFETCH)
+    found = _keep(hits.ids[0], hits.scores[0], filters, exclude)
+    seen = int((hits.ids[0] >= 0).sum())
+    if len(found) < k and seen < faiss_index.index.ntotal:  # the filter may hide more matches
+        allowed = np.fromiter(
+            filters.apply(Image.objects.all()).values_list("pk", flat=True), dtype=np.int64
+        )
+        nprobe = FILTERED_NPROBE if index.index_type.startswith("IVF") else None
+        hits = search(faiss_index, vector, wanted, allowed_ids=allowed, nprobe=nprobe)
+        found = _keep(hits.ids[0], hits.scores[0], filters, exclude)
+    found = found[:k]
+    images = Image.objects.select_related("source").in_bulk([i for i, _ in found])
+    return [(images[i], score) for i, score in found if i in images]
+
+
+def _keep(
+    ids: np.ndarray, scores: np.ndarray, filters: SearchFilters, exclude: set[int]
+) -> list[tuple[int, float]]:
+    candidates = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+    allowed = set(
+        filters.apply(Image.objects.filter(pk__in=[i for i, _ in candidates])).values_list(
+            "pk", flat=True
+        )
+    )
+    return [(i, s) for i, s in candidates if i in allowed and i not in exclude]

@@ -1,0 +1,1 @@
+"""Server-rendered pages outside the admin changelists (the review grid)."""

@@ -1,0 +1,167 @@
+"""Command line: `python -m training.engine {train,generate,tiny-base,toy-data} ...`, no Django.
+
+python -m training.engine tiny-base var/tiny-base
+python -m training.engine toy-data var/toy --count 24        # prints a datasets JSON block
+python -m training.engine train run.json [--resume-from latest|CHECKPOINT_DIR]
+python -m training.engine generate --checkpoint DIR --prompt "a cat" --seeds 0 1 --out imgs/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import training.engine  # noqa: F401  (torchvision shim first)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from training.engine.config import TrainConfig
+    from training.engine.loop import run_training
+
+    config = TrainConfig.from_json(args.config)
+    bar = tqdm(total=config.steps, desc=f"{config.recipe}/{config.adapter}", unit="step")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.total = total  # styledrop_iterative counts steps over all its iterations
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.refresh()
+
+    result = run_training(
+        config, progress=progress, resume_from=args.resume_from, device=args.device
+    )
+    bar.close()
+    summary = {k: v for k, v in result.to_dict().items() if k not in ("losses", "role_losses")}
+    summary["final_loss"] = result.losses[-1] if result.losses else None
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from training.engine.generation import SamplerSettings, generate
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [
+            line.strip()
+            for line in Path(args.prompts_file).read_text().splitlines()
+            if line.strip()
+        ]
+    if not prompts:
+        print("generate: give --prompt or --prompts-file", file=sys.stderr)
+        return 2
+    settings = SamplerSettings.from_dict(
+        {
+            "scheduler": args.scheduler,
+            "steps": args.steps,
+            "guidance_scale": args.guidance_scale,
+            "resolution": args.resolution,
+            "negative_prompt": args.negative_prompt,
+            "style_suffix": args.style_suffix,
+        }
+    )
+    bar = tqdm(total=len(prompts) * len(args.seeds), desc="generate", unit="img")
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    results = generate(
+        prompts,
+        args.seeds,
+        settings,
+        checkpoint=args.checkpoint,
+        base_model=args.base_model,
+        device=args.device,
+        batch_size=args.batch_size,
+        transparency_decoder=args.transparency_decoder,
+        progress=progress,
+    )
+    bar.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metadata.jsonl", "a") as index:
+        for item in results:
+            name = f"{item.metadata['sha256']}.png"
+            (out / name).write_bytes(item.png_bytes())
+            index.write(json.dumps({"file_name": name, **item.metadata}) + "\n")
+    print(f"{len(results)} images in {out}")
+    return 0
+
+
+def _tiny_base(args: argparse.Namespace) -> int:
+    from training.engine.tiny import save_tiny_base_model
+
+    print(save_tiny_base_model(args.out_dir, seed=args.seed))
+    return 0
+
+
+def _toy_data(args: argparse.Namespace) -> int:
+    from training.engine.toydata import write_toy_dataset
+
+    datasets = {
+        role: write_toy_dataset(args.out_dir, role, args.count, seed=index, rgba=args.rgba)
+        for index, role in enumerate(("domain", "alignment", "style"))
+    }
+    print(json.dumps({"datasets": datasets}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.engine", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="run a TrainConfig JSON file")
+    train.add_argument("config")
+    train.add_argument("--resume-from", default=None, help="checkpoint folder, or 'latest'")
+    train.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"
+    )
+    train.set_defaults(handler=_train)
+
+    gen = commands.add_parser("generate", help="images from a checkpoint or base model")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--base-model")
+    gen.add_argument("--prompt", action="append", help="repeatable")
+    gen.add_argument("--prompts-file", help="one prompt per line")
+    gen.add_argument("--seeds", type=int, nargs="+", default=[0])
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--scheduler", default="ddim")
+    gen.add_argument("--steps", type=int, default=25)
+    gen.add_argument("--guidance-scale", type=float, default=7.5)
+    gen.add_argument("--resolution", type=int, default=512)
+    gen.add_argument("--negative-prompt")
+    gen.add_argument("--style-suffix")
+    gen.add_argument("--batch-size", type=int, default=4)
+    gen.add_argument("--transparency-decoder")
+    gen.add_argument("--device")
+    gen.set_defaults(handler=_generate)
+
+    tiny = commands.add_parser("tiny-base", help="write the tiny random base model")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=_tiny_base)
+
+    toy = commands.add_parser("toy-data", help="write synthetic domain/alignment/style datasets")
+    toy.add_argument("out_dir")
+    toy.add_argument("--count", type=int, default=24)
+    toy.add_argument("--rgba", action="store_true")
+    toy.set_defaults(handler=_toy_data)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
