@@ -212,3 +212,7 @@ LOGGING = {
 # Modules whose @job_handler functions a worker must know.
 JOB_HANDLER_MODULES = ["curation.tasks", "training.tasks"]
 JOB_HANDLER_MODULES += env.list("EXTRA_JOB_HANDLER_MODULES", default=[])
+
+# Evaluation: a local open_clip model (name + weights path); tiny-clip is random-initialised.
+EVAL_CLIP_MODEL = env.str("EVAL_CLIP_MODEL", default="tiny-clip")
+EVAL_CLIP_WEIGHTS = env.str("EVAL_CLIP_WEIGHTS", default="")

@@ -109,16 +109,17 @@ def sync_annotators(client: LabelStudioClient | None = None) -> SyncReport:
         AnnotatorAccount.objects.filter(labelstudio_user_id=account.user_id).exclude(
             user=user
         ).delete()
-        row, _ = AnnotatorAccount.objects.update_or_create(
-            user=user,
-            defaults={
-                "email": email,
-                "labelstudio_user_id": account.user_id,
-                "active": True,
-                "last_error": problem,
-            },
-        )
-        accounts.append(row)
+        values = {
+            "email": email,
+            "labelstudio_user_id": account.user_id,
+            "active": True,
+            "last_error": problem,
+        }
+        # Single statements rather than update_or_create's read-then-write transaction, which
+        # SQLite refuses to upgrade while a job's heartbeat writes.
+        if not AnnotatorAccount.objects.filter(user=user).update(**values):
+            AnnotatorAccount.objects.create(user=user, **values)
+        accounts.append(AnnotatorAccount.objects.get(user=user))
     deactivated = (
         AnnotatorAccount.objects.filter(active=True)
         .exclude(user__in=[u.pk for u in wanted])

@@ -17,7 +17,12 @@ from curation.models import DatasetVersion, RecipeScore
 from curation.services.embeddings import ensure_space, pending_shards, plan_embedding
 from curation.services.embeddings import run_embed_shard as _embed
 from curation.services.indexes import build_vector_index
-from curation.services.recipes import ensure_heuristics_recipe, run_recipe_job, start_recipe_run
+from curation.services.recipes import (
+    ensure_heuristics_recipe,
+    heuristics_lf_configs,
+    run_recipe_job,
+    start_recipe_run,
+)
 from curation.services.review import freeze_domain_version
 
 DEMO_SPACE = "demo-tiny-clip"
@@ -25,6 +30,14 @@ DEMO_RECIPE = "demo-stickers"
 DEMO_DATASET = "demo-stickers-domain"
 DEMO_ACCEPT_LIMIT = 200
 DEMO_SHARD_SIZE = 16
+# The fixture pool's "photos" are blurred smooth gradients: at the built-in thresholds they need
+# only 10-13 colours and are 93 % flat, so the colour and border LFs would call them stickers and
+# every image would score 1.0. A data lead would tighten those two thresholds for this pool in
+# the admin; the demo recipe does the same (its description says so).
+DEMO_LF_OVERRIDES = {
+    "few_colours": {"max_colours": 6, "photo_min_colours": 8},
+    "uniform_border": {"negative_below": 0.8},
+}
 
 
 def demo_domain_dataset(user: Any) -> DatasetVersion:
@@ -39,7 +52,11 @@ def demo_domain_dataset(user: Any) -> DatasetVersion:
     build_vector_index(space)
     recipe = ensure_heuristics_recipe(
         DEMO_RECIPE,
-        description="Demo: the built-in heuristics recipe (no CLIP weights needed).",
+        description="Demo: the built-in heuristics recipe (no CLIP weights needed), with the "
+        "few_colours and uniform_border thresholds tightened for the fixture pool's smooth photos.",
+        labelling_functions=[
+            {**lf, **DEMO_LF_OVERRIDES.get(lf["kind"], {})} for lf in heuristics_lf_configs()
+        ],
         threshold=0.5,
     )
     run = run_recipe_job(start_recipe_run(recipe, user=user, space=space, run_async=False))

@@ -8,8 +8,11 @@ annotators' labels per task with crowd-kit; (5) curate by explicit, recorded rul
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +33,7 @@ from curation.models import (
     LabelTask,
 )
 from curation.services.annotators import counted_labelstudio_users
+from curation.services.sync import lock_round
 from curation.services.versions import add_items, create_draft_version, freeze_version
 
 Kind = AnnotationRound.Kind
@@ -132,6 +136,14 @@ def _gold_correct(row: _Row, answer: dict[str, Any], tolerance: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _quiet_pandas() -> Iterator[None]:
+    """crowd-kit 1.4.2 passes keywords pandas 3 deprecates (inplace, copy); results are unaffected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*The (inplace|copy) keyword.*")
+        yield
+
+
 def _majority(rows: list[_Row], name: str) -> tuple[pd.Series, pd.DataFrame]:
     frame = pd.DataFrame(
         [
@@ -143,13 +155,15 @@ def _majority(rows: list[_Row], name: str) -> tuple[pd.Series, pd.DataFrame]:
     )
     if frame.empty:
         return pd.Series(dtype=object), frame
-    return MajorityVote().fit_predict_proba(frame), frame
+    with _quiet_pandas():
+        return MajorityVote().fit_predict_proba(frame), frame
 
 
 def _dawid_skene(frame: pd.DataFrame) -> pd.DataFrame | None:
     if frame.empty or frame["label"].nunique() < 2:
         return None
-    return DawidSkene(n_iter=100).fit_predict_proba(frame)
+    with _quiet_pandas():
+        return DawidSkene(n_iter=100).fit_predict_proba(frame)
 
 
 def _winner(probas: pd.DataFrame | None, task_id: int) -> tuple[Any, float]:
@@ -169,7 +183,8 @@ def _winner(probas: pd.DataFrame | None, task_id: int) -> tuple[Any, float]:
 @transaction.atomic
 def compute_round_quality(round_: AnnotationRound) -> dict[str, Any]:
     """Recompute annotator stats, agreement and judgements for a round; returns `round.quality`."""
-    round_ = AnnotationRound.objects.select_for_update().get(pk=round_.pk)
+    lock_round(round_.pk)
+    round_ = AnnotationRound.objects.get(pk=round_.pk)
     kind = Kind(round_.kind)
     rules = rules_for(round_)
     counted_users = counted_labelstudio_users()
@@ -421,7 +436,8 @@ def _pairwise_summary(
     }
     summary["win_rate_a"] = summary["wins_a"] / len(comparisons) if comparisons else None
     if len(wins) == 2:
-        scores = BradleyTerry(n_iter=100).fit_predict(pd.DataFrame(comparisons))
+        with _quiet_pandas():
+            scores = BradleyTerry(n_iter=100).fit_predict(pd.DataFrame(comparisons))
         summary["bradley_terry"] = {str(k): float(v) for k, v in scores.items()}
     return summary
 
@@ -525,6 +541,7 @@ def curate_round(
         "rules": used_rules,
     }
     with transaction.atomic():
+        lock_round(round_.pk)
         version = create_draft_version(
             dataset,
             parent=parent,

@@ -58,6 +58,11 @@ class GoldItem:
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
 
+def _task_key(*parts: Any) -> str:
+    """Opaque and stable: annotators can read task data, so a key must not say "gold"."""
+    return "t" + hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
 @dataclass
 class _Planned:
     key: str
@@ -157,7 +162,7 @@ def _mix_gold(
         planned.insert(
             position + offset,
             _Planned(
-                key=f"gold-{item.identity}",
+                key=_task_key("gold", item.identity),
                 prompt=item.prompt
                 or (item.generation.prompt_text if item.generation is not None else ""),
                 generation=item.generation,
@@ -250,11 +255,15 @@ def create_round(
         raise ValueError("give exactly one of generation_batch or images")
     if generation_batch is not None:
         planned = [
-            _Planned(key=f"g{g.pk}", prompt=g.prompt_text, generation=g, image=g.image)
+            _Planned(
+                key=_task_key("generation", g.pk), prompt=g.prompt_text, generation=g, image=g.image
+            )
             for g in generation_batch.generations.select_related("image").order_by("pk")
         ]
     else:
-        planned = [_Planned(key=f"i{im.pk}", prompt=im.caption, image=im) for im in images]
+        planned = [
+            _Planned(key=_task_key("image", im.pk), prompt=im.caption, image=im) for im in images
+        ]
     return _create(
         name=name,
         kind=kind,
@@ -299,7 +308,7 @@ def create_pairwise_round(
         left, right = (other, generation) if flip else (generation, other)
         planned.append(
             _Planned(
-                key=f"p{left.pk}-{right.pk}",
+                key=_task_key("pair", left.pk, right.pk),
                 prompt=generation.prompt_text,
                 generation=left,
                 other_generation=right,

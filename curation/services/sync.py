@@ -56,6 +56,16 @@ class UpsertReport:
         }
 
 
+def lock_round(round_id: int) -> None:
+    """Start a write on the round row: call first inside a transaction that reads then writes.
+
+    It serialises concurrent writers of one round (webhook jobs, reconcile, quality), so a stale
+    read can never overwrite a newer write; on SQLite it also takes the database write lock before
+    any read, which avoids "database is locked" when upgrading a read snapshot to a write.
+    """
+    AnnotationRound.objects.filter(pk=round_id).update(updated_at=timezone.now())
+
+
 def _accounts() -> dict[int, tuple[int, str]]:
     from curation.models import AnnotatorAccount
 
@@ -104,6 +114,18 @@ def upsert_annotations(
     records = list(records)
     if not records:
         return report
+    with transaction.atomic():
+        lock_round(round_.pk)
+        _upsert_locked(round_, records, authoritative, report)
+    return report
+
+
+def _upsert_locked(
+    round_: AnnotationRound,
+    records: list[AnnotationRecord],
+    authoritative: bool,
+    report: UpsertReport,
+) -> None:
     tasks = {t.key: t for t in round_.tasks.all()}
     tasks_by_ls = {t.labelstudio_task_id: t for t in tasks.values() if t.labelstudio_task_id}
     accounts = _accounts()
@@ -157,22 +179,20 @@ def upsert_annotations(
             report.updated += 1
         else:
             report.unchanged += 1
-    with transaction.atomic():
-        Annotation.objects.bulk_create(to_create, batch_size=1000)
-        if to_update:
-            Annotation.objects.bulk_update(
-                [r for r in to_update if r.pk is not None],
-                [*_fields_names(), "deleted"],
-                batch_size=1000,
-            )
-        if moved_tasks:
-            LabelTask.objects.bulk_update(moved_tasks, ["labelstudio_task_id"])
-        if to_create or to_update:
-            AnnotationRound.objects.filter(pk=round_.pk, state=State.PUSHED).update(
-                state=State.ANNOTATING
-            )
+    Annotation.objects.bulk_create(to_create, batch_size=1000)
+    if to_update:
+        Annotation.objects.bulk_update(
+            [r for r in to_update if r.pk is not None],
+            [*_fields_names(), "deleted"],
+            batch_size=1000,
+        )
+    if moved_tasks:
+        LabelTask.objects.bulk_update(moved_tasks, ["labelstudio_task_id"])
+    if to_create or to_update:
+        AnnotationRound.objects.filter(pk=round_.pk, state=State.PUSHED).update(
+            state=State.ANNOTATING
+        )
     report.created = len(to_create)
-    return report
 
 
 def _fields_names() -> list[str]:
@@ -285,6 +305,7 @@ def reconcile_round(
         full_deletion_scan=full_deletion_scan,
     )
     with transaction.atomic():
+        lock_round(round_.pk)
         report = upsert_annotations(round_, pulled.annotations, authoritative=True)
         deleted = mark_annotations_deleted(round_, pulled.deleted_annotation_ids)
         tasks_deleted = mark_tasks_deleted(round_, pulled.deleted_task_ids)

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from curation.media import signed_path
 from curation.models import RecipeRun, RecipeScore
 from curation.services import review as svc
+from curation.services.thumbnails import thumbnail_key
 
 PAGE_SIZE = 60
 REVIEW_PERMISSION = "curation.change_recipescore"
@@ -158,7 +159,7 @@ def _grid_context(request: HttpRequest, run: RecipeRun, **extra: Any) -> dict[st
     tiles = [
         {
             "score": row,
-            "src": signed_path(row.image.storage_key) if row.image.storage_key else "",
+            "src": signed_path(thumbnail_key(row.image)) if row.image.storage_key else "",
             "votes": ", ".join(f"{k}={v}" for k, v in sorted(row.lf_votes.items())),
         }
         for row in rows

@@ -1,4 +1,4 @@
-"""Command line: `python -m training.engine {train,generate,tiny-base,toy-data} ...`, no Django.
+"""Command line: `python -m training.engine {train,generate,tiny-base,toy-data,train-alpha}`, no Django.
 
 python -m training.engine tiny-base var/tiny-base
 python -m training.engine toy-data var/toy --count 24        # prints a datasets JSON block
@@ -114,6 +114,23 @@ def _toy_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_alpha(args: argparse.Namespace) -> int:
+    from training.engine.transparency import AlphaTrainConfig, train_transparency_decoder
+
+    config = AlphaTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        resolution=args.resolution,
+        seed=args.seed,
+    )
+    path, result = train_transparency_decoder(
+        args.base_model, args.manifest, args.sha256, args.out, config, image_root=args.image_root
+    )
+    print(json.dumps({"decoder": str(path), "before": result.before, "after": result.after}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.engine", description=__doc__.splitlines()[0]
@@ -157,6 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     toy.add_argument("--count", type=int, default=24)
     toy.add_argument("--rgba", action="store_true")
     toy.set_defaults(handler=_toy_data)
+
+    alpha = commands.add_parser("train-alpha", help="train a transparency (RGBA) VAE decoder")
+    alpha.add_argument("--base-model", required=True)
+    alpha.add_argument("--manifest", required=True, help="RGBA DatasetVersion manifest (Parquet)")
+    alpha.add_argument("--sha256", required=True, help="the manifest's frozen checksum")
+    alpha.add_argument("--image-root")
+    alpha.add_argument("--out", required=True, help="e.g. BASE_MODEL/vae_alpha")
+    alpha.add_argument("--steps", type=int, default=2000)
+    alpha.add_argument("--batch-size", type=int, default=8)
+    alpha.add_argument("--learning-rate", type=float, default=1e-4)
+    alpha.add_argument("--resolution", type=int, default=512)
+    alpha.add_argument("--seed", type=int, default=0)
+    alpha.set_defaults(handler=_train_alpha)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -3,4 +3,11 @@ from training.models.generations import Generation, GenerationBatch
 from training.models.loops import RetrainRound, RoundStep
 from training.models.runs import TrainingRun
 
-__all__ = ["Checkpoint", "Generation", "GenerationBatch", "RetrainRound", "RoundStep", "TrainingRun"]
+__all__ = [
+    "Checkpoint",
+    "Generation",
+    "GenerationBatch",
+    "RetrainRound",
+    "RoundStep",
+    "TrainingRun",
+]

@@ -22,22 +22,39 @@ class RetrainRound(TimeStampedModel):
     STEPS = ("train", "evaluate", "generate", "push_rounds", "notify")
 
     name = models.CharField(max_length=160)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING, db_index=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.RUNNING, db_index=True
+    )
     recipe = models.CharField(max_length=32, default="style_tailoring")
     adapter = models.CharField(max_length=32, default="lora")
     hyperparameters = models.JSONField(default=dict, blank=True)
     base_checkpoint = models.ForeignKey(
-        "training.Checkpoint", on_delete=models.PROTECT, related_name="+", help_text="The model being improved."
+        "training.Checkpoint",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The model being improved.",
     )
-    dataset_versions = models.ManyToManyField("curation.DatasetVersion", related_name="retrain_rounds")
+    dataset_versions = models.ManyToManyField(
+        "curation.DatasetVersion", related_name="retrain_rounds"
+    )
     prompt_set = models.ForeignKey(
-        "curation.PromptSet", on_delete=models.PROTECT, related_name="+", help_text="Prompts for the next rating round."
+        "curation.PromptSet",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Prompts for the next rating round.",
     )
     eval_prompt_set = models.ForeignKey(
-        "curation.PromptSet", on_delete=models.PROTECT, related_name="+", help_text="Fixed evaluation prompts."
+        "curation.PromptSet",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Fixed evaluation prompts.",
     )
     style_descriptor = models.ForeignKey(
-        "curation.StyleDescriptor", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "curation.StyleDescriptor",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     seeds = models.JSONField(default=list)
     training_run = models.ForeignKey(
@@ -47,7 +64,11 @@ class RetrainRound(TimeStampedModel):
         "training.Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     generation_batch = models.ForeignKey(
-        "training.GenerationBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "training.GenerationBatch",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     report = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
@@ -61,6 +82,12 @@ class RetrainRound(TimeStampedModel):
     def __str__(self) -> str:
         return self.name
 
+    def rating_rounds(self) -> models.QuerySet:
+        """The Label Studio rounds this retrain round pushed (named after it)."""
+        from curation.models import AnnotationRound
+
+        return AnnotationRound.objects.filter(name__startswith=f"{self.name} · ")
+
 
 class RoundStep(models.Model):
     class Status(models.TextChoices):
@@ -73,7 +100,9 @@ class RoundStep(models.Model):
     name = models.CharField(max_length=32)
     position = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    job = models.ForeignKey("curation.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    job = models.ForeignKey(
+        "curation.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     output = models.JSONField(default=dict, blank=True)

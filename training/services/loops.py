@@ -20,7 +20,13 @@ from training.models import Checkpoint, RetrainRound, RoundStep
 
 logger = logging.getLogger(__name__)
 
-STEP_QUEUES = {"train": "gpu", "evaluate": "gpu", "generate": "gpu", "push_rounds": "default", "notify": "default"}
+STEP_QUEUES = {
+    "train": "gpu",
+    "evaluate": "gpu",
+    "generate": "gpu",
+    "push_rounds": "default",
+    "notify": "default",
+}
 DEFAULT_SEEDS = [0, 1]
 
 
@@ -49,7 +55,9 @@ def start_retrain_round(
         raise RoundConfigError(f"dataset versions must be frozen: {', '.join(unfrozen)}")
     kinds = {v.dataset.kind for v in dataset_versions}
     if recipe in ("style_tailoring", "sequential") and not {"alignment", "style"} <= kinds:
-        raise RoundConfigError(f"recipe {recipe} needs a frozen alignment and a frozen style version; got {sorted(kinds)}")
+        raise RoundConfigError(
+            f"recipe {recipe} needs a frozen alignment and a frozen style version; got {sorted(kinds)}"
+        )
     number = RetrainRound.objects.count() + 1
     round_ = RetrainRound.objects.create(
         name=name or f"round {number}: {recipe}/{adapter}",
@@ -65,7 +73,8 @@ def start_retrain_round(
     )
     round_.dataset_versions.set(dataset_versions)
     RoundStep.objects.bulk_create(
-        RoundStep(round=round_, name=name_, position=i) for i, name_ in enumerate(RetrainRound.STEPS)
+        RoundStep(round=round_, name=name_, position=i)
+        for i, name_ in enumerate(RetrainRound.STEPS)
     )
     _enqueue_step(round_.steps.get(position=0), user)
     return round_
@@ -85,7 +94,9 @@ def _enqueue_step(step: RoundStep, user: Any = None) -> None:
 def run_step(step: RoundStep, ctx: JobContext) -> dict[str, Any]:
     """Run one step; called by the `retrain.step` job handler."""
     round_ = step.round
-    RoundStep.objects.filter(pk=step.pk).update(status=RoundStep.Status.RUNNING, started_at=timezone.now())
+    RoundStep.objects.filter(pk=step.pk).update(
+        status=RoundStep.Status.RUNNING, started_at=timezone.now()
+    )
     RetrainRound.objects.filter(pk=round_.pk).update(state=RetrainRound.State.RUNNING)
     try:
         output = STEP_FUNCTIONS[step.name](round_, ctx)
@@ -154,14 +165,39 @@ def _generate(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
 
 
 def _push_rounds(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
-    from curation.services.rounds import create_round_from_batch, push_round
+    """Alignment and style rounds on the new generations, and pairwise A/B rounds of the new
+    checkpoint against the previous one and the prompt-engineered base on the eval prompts."""
+    from curation.services.rounds import create_pairwise_round, create_round, push_round
 
-    pushed = {}
+    created = {r.name: r for r in round_.rating_rounds()}
+    planned = []
+    batch = round_.generation_batch
     for kind in ("alignment", "style"):
-        rating_round = create_round_from_batch(round_.generation_batch, kind=kind, user=round_.created_by)
-        push_round(rating_round, ctx=ctx)
-        pushed[kind] = rating_round.pk
-    return {"rating_rounds": pushed}
+        name = f"{round_.name} · {kind}"
+        planned.append(
+            created.get(name)
+            or create_round(name=name, kind=kind, generation_batch=batch, user=round_.created_by)
+        )
+    eval_batches = (round_.report or {}).get("batches", {})
+    new_batch = eval_batches.get("new")
+    for arm in ("previous", "prompt_engineered_base"):
+        other = eval_batches.get(arm)
+        name = f"{round_.name} · A/B vs {arm.replace('_', ' ')}"
+        if new_batch and other:
+            from training.models import GenerationBatch
+
+            planned.append(
+                created.get(name)
+                or create_pairwise_round(
+                    GenerationBatch.objects.get(pk=new_batch),
+                    GenerationBatch.objects.get(pk=other),
+                    name=name,
+                    user=round_.created_by,
+                )
+            )
+    for rating_round in planned:
+        push_round(rating_round, log=ctx.log)
+    return {"rating_rounds": {r.name: r.pk for r in planned}}
 
 
 def _notify(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
@@ -172,7 +208,9 @@ def _notify(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
     ctx.log(message)
     recipients = [round_.created_by.email] if round_.created_by and round_.created_by.email else []
     if recipients:
-        send_mail(f"[platform] {round_.name} is ready", message, None, recipients, fail_silently=True)
+        send_mail(
+            f"[platform] {round_.name} is ready", message, None, recipients, fail_silently=True
+        )
     return {"notified": recipients, "message": message}
 
 
