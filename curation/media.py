@@ -18,22 +18,27 @@ from django.views.decorators.http import require_GET
 _SALT = "curation.media"
 
 
-def sign_key(key: str) -> str:
-    return signing.TimestampSigner(salt=_SALT).sign_object(key, compress=True)
+def sign_key(key: str, max_age: int | None = None) -> str:
+    """A token carrying the key and its own lifetime, signed with a timestamp."""
+    max_age = settings.SIGNED_MEDIA_MAX_AGE if max_age is None else int(max_age)
+    return signing.TimestampSigner(salt=_SALT).sign_object([key, max_age], compress=True)
 
 
-def signed_path(key: str) -> str:
-    return reverse("media-signed", kwargs={"token": sign_key(key)})
+def signed_path(key: str, max_age: int | None = None) -> str:
+    return reverse("media-signed", kwargs={"token": sign_key(key, max_age)})
 
 
-def signed_url(key: str) -> str:
+def signed_url(key: str, max_age: int | None = None) -> str:
     """Absolute URL, for clients on other origins such as Label Studio's browser page."""
-    return settings.PLATFORM_PUBLIC_URL.rstrip("/") + signed_path(key)
+    return settings.PLATFORM_PUBLIC_URL.rstrip("/") + signed_path(key, max_age)
 
 
-def unsign_key(token: str, max_age: int | None = None) -> str:
-    max_age = settings.SIGNED_MEDIA_MAX_AGE if max_age is None else max_age
-    return signing.TimestampSigner(salt=_SALT).unsign_object(token, max_age=max_age)
+def unsign_key(token: str) -> str:
+    signer = signing.TimestampSigner(salt=_SALT)
+    key, max_age = signer.unsign_object(token)
+    # Second pass with the lifetime the token was issued with; the signature covers it.
+    signer.unsign_object(token, max_age=max_age)
+    return key
 
 
 @require_GET

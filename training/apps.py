@@ -7,6 +7,4 @@ class TrainingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from training import admin_loops
-
-        admin_loops.register()
+        from training import signals  # noqa: F401  (connects the job status receiver)

@@ -78,7 +78,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Workers and the web app share one SQLite file: WAL and a busy timeout keep them from
     # failing each other with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # Writers take the lock when a transaction starts, not mid-way, so concurrent
+            # writers wait for each other instead of failing with "database is locked".
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
@@ -106,6 +112,8 @@ STATIC_ROOT = VAR_DIR / "static"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media-not-public/"
 SIGNED_MEDIA_MAX_AGE = env.int("SIGNED_MEDIA_MAX_AGE", default=3600)
+# Image URLs inside Label Studio tasks must outlive a rating round.
+LABEL_STUDIO_MEDIA_MAX_AGE = env.int("LABEL_STUDIO_MEDIA_MAX_AGE", default=60 * 60 * 24 * 60)
 
 STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
 if STORAGE_BACKEND == "s3":

@@ -39,10 +39,13 @@ def labelstudio_webhook(request: HttpRequest) -> JsonResponse:
 
 
 def _enqueue_processing(event_id: int) -> None:
-    from curation.services.jobs import UnknownJobKind, enqueue_job
+    from curation.services.jobs import enqueue_job
 
-    try:
-        enqueue_job("labelstudio.webhook", params={"event_id": event_id}, max_attempts=5)
-    except UnknownJobKind:
-        # Stored events are replayed by the reconcile job; nothing is lost meanwhile.
-        pass
+    # No handler import here (it would load torch on the first request); the worker knows it.
+    enqueue_job(
+        "labelstudio.webhook",
+        params={"event_id": event_id},
+        queue="default",
+        max_attempts=5,
+        validate=False,
+    )

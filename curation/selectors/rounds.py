@@ -11,19 +11,23 @@ from curation.models import Annotation, AnnotationRound, WebhookEvent
 
 def round_counts(round_: AnnotationRound) -> dict[str, Any]:
     tasks = round_.tasks.aggregate(
-        total=Count("pk"),
-        gold=Count("pk", filter=Q(is_gold=True)),
-        pushed=Count("pk", filter=Q(labelstudio_task_id__isnull=False)),
-        judged=Count("judgement"),
+        n_total=Count("pk"),
+        n_gold=Count("pk", filter=Q(is_gold=True)),
+        n_pushed=Count("pk", filter=Q(labelstudio_task_id__isnull=False)),
+        n_judged=Count("judgement"),
     )
     annotations = Annotation.objects.filter(task__round=round_).aggregate(
-        total=Count("pk"),
-        live=Count("pk", filter=Q(deleted=False, was_cancelled=False)),
-        deleted=Count("pk", filter=Q(deleted=True)),
-        skipped=Count("pk", filter=Q(was_cancelled=True, deleted=False)),
-        annotators=Count("labelstudio_user_id", distinct=True, filter=Q(deleted=False)),
+        n_total=Count("pk"),
+        n_live=Count("pk", filter=Q(deleted=False, was_cancelled=False)),
+        n_deleted=Count("pk", filter=Q(deleted=True)),
+        n_skipped=Count("pk", filter=Q(was_cancelled=True, deleted=False)),
+        n_annotators=Count("labelstudio_user_id", distinct=True, filter=Q(deleted=False)),
     )
-    return {"tasks": tasks, "annotations": annotations}
+    # Aggregate names may not shadow field names (`deleted`), hence the prefix, dropped here.
+    return {
+        "tasks": {k[2:]: v for k, v in tasks.items()},
+        "annotations": {k[2:]: v for k, v in annotations.items()},
+    }
 
 
 def webhook_backlog() -> int:

@@ -24,9 +24,11 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
+from label_studio_sdk.core.api_error import ApiError
 
 from curation.labelstudio.client import LabelStudioClient, LabelStudioError
 from curation.models import AnnotatorAccount
@@ -94,7 +96,7 @@ def sync_annotators(client: LabelStudioClient | None = None) -> SyncReport:
                 first_name=getattr(user, "first_name", "") or "",
                 last_name=getattr(user, "last_name", "") or "",
             )
-        except (LabelStudioError, OSError) as exc:
+        except (LabelStudioError, ApiError, httpx.HTTPError) as exc:
             errors.append(f"user {user.get_username()} ({email}): {exc}")
             AnnotatorAccount.objects.filter(user=user).update(last_error=str(exc)[:2000])
             continue

@@ -374,7 +374,7 @@ def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
 def _image_url(image: Image | None, where: str) -> str:
     if image is None or not image.storage_key:
         raise ValueError(f"{where}: image has no stored file (storage_key is empty)")
-    return signed_url(image.storage_key)
+    return signed_url(image.storage_key, settings.LABEL_STUDIO_MEDIA_MAX_AGE)
 
 
 def register_webhook(round_: AnnotationRound, client: LabelStudioClient) -> int | None:
@@ -424,7 +424,7 @@ def push_round(
     say(f"project {project_id} ({round_.labelstudio_title})")
 
     exemplar_urls = [
-        signed_url(image.storage_key)
+        signed_url(image.storage_key, settings.LABEL_STUDIO_MEDIA_MAX_AGE)
         for image in round_.style_exemplars.order_by("pk")
         if image.storage_key
     ]

@@ -26,6 +26,7 @@ class TrainingRun(TimeStampedModel):
         DRAFT = "draft", "Draft"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting for feedback"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"

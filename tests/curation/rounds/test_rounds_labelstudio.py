@@ -16,8 +16,14 @@ from curation.labelstudio import results, server
 from curation.models import Annotation, AnnotationRound, Job, WebhookEvent
 from curation.services.annotators import annotator_client, sync_annotators
 from curation.services.jobs import enqueue_job, execute_job
-from curation.services.round_quality import curate_round
-from curation.services.rounds import GoldItem, create_round, push_round, webhook_url
+from curation.services.round_quality import compute_round_quality, curate_round
+from curation.services.rounds import (
+    GoldItem,
+    create_pairwise_round,
+    create_round,
+    push_round,
+    webhook_url,
+)
 from curation.services.sync import reconcile_round
 
 from .conftest import make_image
@@ -68,6 +74,7 @@ def _labelstudio_ids(ls_client, project_id: int) -> dict[int, bool]:
     return found
 
 
+@pytest.mark.slow
 def test_round_push_webhooks_drop_reconcile_quality_and_curate(
     platform, ls_server: server.ServerHandle, ls_client, make_batch, make_annotators, data_lead
 ):
@@ -130,16 +137,14 @@ def test_round_push_webhooks_drop_reconcile_quality_and_curate(
             )
             made[(name, task.pk)] = created.id
     # The Label Studio admin annotates too: stored, never counted.
-    ls_client.sdk.annotations.create(
+    by_admin = ls_client.sdk.annotations.create(
         id=regular[4].labelstudio_task_id, result=results.alignment_result(True)
     )
 
     # Raw events are stored first, before any processing.
     events = WebhookEvent.objects.filter(action="ANNOTATION_CREATED")
     assert events.count() == 25 and not Annotation.objects.exists()
-    assert {e.payload["annotation"]["id"] for e in events} == {*made.values()} | {
-        max(e.payload["annotation"]["id"] for e in events)
-    }
+    assert {e.payload["annotation"]["id"] for e in events} == {*made.values(), by_admin.id}
     assert run_queued("labelstudio.webhook") == 25
     assert len(_live_ids(round_)) == 25
     round_.refresh_from_db()
@@ -233,6 +238,7 @@ def test_style_round_without_webhook_secret_syncs_by_reconcile(
     ]
 
 
+@pytest.mark.slow
 def test_demo_stage_functions_run_the_whole_path(platform, make_batch, make_annotators, data_lead):
     """Structure only: the demo's pseudo-ratings are demo data, never asserted as truth."""
     from curation.services.demo_rounds import demo_annotate, demo_rating_rounds
@@ -250,3 +256,30 @@ def test_demo_stage_functions_run_the_whole_path(platform, make_batch, make_anno
     assert alignment.result_version.lineage["annotations"] == 9
     again = demo_annotate(alignment, annotators, curate=False)  # re-running adds nothing
     assert again["annotations_created"] == 0
+
+
+def test_pairwise_round_through_label_studio(platform, ls_client, make_batch, make_annotators):
+    a = make_batch("ckpt-a", ["a corgi", "an owl"], seeds=(7,))
+    b = make_batch("ckpt-b", ["a corgi", "an owl"], seeds=(7,), image_offset=40)
+    round_ = create_pairwise_round(a, b, overlap=2, gold_rate=0)
+    users = make_annotators(2)
+    sync_annotators()
+    assert push_round(round_)["created"] == 2
+    tasks = list(round_.tasks.select_related("generation", "other_generation"))
+    data = ls_client.sdk.tasks.get(str(tasks[0].labelstudio_task_id)).data
+    assert data["generation_a"] == tasks[0].generation_id and data["seed"] == 7
+    assert data["image_b"].startswith(platform.url)
+    for user in users:
+        client = annotator_client(user)
+        for task in tasks:
+            a_side = "left" if task.generation.batch_id == a.pk else "right"
+            client.sdk.annotations.create(
+                id=task.labelstudio_task_id, result=results.pairwise_result(a_side)
+            )
+    assert run_queued("labelstudio.webhook") == 4
+    quality = compute_round_quality(round_)
+    assert quality["pairwise"]["wins_a"] == 4 and quality["pairwise"]["win_rate_a"] == 1.0
+    version = curate_round(round_)
+    assert set(version.items.values_list("image_id", flat=True)) == {
+        g.image_id for g in a.generations.all()
+    }

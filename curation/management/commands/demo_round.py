@@ -1,0 +1,137 @@
+"""Run one tiny Style Tailoring round end to end on this machine (the README's demo).
+
+ingest the fixture pool → weak-supervision recipe → domain version → domain training →
+generation → Label Studio alignment and style rounds (annotated by the clearly labelled demo
+script) → curated versions → Style Tailoring retrain round (train → evaluate → generate → push
+the next rounds, run by the worker) → report.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
+
+from curation.models import AnnotationRound, PromptSet
+from training.models import RetrainRound
+
+DEMO_ROUND = "demo retrain round"
+TINY_HYPERPARAMETERS = {
+    "steps": 12,
+    "resolution": 32,
+    "batch_size": 4,
+    "checkpoint_every": 6,
+    "t_s": 500,
+}
+
+
+class Command(BaseCommand):
+    help = "Run the demo round: every stage of the loop on tiny models, on this CPU."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--timeout", type=float, default=1800, help="Seconds to wait for the worker."
+        )
+        parser.add_argument(
+            "--no-wait", action="store_true", help="Start the retrain round and return."
+        )
+
+    def say(self, text: str) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(f"demo: {text}"))
+
+    def handle(self, *args, **options) -> None:
+        from curation.services.demo_domain import demo_domain_dataset
+        from curation.services.demo_rounds import demo_annotate, demo_rating_rounds
+        from curation.services.ingest import demo_ingest_pool
+        from curation.services.sync import ensure_default_schedules
+        from training.services.demo import demo_generate, demo_train_domain
+        from training.services.loops import start_retrain_round
+
+        existing = RetrainRound.objects.filter(name=DEMO_ROUND).first()
+        if existing is None:
+            User = get_user_model()
+            lead = User.objects.get(username="lead")
+            annotators = list(User.objects.filter(groups__name="annotator").order_by("username"))
+            ensure_default_schedules()
+
+            self.say("ingesting fixtures/pool")
+            batch = demo_ingest_pool()
+            self.say(
+                f"  {batch.ingested} ingested, {batch.duplicates} duplicates, {batch.near_duplicates} near-duplicates, {batch.quarantined} quarantined"
+            )
+            self.say(
+                "embedding, indexing, running the sticker recipe and freezing the domain version"
+            )
+            domain = demo_domain_dataset(lead)
+            self.say(f"  {domain} frozen with {domain.row_count} images")
+            self.say("training the tiny base model on the domain version")
+            checkpoint = demo_train_domain(domain, lead)
+            self.say(f"  checkpoint {checkpoint}")
+            generation_set = PromptSet.objects.get(name="demo-generation", version=1)
+            evaluation_set = PromptSet.objects.get(name="demo-evaluation", version=1)
+            generations = demo_generate(checkpoint, generation_set, lead)
+            self.say(f"  {generations.generations.count()} generations")
+            self.say(
+                "pushing alignment and style rounds to Label Studio; the DEMO SCRIPT annotates them"
+            )
+            curated = []
+            for rating_round in demo_rating_rounds(generations, lead):
+                summary = demo_annotate(rating_round, annotators, user=lead)
+                rating_round.refresh_from_db()
+                curated.append(rating_round.result_version)
+                self.say(
+                    f"  {rating_round.name}: {summary['annotations_created']} demo ratings, curated {rating_round.result_version} ({summary.get('rows')} rows)"
+                )
+            self.say("starting the Style Tailoring retrain round (the worker runs its steps)")
+            existing = start_retrain_round(
+                base_checkpoint=checkpoint,
+                dataset_versions=curated,
+                prompt_set=generation_set,
+                eval_prompt_set=evaluation_set,
+                recipe="style_tailoring",
+                adapter="lora",
+                hyperparameters=TINY_HYPERPARAMETERS,
+                seeds=[0, 1],
+                user=lead,
+                name=DEMO_ROUND,
+            )
+        if options["no_wait"]:
+            return
+        self._wait(existing, options["timeout"])
+
+    def _wait(self, round_: RetrainRound, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            round_.refresh_from_db()
+            steps = " → ".join(f"{s.name}:{s.status}" for s in round_.steps.all())
+            if steps != last:
+                self.say(f"  {steps}")
+                last = steps
+            if round_.state in (RetrainRound.State.WAITING, RetrainRound.State.DONE):
+                break
+            if (
+                round_.state == RetrainRound.State.FAILED
+                and not round_.steps.filter(
+                    job__status__in=["queued", "running", "retrying"]
+                ).exists()
+            ):
+                failed = round_.steps.filter(status="failed").first()
+                raise CommandError(
+                    f"demo round failed at step {failed.name if failed else '?'}: {failed.error if failed else ''}"
+                )
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    "demo round did not finish in time: is a worker running? (manage.py worker)"
+                )
+            time.sleep(2)
+        base = settings.PLATFORM_PUBLIC_URL.rstrip("/")
+        next_rounds = AnnotationRound.objects.filter(name__startswith=f"{round_.name} · ")
+        self.say(f"round finished: report at {base}{reverse('round-report', args=[round_.pk])}")
+        for rating_round in next_rounds:
+            self.say(
+                f"  next rating round waiting for annotators: {rating_round.name} (Label Studio project {rating_round.labelstudio_project_id})"
+            )

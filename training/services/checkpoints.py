@@ -1,0 +1,207 @@
+"""Checkpoint rows for base models, and turning any checkpoint into a base model folder.
+
+A base model is a Checkpoint without a training run: its `path` is a local diffusers folder the
+engine loads directly. A trained checkpoint is an engine folder (adapter weights over a base);
+training on top of one first merges it into a plain diffusers folder ("materialises" it), once,
+so every recipe and adapter can start from any checkpoint the platform has made.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from training.models import Checkpoint
+
+logger = logging.getLogger(__name__)
+
+TINY_BASE_NAME = "tiny-base"
+# Adapters whose weights fold into a plain UNet; the others add modules a base folder cannot hold.
+MERGEABLE_ADAPTERS = ("full", "lora")
+
+
+class BaseModelRefused(ValueError):
+    """A path given as a base model is not one the engine can load."""
+
+
+def models_dir() -> Path:
+    return Path(getattr(settings, "TRAINING_MODELS_DIR", settings.VAR_DIR / "models"))
+
+
+def is_base_model(checkpoint: Checkpoint) -> bool:
+    return not checkpoint.adapter
+
+
+def is_tiny(checkpoint: Checkpoint | None) -> bool:
+    """Tiny random models (tests, demo) get tiny default hyperparameters."""
+    while checkpoint is not None:
+        if (checkpoint.config or {}).get("tiny"):
+            return True
+        checkpoint = checkpoint.parent
+    return False
+
+
+def _check_diffusers_folder(path: Path) -> None:
+    from training.engine.base_model import BaseModelError, check_base_model
+
+    try:
+        check_base_model(path)
+    except BaseModelError as error:
+        raise BaseModelRefused(str(error)) from error
+
+
+def _convert_single_file(path: Path, name: str, config_folder: str | Path | None) -> Path:
+    """A single-file Stable Diffusion checkpoint → a diffusers folder under var/models/<name>.
+
+    Offline, diffusers cannot fetch the architecture config a single file lacks, so a local
+    diffusers folder of the same architecture must be given as `config_folder`.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as error:  # safetensors raises several types for a bad header
+        raise BaseModelRefused(
+            f"base model {path}: not a readable .safetensors file: {error}"
+        ) from error
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        raise BaseModelRefused(
+            f"base model {path}: no 'model.diffusion_model.*' tensors, so not a single-file Stable "
+            f"Diffusion checkpoint ({len(keys)} tensors, e.g. {keys[:3]}); LoRA or adapter files "
+            "are not base models"
+        )
+    if config_folder is None:
+        raise BaseModelRefused(
+            f"base model {path}: a single-file checkpoint needs config_folder= (a local diffusers "
+            "folder of the same architecture), since no config can be downloaded here"
+        )
+    from training.engine.torch_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    from diffusers import StableDiffusionPipeline
+
+    target = models_dir() / name
+    try:
+        pipeline = StableDiffusionPipeline.from_single_file(
+            str(path), config=str(config_folder), local_files_only=True
+        )
+    except Exception as error:
+        raise BaseModelRefused(
+            f"base model {path}: diffusers could not convert it: {error}"
+        ) from error
+    _save_pipeline_atomically(pipeline, target)
+    return target
+
+
+def _save_pipeline_atomically(pipeline: Any, target: Path) -> None:
+    temporary = target.with_name(f"{target.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    pipeline.save_pretrained(temporary, safe_serialization=True)
+    if target.exists():
+        shutil.rmtree(target)
+    temporary.rename(target)
+
+
+def register_base_model(
+    path: str | Path, name: str, *, config_folder: str | Path | None = None, tiny: bool = False
+) -> Checkpoint:
+    """A Checkpoint row for a local diffusers folder (or single-file .safetensors, converted).
+
+    Registering the same name again updates its path, so re-running a setup script is harmless.
+    """
+    source = Path(path).expanduser().resolve()
+    if not source.exists():
+        raise BaseModelRefused(f"base model {source}: no such file or folder")
+    if source.is_file():
+        if source.suffix != ".safetensors":
+            raise BaseModelRefused(
+                f"base model {source}: expected a diffusers folder or a .safetensors file"
+            )
+        folder = _convert_single_file(source, name, config_folder)
+        fmt = "single_file"
+    else:
+        folder = source
+        fmt = "diffusers"
+    _check_diffusers_folder(folder)
+    checkpoint, _ = Checkpoint.objects.update_or_create(
+        name=name,
+        defaults={
+            "path": str(folder),
+            "base_model": str(folder),
+            "adapter": "",
+            "config": {"kind": "base", "format": fmt, "source": str(source), "tiny": tiny},
+            "lineage": {"base_model": str(source)},
+        },
+    )
+    return checkpoint
+
+
+def ensure_tiny_base_checkpoint(name: str = TINY_BASE_NAME, seed: int = 0) -> Checkpoint:
+    """The tiny random base model (about 1.7 M parameters, 32 px), written once under var/models."""
+    existing = Checkpoint.objects.filter(name=name).first()
+    if existing is not None:
+        try:
+            _check_diffusers_folder(Path(existing.path))
+            return existing
+        except BaseModelRefused:
+            logger.warning(
+                "checkpoint %s: folder %s is gone; writing it again", name, existing.path
+            )
+    from training.engine.tiny import save_tiny_base_model
+
+    target = models_dir() / name
+    try:
+        _check_diffusers_folder(target)
+    except BaseModelRefused:
+        temporary = target.with_name(f"{target.name}.tmp")
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        save_tiny_base_model(temporary, seed=seed)
+        if target.exists():
+            shutil.rmtree(target)
+        temporary.rename(target)
+    with transaction.atomic():
+        checkpoint = register_base_model(target, name, tiny=True)
+        checkpoint.config = {**checkpoint.config, "seed": seed, "resolution": 32}
+        checkpoint.save(update_fields=["config", "updated_at"])
+    return checkpoint
+
+
+def materialize_base_model(checkpoint: Checkpoint) -> Path:
+    """A diffusers folder holding `checkpoint`'s weights, for training or generating on top of it.
+
+    Base models are their own folder. Trained `full` and `lora` checkpoints are merged once into
+    var/models/merged/checkpoint-<id>/ (LoRA fused into the attention weights); other adapters add
+    modules a plain UNet lacks, so they are refused with the reason.
+    """
+    if is_base_model(checkpoint):
+        _check_diffusers_folder(Path(checkpoint.path))
+        return Path(checkpoint.path)
+    if checkpoint.adapter not in MERGEABLE_ADAPTERS:
+        raise BaseModelRefused(
+            f"base_checkpoint {checkpoint.name}: its {checkpoint.adapter!r} adapter cannot be "
+            f"merged into a base model (only {', '.join(MERGEABLE_ADAPTERS)}); start from its "
+            "base model or continue with the same recipe"
+        )
+    target = models_dir() / "merged" / f"checkpoint-{checkpoint.pk}"
+    try:
+        _check_diffusers_folder(target)
+        return target
+    except BaseModelRefused:
+        pass
+    from training.engine.generation import build_pipeline
+
+    pipeline = build_pipeline(checkpoint=checkpoint.path, device="cpu", use_ema=True)
+    if checkpoint.adapter == "lora":
+        pipeline.unet.fuse_lora()
+        pipeline.unet.unload_lora()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _save_pipeline_atomically(pipeline, target)
+    return target
