@@ -32,6 +32,7 @@ API_LISTS = [
     "checkpoint-list",
     "generationbatch-list",
     "generation-list",
+    "retrainround-list",
 ]
 ANNOTATOR_READABLE = {"annotationround-list"}
 
