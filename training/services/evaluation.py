@@ -89,8 +89,8 @@ def _eval_batches(round_: RetrainRound) -> dict[str, GenerationBatch]:
                 seeds=round_.seeds,
                 sampler=round_.hyperparameters.get("eval_sampler"),
                 style_descriptor=descriptor,
+                name=name,
             )
-            GenerationBatch.objects.filter(pk=batch.pk).update(name=name)
         batches[arm] = batch
     return batches
 

@@ -118,20 +118,20 @@ def run_step(step: RoundStep, ctx: JobContext) -> dict[str, Any]:
 
 
 def _train(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
-    from training.models import TrainingRun
-    from training.services.runs import execute_training_run
+    from training.services.runs import create_training_run, execute_training_run
 
     run = round_.training_run
     if run is None:
-        run = TrainingRun.objects.create(
-            name=f"{round_.name} training",
+        hyperparameters = {k: v for k, v in round_.hyperparameters.items() if k != "eval_sampler"}
+        run = create_training_run(
             recipe=round_.recipe,
             adapter=round_.adapter,
+            dataset_versions=round_.dataset_versions.all(),
             base_checkpoint=round_.base_checkpoint,
-            hyperparameters=round_.hyperparameters,
-            created_by=round_.created_by,
+            hyperparameters=hyperparameters,
+            name=f"{round_.name} training",
+            user=round_.created_by,
         )
-        run.dataset_versions.set(round_.dataset_versions.all())
         RetrainRound.objects.filter(pk=round_.pk).update(training_run=run)
     checkpoint = execute_training_run(run, ctx)
     RetrainRound.objects.filter(pk=round_.pk).update(checkpoint=checkpoint)

@@ -47,7 +47,7 @@ class Command(BaseCommand):
         from curation.services.demo_rounds import demo_annotate, demo_rating_rounds
         from curation.services.ingest import demo_ingest_pool
         from curation.services.sync import ensure_default_schedules
-        from training.services.demo import demo_generate, demo_train_domain
+        from training.services.demo_training import demo_generate, demo_train_domain
         from training.services.loops import start_retrain_round
 
         existing = RetrainRound.objects.filter(name=DEMO_ROUND).first()
