@@ -156,3 +156,25 @@ def test_roles_exist_with_expected_permissions():
     assert {"add_user", "change_group"} <= admin_codes
     annot = set(Group.objects.get(name=ANNOTATOR).permissions.values_list("codename", flat=True))
     assert annot == {"view_annotationround", "view_labeltask"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name",
+    ["trainingrun-start", "trainingrun-cancel", "trainingrun-resume", "generationbatch-start"],
+)
+def test_training_actions_per_role(api_client, annotator, data_lead, name):
+    """Annotators may not start or stop training or generation; data leads reach the service
+    (which answers 409 here: this bare run has no base checkpoint and no job)."""
+    from training.models import TrainingRun
+
+    if name.startswith("generationbatch"):
+        url = reverse(name, args=[999999])
+        lead_expected = 404
+    else:
+        url = reverse(name, args=[TrainingRun.objects.create(name="bare").pk])
+        lead_expected = 409
+    api_client.force_authenticate(annotator)
+    assert api_client.post(url).status_code == 403
+    api_client.force_authenticate(data_lead)
+    assert api_client.post(url).status_code == lead_expected

@@ -12,12 +12,18 @@ that composite plus `alpha_weight` x L1 of the alpha output against the true alp
 
 A decoder is saved as a diffusers AutoencoderKL folder (loadable with `from_pretrained`) plus
 `lineage.json`, conventionally as `<base_model>/vae_alpha`.
+
+Resuming: with a `resume_dir`, training writes its whole state (weights, optimiser, sampling RNG,
+step, losses, the before-metrics) every `checkpoint_every` steps and when cancelled, and a later
+call with the same folder continues from it; the result is the same as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +40,8 @@ from training.engine.data import TRAINING_BACKGROUND
 
 BACKGROUND = TRAINING_BACKGROUND
 COMPONENT_NAME = "vae_alpha"
+RESUME_FILE = "state.pt"
+HELD_OUT_SPLITS = ("eval", "val", "test")
 
 
 def build_alpha_decoder(vae: Any) -> Any:
@@ -105,14 +113,36 @@ class AlphaTrainConfig:
     alpha_weight: float = 1.0
     resolution: int = 512
     seed: int = 0
+    checkpoint_every: int = 0  # steps between resume states (0: only when cancelled)
+    # Part of the rows held out for metrics when the version marks none as eval/val/test.
+    holdout_fraction: float = 0.2
 
 
 @dataclass
 class AlphaTrainResult:
-    losses: list[float]
+    losses: list[float]  # every step's loss, including steps done before a resume
     before: dict[str, float]
     after: dict[str, float]
     seconds: float
+    cancelled: bool = False
+    resumed_from_step: int = 0
+
+    @property
+    def step(self) -> int:
+        return len(self.losses)
+
+
+def _save_resume_state(resume_dir: Path, state: dict[str, Any]) -> None:
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    temporary = resume_dir / f"{RESUME_FILE}.{os.getpid()}.tmp"
+    torch.save(state, temporary)
+    os.replace(temporary, resume_dir / RESUME_FILE)  # a crash mid-write keeps the previous state
+
+
+def load_resume_state(resume_dir: str | Path | None) -> dict[str, Any] | None:
+    if resume_dir is None or not (Path(resume_dir) / RESUME_FILE).is_file():
+        return None
+    return torch.load(Path(resume_dir) / RESUME_FILE, map_location="cpu", weights_only=True)
 
 
 def train_alpha_decoder(
@@ -123,8 +153,13 @@ def train_alpha_decoder(
     eval_images: Sequence[Image.Image] = (),
     progress: Callable[[int, int, float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    resume_dir: str | Path | None = None,
 ) -> AlphaTrainResult:
-    """Fine-tune the decoder side in place on RGBA images; metrics on `eval_images` before/after."""
+    """Fine-tune the decoder side in place on RGBA images; metrics on `eval_images` before/after.
+
+    A cancel stops between steps (saving a resume state when `resume_dir` is given) and returns
+    a result with `cancelled=True`.
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = decoder.device
@@ -140,7 +175,9 @@ def train_alpha_decoder(
             return {}
         return alpha_metrics(predict_alpha(decoder, eval_rgb), eval_alpha)
 
-    before = evaluate()
+    resume_dir = Path(resume_dir) if resume_dir is not None else None
+    resumed = load_resume_state(resume_dir)
+    before = resumed["before"] if resumed else evaluate()
     decoder.requires_grad_(False)
     trainable = list(decoder.decoder.parameters()) + list(decoder.post_quant_conv.parameters())
     for parameter in trainable:
@@ -154,10 +191,32 @@ def train_alpha_decoder(
         )
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     generator = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    if resumed:
+        decoder.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        generator.set_state(resumed["generator"])
+        losses = list(resumed["losses"])
+
+    def save_state() -> None:
+        if resume_dir is not None:
+            _save_resume_state(
+                resume_dir,
+                {
+                    "model": decoder.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "losses": losses,
+                    "before": before,
+                },
+            )
+
     decoder.train()
-    losses = []
-    for step in range(config.steps):
+    cancelled = False
+    for step in range(len(losses), config.steps):
         if should_cancel is not None and should_cancel():
+            cancelled = True
+            save_state()
             break
         index = torch.randint(len(rgb), (config.batch_size,), generator=generator)
         mean, logvar = posteriors[index].float().chunk(2, dim=1)
@@ -172,10 +231,19 @@ def train_alpha_decoder(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            save_state()
         if progress is not None:
             progress(step + 1, config.steps, losses[-1])
     decoder.eval().requires_grad_(False)
-    return AlphaTrainResult(losses, before, evaluate(), time.perf_counter() - started)
+    return AlphaTrainResult(
+        losses,
+        before,
+        {} if cancelled else evaluate(),
+        time.perf_counter() - started,
+        cancelled=cancelled,
+        resumed_from_step=len(resumed["losses"]) if resumed else 0,
+    )
 
 
 def save_decoder(decoder: Any, path: str | Path, lineage: dict[str, Any] | None = None) -> Path:
@@ -200,6 +268,31 @@ def load_decoder(path: str | Path) -> Any:
     return decoder.eval()
 
 
+def split_held_out(
+    rows: Sequence[tuple[str, str, Image.Image]], fraction: float
+) -> tuple[list[Image.Image], list[Image.Image], dict[str, Any]]:
+    """(train, held out, how) from (sha256, split, image) rows.
+
+    Rows marked eval/val/test are the held-out set. A version that marks none gives up every
+    k-th row in sha256 order (k = 1/fraction), so the same version always holds out the same
+    images and metrics of two decoders trained on it compare.
+    """
+    marked = [r for r in rows if r[1] in HELD_OUT_SPLITS]
+    if marked or fraction <= 0 or len(rows) < 2:
+        held = {r[0] for r in marked}
+        rule = "split" if marked else "none"
+    else:
+        every = max(2, round(1 / fraction))
+        ordered = sorted(rows, key=lambda r: r[0])
+        held = {r[0] for index, r in enumerate(ordered) if index % every == every - 1}
+        if not held:  # fewer rows than k: still hold one out
+            held = {ordered[-1][0]}
+        rule = f"every {every}th row by sha256"
+    train = [r[2] for r in rows if r[0] not in held]
+    evaluation = [r[2] for r in rows if r[0] in held]
+    return train, evaluation, {"rule": rule, "sha256": sorted(held)}
+
+
 def train_transparency_decoder(
     base_model: str | Path,
     manifest: str | Path,
@@ -212,16 +305,23 @@ def train_transparency_decoder(
     lineage: dict[str, Any] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> tuple[Path, AlphaTrainResult]:
+    device: str | torch.device | None = None,
+    resume_dir: str | Path | None = None,
+) -> tuple[Path | None, AlphaTrainResult]:
     """The job body: base model's VAE + an RGBA DatasetVersion (checksum verified) -> a saved
-    decoder. Rows with split eval/val/test are held out for the before/after metrics."""
+    decoder. Held-out rows (see `split_held_out`) give the before/after metrics.
+
+    Returns (None, result) when cancelled: nothing is saved at `output`, and calling again with
+    the same `resume_dir` continues. The resume folder is removed once the decoder is saved.
+    """
     from training.engine.base_model import load_base_components
     from training.engine.data import ImageCaptionDataset
 
     dataset = ImageCaptionDataset.from_manifest(
         manifest, manifest_sha256, config.resolution, resolver=resolver, image_root=image_root
     )
-    train_images, eval_images, skipped = [], [], []
+    readable: list[tuple[str, str, Image.Image]] = []
+    skipped: list[str] = []
     for row in dataset.rows:
         try:
             source = dataset.source(row)
@@ -237,10 +337,13 @@ def train_transparency_decoder(
         if "A" not in image.getbands():
             skipped.append(row.image_sha256)  # no alpha to learn from
             continue
-        (eval_images if row.split in ("eval", "val", "test") else train_images).append(image)
+        readable.append((row.image_sha256, row.split, image))
+    train_images, eval_images, held_out = split_held_out(readable, config.holdout_fraction)
     if not train_images:
         raise ValueError(f"{manifest}: no readable RGBA training images ({len(skipped)} skipped)")
     decoder = build_alpha_decoder(load_base_components(base_model)["vae"])
+    if device is not None:
+        decoder.to(device)
     result = train_alpha_decoder(
         decoder,
         train_images,
@@ -248,7 +351,10 @@ def train_transparency_decoder(
         eval_images=eval_images,
         progress=progress,
         should_cancel=should_cancel,
+        resume_dir=resume_dir,
     )
+    if result.cancelled:
+        return None, result
     record = {
         **(lineage or {}),
         "base_model": str(base_model),
@@ -259,5 +365,11 @@ def train_transparency_decoder(
         "skipped_images": skipped,
         "train_images": len(train_images),
         "eval_images": len(eval_images),
+        "held_out": held_out,
+        "steps": result.step,
+        "resumed_from_step": result.resumed_from_step,
     }
-    return save_decoder(decoder, output, record), result
+    path = save_decoder(decoder, output, record)
+    if resume_dir is not None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return path, result

@@ -84,13 +84,17 @@ def stored_image(colour: tuple[int, ...], caption: str) -> Image:
     return image
 
 
-def make_version(kind: str, count: int = 4, *, freeze: bool = True, offset: int = 0, user: Any = None):
+def make_version(
+    kind: str, count: int = 4, *, freeze: bool = True, offset: int = 0, user: Any = None
+):
     dataset, _ = Dataset.objects.get_or_create(name=f"test-{kind}", defaults={"kind": kind})
     version = create_draft_version(dataset, reason="test")
     rows = []
     for i in range(count):
         colour = ((37 * (i + offset) + 11 * len(kind)) % 256, (91 * i + 50) % 256, (53 * i) % 256)
-        rows.append({"image": stored_image(colour, f"a {kind} sticker {i}"), "caption": f"a {kind} {i}"})
+        rows.append(
+            {"image": stored_image(colour, f"a {kind} sticker {i}"), "caption": f"a {kind} {i}"}
+        )
     add_items(version, rows)
     if freeze:
         version = freeze_version(version, user=user, reason="test")

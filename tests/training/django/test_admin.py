@@ -13,7 +13,9 @@ from .conftest import make_version
 
 
 @pytest.mark.django_db
-def test_add_form_lists_only_frozen_versions_and_refuses_drafts(client, data_lead, versions, tiny_base):
+def test_add_form_lists_only_frozen_versions_and_refuses_drafts(
+    client, data_lead, versions, tiny_base
+):
     draft = make_version("domain", freeze=False, offset=7)
     client.force_login(data_lead)
     page = client.get(reverse("admin:training_trainingrun_add"))
@@ -49,8 +51,15 @@ def test_add_form_lists_only_frozen_versions_and_refuses_drafts(client, data_lea
 
 
 @pytest.mark.django_db
-def test_start_action_by_role(client, annotator, data_lead, versions, tiny_base, no_dispatch,
-                              django_capture_on_commit_callbacks):
+def test_start_action_by_role(
+    client,
+    annotator,
+    data_lead,
+    versions,
+    tiny_base,
+    no_dispatch,
+    django_capture_on_commit_callbacks,
+):
     run = create_training_run(
         recipe="domain", dataset_versions=[versions["domain"]], base_checkpoint=tiny_base
     )
@@ -93,3 +102,50 @@ def test_run_page_shows_the_loss_curve(client, data_lead, versions, tiny_base):
     client.force_login(data_lead)
     body = client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
     assert "<polyline" in body and "step 5" in body and 'name="_resume"' in body
+
+
+@pytest.mark.django_db
+def test_api_creates_only_valid_runs_and_starts_them(
+    api_client, data_lead, versions, tiny_base, no_dispatch, django_capture_on_commit_callbacks
+):
+    api_client.force_authenticate(data_lead)
+    draft = make_version("domain", freeze=False, offset=9)
+    payload = {
+        "name": "api run",
+        "recipe": "domain",
+        "adapter": "lora",
+        "base_checkpoint": tiny_base.pk,
+        "dataset_versions": [draft.pk],
+        "hyperparameters": {"steps": 2},
+    }
+    refused = api_client.post(reverse("trainingrun-list"), payload, format="json")
+    assert refused.status_code == 400 and "dataset_versions" in refused.json()
+    payload["dataset_versions"] = [versions["domain"].pk]
+    created = api_client.post(reverse("trainingrun-list"), payload, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["hyperparameters"]["resolution"] == 32
+    with django_capture_on_commit_callbacks(execute=True):
+        started = api_client.post(reverse("trainingrun-start", args=[created.json()["id"]]))
+    assert started.status_code == 202 and started.json()["kind"] == "train"
+    again = api_client.post(reverse("trainingrun-start", args=[created.json()["id"]]))
+    assert again.status_code == 409 and "active job" in again.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_generation_batch_start_action(
+    client, data_lead, tiny_base, prompt_set, no_dispatch, django_capture_on_commit_callbacks
+):
+    from training.services.generation import create_generation_batch
+
+    batch = create_generation_batch(tiny_base, prompt_set, [0])
+    client.force_login(data_lead)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:training_generationbatch_changelist"),
+            {"action": "start", "_selected_action": [batch.pk]},
+        )
+    assert response.status_code == 302
+    batch.refresh_from_db()
+    assert (
+        batch.status == "queued" and batch.job.kind == "generate" and no_dispatch == [batch.job.pk]
+    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 from django.core.files.storage import default_storage
+from PIL import Image as PILImage
 
 from curation.models import AnnotationRound, Image, Job, StyleDescriptor
 from curation.services import jobs as job_services

@@ -37,7 +37,9 @@ def _start(run: TrainingRun, user, capture) -> Job:
 def test_run_from_frozen_versions_makes_a_checkpoint_with_exact_lineage(
     recipe, versions, tiny_base, data_lead, no_dispatch, django_capture_on_commit_callbacks
 ):
-    used = [versions["domain"]] if recipe == "domain" else [versions["alignment"], versions["style"]]
+    used = (
+        [versions["domain"]] if recipe == "domain" else [versions["alignment"], versions["style"]]
+    )
     run = create_training_run(
         recipe=recipe,
         adapter="lora",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from curation.models import AnnotationRound, Job, Judgement
 from curation.services import jobs as job_services
@@ -42,13 +43,21 @@ def test_retrain_starts_a_run_only_for_a_newer_frozen_version(
 
 
 @pytest.mark.django_db
-def test_demo_stages_train_then_generate(versions, prompt_set, data_lead):
+def test_demo_stages_train_then_generate(client, versions, prompt_set, data_lead):
     checkpoint = demo_train_domain(versions["domain"], data_lead, steps=2)
     assert checkpoint.step == 2 and checkpoint.training_run.status == TrainingRun.Status.SUCCEEDED
     assert list(checkpoint.dataset_versions.all()) == [versions["domain"]]
     batch = demo_generate(checkpoint, prompt_set, data_lead, seeds=[0])
     assert batch.status == "succeeded" and batch.generations.count() == 2
     assert batch.job.status == Job.Status.SUCCEEDED and batch.sampler["resolution"] == 32
+
+    client.force_login(data_lead)
+    page = client.get(reverse("admin:training_checkpoint_change", args=[checkpoint.pk]))
+    body = page.content.decode()
+    assert versions["domain"].checksum in body and "code version" in body
+    assert str(checkpoint.parent) in body
+    page = client.get(reverse("admin:training_generationbatch_change", args=[batch.pk]))
+    assert page.content.decode().count("repeating-conic-gradient") == 2  # checkerboard thumbnails
 
 
 @pytest.mark.django_db
@@ -62,7 +71,12 @@ def test_styledrop_waits_for_a_style_round_then_trains_on_its_verdicts(
         base_checkpoint=tiny_base,
         hyperparameters={
             "steps": 2,
-            "styledrop": {"feedback": "human", "prompts": ["a cat"], "seeds": [0, 1], "top_k": None},
+            "styledrop": {
+                "feedback": "human",
+                "prompts": ["a cat"],
+                "seeds": [0, 1],
+                "top_k": None,
+            },
         },
         user=data_lead,
     )

@@ -112,6 +112,51 @@ def test_job_body_trains_from_a_verified_rgba_manifest(tiny_base, tmp_path):
     record = json.loads((path / "lineage.json").read_text())
     assert (
         record["run"] == 7
-        and record["train_images"] == 6
+        and (record["train_images"], record["eval_images"]) == (5, 1)  # every 5th held out
         and record["dataset"]["sha256"] == spec["sha256"]
     )
+
+
+def test_held_out_rows_are_the_marked_split_or_a_fixed_part_by_sha256():
+    from training.engine.transparency import split_held_out
+
+    images = _shapes(6, 3)
+    marked = [(f"{i:064x}", "val" if i == 2 else "train", image) for i, image in enumerate(images)]
+    train, held, how = split_held_out(marked, 0.2)
+    assert held == [images[2]] and len(train) == 5 and how["rule"] == "split"
+    unmarked = [(f"{i:064x}", "train", image) for i, image in enumerate(images)]
+    train, held, how = split_held_out(list(reversed(unmarked)), 0.2)
+    assert how["sha256"] == [f"{4:064x}"] and held == [images[4]] and len(train) == 5
+    assert split_held_out(unmarked[:1], 0.2)[1] == []  # a single row is never held out
+
+
+def test_cancel_then_resume_equals_an_uninterrupted_run(vae, tmp_path):
+    config = AlphaTrainConfig(steps=6, batch_size=4, learning_rate=3e-3, resolution=16)
+    images, held = _shapes(8, 0), _shapes(2, 1)
+    straight = build_alpha_decoder(vae)
+    expected = train_alpha_decoder(straight, images, config, eval_images=held)
+
+    calls = []
+
+    def cancel_after_three() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    first = build_alpha_decoder(vae)
+    stopped = train_alpha_decoder(
+        first,
+        images,
+        config,
+        eval_images=held,
+        should_cancel=cancel_after_three,
+        resume_dir=tmp_path / "resume",
+    )
+    assert stopped.cancelled and stopped.step == 3 and stopped.after == {}
+    second = build_alpha_decoder(vae)  # a fresh process: nothing but the resume folder survives
+    resumed = train_alpha_decoder(
+        second, images, config, eval_images=held, resume_dir=tmp_path / "resume"
+    )
+    assert resumed.resumed_from_step == 3 and not resumed.cancelled
+    assert resumed.losses == expected.losses and resumed.before == expected.before
+    for name, value in straight.state_dict().items():
+        assert torch.equal(second.state_dict()[name], value), name
