@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
+from curation.labelstudio import server
+from curation.labelstudio.client import LabelStudioClient
 from curation.roles import ADMIN, ANNOTATOR, DATA_LEAD, ROLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,10 +67,51 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         host = settings_dict.get("HOST") or "127.0.0.1"
         port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
         env["DATABASE_URL"] = f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
+    from django.conf import settings
+
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    # The test process made its own media folder: the worker must read and write the same one.
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["ARTIFACTS_ROOT"] = str(settings.ARTIFACTS_ROOT)
+    for name in (
+        "LABEL_STUDIO_URL",
+        "LABEL_STUDIO_API_KEY",
+        "LABEL_STUDIO_WEBHOOK_SECRET",
+        "PLATFORM_PUBLIC_URL",
+    ):
+        env[name] = str(getattr(settings, name))
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
 
 
 PYTHON = sys.executable
+
+
+# One real Label Studio server per test session, shared by the client, round and loop tests.
+# Skipped only where .venv-labelstudio is absent and CI is not set; in CI it is an error.
+@pytest.fixture(scope="session")
+def ls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerHandle]:
+    if server.installed_version(ROOT) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {ROOT / server.VENV_NAME} holds no label-studio")
+        pytest.skip(f"{server.VENV_NAME} is not installed (server.ensure_installed creates it)")
+    run_dir = tmp_path_factory.mktemp("labelstudio")
+    handle = server.start(
+        ROOT,
+        server.free_port(),
+        run_dir / "data",
+        password=secrets.token_urlsafe(12),
+        token=secrets.token_hex(20),
+        run_dir=run_dir,
+    )
+    try:
+        server.wait_healthy(handle.url, timeout=240, handle=handle)
+        yield handle
+    finally:
+        server.stop(ROOT, run_dir=run_dir)
+
+
+@pytest.fixture(scope="session")
+def ls_client(ls_server: server.ServerHandle) -> LabelStudioClient:
+    return LabelStudioClient(ls_server.url, ls_server.token)

@@ -18,6 +18,7 @@ from curation.admin_base import PlatformAdmin, progress_bar
 from curation.media import signed_path
 from curation.models import DatasetVersion
 from training import models as m
+from training.admin_transparency import train_transparency_decoder
 from training.plots import loss_curve_svg
 
 LOG_TAIL_SHOWN = 40
@@ -301,6 +302,7 @@ class CheckpointAdmin(PlatformAdmin):
     list_select_related = ["parent", "training_run"]
     readonly_fields = ["lineage_summary", "config", "lineage", "metrics"]
     filter_horizontal = ["dataset_versions"]
+    actions = [train_transparency_decoder]
 
     @admin.display(description="lineage")
     def lineage_summary(self, obj: m.Checkpoint) -> SafeString | str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -17,7 +17,7 @@ from curation.models import DatasetVersion, PromptSet
 from curation.services import jobs as job_services
 from training.models import Checkpoint, RetrainRound, RoundStep
 from training.services.evaluation import refresh_human_results
-from training.services.loops import RoundConfigError, start_retrain_round
+from training.services.loops import RoundConfigError, start_retrain_round, validate_round_inputs
 
 
 def _latest_curated(kind: str) -> DatasetVersion | None:
@@ -75,6 +75,16 @@ class RetrainRoundForm(forms.ModelForm):
                     self.initial.setdefault(field, found.pk)
             self.initial.setdefault("seeds", [0, 1])
             self.initial.setdefault("hyperparameters", {})
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        versions = cleaned.get("dataset_versions")
+        if versions is not None and cleaned.get("recipe"):
+            try:
+                validate_round_inputs(list(versions), cleaned["recipe"])
+            except RoundConfigError as exc:
+                self.add_error("dataset_versions", str(exc))
+        return cleaned
 
 
 class RoundStepInline(admin.TabularInline):
@@ -152,22 +162,19 @@ class RetrainRoundAdmin(PlatformAdmin):
     ) -> None:
         if change:
             return
-        try:
-            created = start_retrain_round(
-                base_checkpoint=form.cleaned_data["base_checkpoint"],
-                dataset_versions=list(form.cleaned_data["dataset_versions"]),
-                prompt_set=form.cleaned_data["prompt_set"],
-                eval_prompt_set=form.cleaned_data["eval_prompt_set"],
-                recipe=form.cleaned_data["recipe"],
-                adapter=form.cleaned_data["adapter"],
-                hyperparameters=form.cleaned_data["hyperparameters"],
-                seeds=form.cleaned_data["seeds"],
-                style_descriptor=form.cleaned_data["style_descriptor"],
-                user=request.user,
-                name=form.cleaned_data["name"],
-            )
-        except RoundConfigError as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        created = start_retrain_round(
+            base_checkpoint=form.cleaned_data["base_checkpoint"],
+            dataset_versions=list(form.cleaned_data["dataset_versions"]),
+            prompt_set=form.cleaned_data["prompt_set"],
+            eval_prompt_set=form.cleaned_data["eval_prompt_set"],
+            recipe=form.cleaned_data["recipe"],
+            adapter=form.cleaned_data["adapter"],
+            hyperparameters=form.cleaned_data["hyperparameters"],
+            seeds=form.cleaned_data["seeds"],
+            style_descriptor=form.cleaned_data["style_descriptor"],
+            user=request.user,
+            name=form.cleaned_data["name"],
+        )
         obj.pk = created.pk
         self.message_user(request, f"{created} started: training is queued on the gpu queue.")
 
@@ -177,12 +184,9 @@ class RetrainRoundAdmin(PlatformAdmin):
         # start_retrain_round already stored the versions and created the steps.
         return None
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None):
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except forms.ValidationError as exc:
-            self.message_user(request, exc.messages[0], messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
+    def get_inlines(self, request: HttpRequest, obj: RetrainRound | None = None) -> list:
+        # The steps exist once the round starts; the add form has none to show.
+        return self.inlines if obj is not None and obj.pk else []
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("training.start_retrainround")

@@ -115,6 +115,16 @@ SIGNED_MEDIA_MAX_AGE = env.int("SIGNED_MEDIA_MAX_AGE", default=3600)
 # Image URLs inside Label Studio tasks must outlive a rating round.
 LABEL_STUDIO_MEDIA_MAX_AGE = env.int("LABEL_STUDIO_MEDIA_MAX_AGE", default=60 * 60 * 24 * 60)
 
+# Working files of jobs (embedding shards, indexes, training runs, model folders, caches,
+# exports): local disk of the machine that runs the job, never served to browsers.
+ARTIFACTS_ROOT = Path(env.str("ARTIFACTS_ROOT", default=str(VAR_DIR)))
+EMBEDDINGS_ROOT = ARTIFACTS_ROOT / "embeddings"
+INDEXES_ROOT = ARTIFACTS_ROOT / "indexes"
+EXPORTS_ROOT = ARTIFACTS_ROOT / "exports"
+TRAINING_RUNS_DIR = ARTIFACTS_ROOT / "runs"
+TRAINING_MODELS_DIR = ARTIFACTS_ROOT / "models"
+TRAINING_CACHE_DIR = ARTIFACTS_ROOT / "cache" / "training"
+
 STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
 if STORAGE_BACKEND == "s3":
     STORAGES = {

@@ -10,6 +10,14 @@ from .base import DATABASES, JOB_HANDLER_MODULES, JOB_QUEUES, STATIC_ROOT, STORA
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="platform-test-media-")))
+# Job working files per test process too, so two runs never resume each other's run folders.
+ARTIFACTS_ROOT = Path(env.str("ARTIFACTS_ROOT", default=tempfile.mkdtemp(prefix="platform-test-artifacts-")))
+EMBEDDINGS_ROOT = ARTIFACTS_ROOT / "embeddings"
+INDEXES_ROOT = ARTIFACTS_ROOT / "indexes"
+EXPORTS_ROOT = ARTIFACTS_ROOT / "exports"
+TRAINING_RUNS_DIR = ARTIFACTS_ROOT / "runs"
+TRAINING_MODELS_DIR = ARTIFACTS_ROOT / "models"
+TRAINING_CACHE_DIR = ARTIFACTS_ROOT / "cache" / "training"
 if STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
     STORAGES["default"]["OPTIONS"]["location"] = str(MEDIA_ROOT)
 

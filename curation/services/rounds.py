@@ -58,6 +58,9 @@ class GoldItem:
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
 
+LABEL_STUDIO_TITLE_MAX = 50
+
+
 def _task_key(*parts: Any) -> str:
     """Opaque and stable: annotators can read task data, so a key must not say "gold"."""
     return "t" + hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
@@ -410,7 +413,9 @@ def push_round(
     if not round_.labelstudio_title:
         # The random suffix keeps two platform databases (or test runs) sharing one Label Studio
         # from adopting each other's projects.
-        round_.labelstudio_title = f"{round_.name[:150]} [round {round_.pk} {secrets.token_hex(3)}]"
+        # Label Studio refuses project titles over 50 characters (400 Bad Request).
+        suffix = f" [r{round_.pk} {secrets.token_hex(3)}]"
+        round_.labelstudio_title = round_.name[: LABEL_STUDIO_TITLE_MAX - len(suffix)] + suffix
         round_.save(update_fields=["labelstudio_title", "updated_at"])
     project_id = client.ensure_project(
         round_.labelstudio_title,

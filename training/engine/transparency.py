@@ -314,7 +314,9 @@ def train_transparency_decoder(
     Returns (None, result) when cancelled: nothing is saved at `output`, and calling again with
     the same `resume_dir` continues. The resume folder is removed once the decoder is saved.
     """
-    from training.engine.base_model import load_base_components
+    from diffusers import AutoencoderKL
+
+    from training.engine.base_model import check_base_model
     from training.engine.data import ImageCaptionDataset
 
     dataset = ImageCaptionDataset.from_manifest(
@@ -341,7 +343,9 @@ def train_transparency_decoder(
     train_images, eval_images, held_out = split_held_out(readable, config.holdout_fraction)
     if not train_images:
         raise ValueError(f"{manifest}: no readable RGBA training images ({len(skipped)} skipped)")
-    decoder = build_alpha_decoder(load_base_components(base_model)["vae"])
+    # Only the VAE: loading the UNet and text encoder of a real model would cost gigabytes.
+    vae = AutoencoderKL.from_pretrained(check_base_model(base_model) / "vae", local_files_only=True)
+    decoder = build_alpha_decoder(vae)
     if device is not None:
         decoder.to(device)
     result = train_alpha_decoder(

@@ -35,6 +35,7 @@ def store_generated_image(png: bytes, *, caption: str, origin: str, pil_image: A
     from PIL import Image as PILImage
 
     from curation.ingestion.validate import perceptual_hash
+    from training.services.transparency import has_real_alpha
 
     sha = hashlib.sha256(png).hexdigest()
     key = store_bytes(png, "png", sha256=sha)
@@ -52,7 +53,7 @@ def store_generated_image(png: bytes, *, caption: str, origin: str, pil_image: A
             "width": picture.width,
             "height": picture.height,
             "format": "PNG",
-            "has_alpha": picture.mode in ("RGBA", "LA"),
+            "has_alpha": has_real_alpha(picture),
             "phash": perceptual_hash(picture),
             "source": generated_source(),
             "origin": origin[:1024],

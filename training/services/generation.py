@@ -66,6 +66,10 @@ def sampler_settings(batch: GenerationBatch) -> tuple[Any, dict[str, Any]]:
         settings = SamplerSettings.from_dict(engine_values)
     except (TypeError, ValueError) as error:
         raise GenerationBatchError("sampler", str(error)) from error
+    if values.get("transparency_decoder") is not None:
+        from training.services.transparency import decoder_folder
+
+        decoder_folder(values["transparency_decoder"], batch.checkpoint)  # refuses a bad one
     return settings, {
         **settings.to_dict(),
         **{k: values[k] for k in PLATFORM_SAMPLER_KEYS if k in values},
@@ -137,6 +141,10 @@ def _pipeline(batch: GenerationBatch, recorded: dict[str, Any], device: str) -> 
 
     checkpoint = batch.checkpoint
     decoder = recorded.get("transparency_decoder")
+    if decoder is not None:  # a decoder Checkpoint id (recorded as such) or a folder
+        from training.services.transparency import decoder_folder
+
+        decoder = decoder_folder(decoder, checkpoint)
     if decoder is None:
         base = Path(checkpoint.path if is_base_model(checkpoint) else checkpoint.base_model)
         if (base / "vae_alpha").is_dir():  # a trained RGBA decoder lives beside the base model

@@ -34,6 +34,17 @@ class RoundConfigError(ValueError):
     pass
 
 
+def validate_round_inputs(dataset_versions: list[DatasetVersion], recipe: str) -> None:
+    unfrozen = [str(v) for v in dataset_versions if not v.is_frozen]
+    if unfrozen:
+        raise RoundConfigError(f"dataset versions must be frozen: {', '.join(unfrozen)}")
+    kinds = {v.dataset.kind for v in dataset_versions}
+    if recipe in ("style_tailoring", "sequential") and not {"alignment", "style"} <= kinds:
+        raise RoundConfigError(
+            f"recipe {recipe} needs a frozen alignment and a frozen style version; got {sorted(kinds)}"
+        )
+
+
 @transaction.atomic
 def start_retrain_round(
     *,

@@ -1,5 +1,5 @@
 """Fixtures of the Django-free client tests; the session server (`ls_server`, `ls_client`) lives
-in tests/curation/conftest.py, shared with the round tests."""
+in tests/conftest.py, shared with the round and loop tests."""
 
 from __future__ import annotations
 

@@ -195,3 +195,52 @@ def test_start_through_the_api_per_role(
     )
     bad = api_client.post(url, {**payload, "dataset_versions": [versions[1].pk]}, format="json")
     assert bad.status_code == 400 and "alignment" in str(bad.json())
+
+
+@pytest.mark.django_db
+def test_admin_add_form_starts_a_round(client, data_lead, annotator, setup_round, recorded_steps):
+    base, versions, gen, ev = setup_round
+    url = reverse("admin:training_retrainround_add")
+    client.force_login(annotator)
+    assert client.get(url).status_code == 302
+    client.force_login(data_lead)
+    form = client.get(url)
+    assert form.status_code == 200
+    assert sorted(form.context["adminform"].form.initial["dataset_versions"]) == sorted(
+        v.pk for v in versions
+    )
+    response = client.post(
+        url,
+        {
+            "name": "from admin",
+            "recipe": "style_tailoring",
+            "adapter": "lora",
+            "base_checkpoint": base.pk,
+            "dataset_versions": [v.pk for v in versions],
+            "prompt_set": gen.pk,
+            "eval_prompt_set": ev.pk,
+            "seeds": "[0, 1]",
+            "hyperparameters": '{"steps": 6}',
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert any("started" in str(m) for m in response.context["messages"]), response.content.decode()[-3000:]
+    round_ = RetrainRound.objects.get(name="from admin")
+    assert round_.hyperparameters == {"steps": 6} and round_.steps.count() == 5
+    wrong = client.post(
+        url,
+        {
+            "name": "bad",
+            "recipe": "style_tailoring",
+            "adapter": "lora",
+            "base_checkpoint": base.pk,
+            "dataset_versions": [versions[1].pk],
+            "prompt_set": gen.pk,
+            "eval_prompt_set": ev.pk,
+            "seeds": "[0]",
+            "hyperparameters": "{}",
+        },
+    )
+    assert wrong.status_code == 200 and "needs a frozen alignment" in wrong.content.decode()
+    assert not RetrainRound.objects.filter(name="bad").exists()
