@@ -57,7 +57,10 @@ def bootstrap_ci(
         method="percentile",
         random_state=np.random.default_rng(seed),
     )
-    return (float(result.confidence_interval.low), float(result.confidence_interval.high))
+    return (
+        round(float(result.confidence_interval.low), 4),
+        round(float(result.confidence_interval.high), 4),
+    )
 
 
 def _style_descriptor(round_: RetrainRound) -> StyleDescriptor | None:

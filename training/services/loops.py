@@ -154,7 +154,19 @@ def _evaluate(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
 
     report = evaluate_round(round_, ctx)
     RetrainRound.objects.filter(pk=round_.pk).update(report=report)
-    return {"metrics": report.get("summary", {})}
+    return {"metrics": _headline(report)}
+
+
+def _headline(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Text, style and diversity per arm, rounded: what a timeline row or a notification shows."""
+    return {
+        arm: {
+            k: round(v, 4)
+            for k in ("text_score", "style_score", "diversity")
+            if (v := data.get(k)) is not None
+        }
+        for arm, data in report.get("summary", {}).items()
+    }
 
 
 def _generate(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
@@ -214,8 +226,8 @@ def _push_rounds(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
 def _notify(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
     from django.core.mail import send_mail
 
-    summary = (round_.report or {}).get("summary", {})
-    message = f"{round_.name} finished: checkpoint {round_.checkpoint}, metrics {summary}; next rating rounds are in Label Studio."
+    headline = _headline(round_.report or {})
+    message = f"{round_.name} finished: checkpoint {round_.checkpoint}, metrics {headline}; the next rating rounds are in Label Studio."
     ctx.log(message)
     recipients = [round_.created_by.email] if round_.created_by and round_.created_by.email else []
     if recipients:

@@ -34,7 +34,10 @@ TINY = {"steps": 6, "checkpoint_every": 3}
 
 
 @pytest.fixture
-def platform(settings, live_server, ls_server):
+def platform(settings, live_server, ls_server, monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the ORM calls between page
+    # actions are still synchronous and safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     settings.LABEL_STUDIO_URL = ls_server.url
     settings.LABEL_STUDIO_API_KEY = ls_server.token
     settings.LABEL_STUDIO_WEBHOOK_SECRET = secrets.token_urlsafe(16)
