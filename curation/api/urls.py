@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from curation.api import views
+from curation.api import prompts, views
 from curation.api.webhooks import labelstudio_webhook
 
 router = DefaultRouter()
@@ -13,9 +13,9 @@ router.register("datasets", views.DatasetViewSet)
 router.register("dataset-versions", views.DatasetVersionViewSet)
 router.register("recipes", views.RecipeViewSet)
 router.register("vector-indexes", views.VectorIndexViewSet)
-router.register("style-descriptors", views.StyleDescriptorViewSet)
-router.register("prompt-sets", views.PromptSetViewSet)
-router.register("prompts", views.PromptViewSet)
+router.register("style-descriptors", prompts.StyleDescriptorViewSet)
+router.register("prompt-sets", prompts.PromptSetViewSet)
+router.register("prompts", prompts.PromptViewSet)
 router.register("rounds", views.AnnotationRoundViewSet)
 router.register("jobs", views.JobViewSet)
 router.register("schedules", views.ScheduleViewSet)

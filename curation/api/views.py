@@ -18,12 +18,9 @@ from curation.models import (
     Image,
     IngestBatch,
     Job,
-    Prompt,
-    PromptSet,
     Recipe,
     Schedule,
     Source,
-    StyleDescriptor,
     VectorIndex,
 )
 from curation.services import jobs as job_services
@@ -80,23 +77,6 @@ class VectorIndexViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = VectorIndex.objects.select_related("space")
     serializer_class = s.VectorIndexSerializer
     filterset_fields = ["space", "index_type"]
-
-
-class StyleDescriptorViewSet(viewsets.ModelViewSet):
-    queryset = StyleDescriptor.objects.all()
-    serializer_class = s.StyleDescriptorSerializer
-
-
-class PromptSetViewSet(viewsets.ModelViewSet):
-    queryset = PromptSet.objects.all()
-    serializer_class = s.PromptSetSerializer
-    filterset_fields = ["name", "purpose", "frozen"]
-
-
-class PromptViewSet(viewsets.ModelViewSet):
-    queryset = Prompt.objects.all()
-    serializer_class = s.PromptSerializer
-    filterset_fields = ["prompt_set", "category", "subject"]
 
 
 class AnnotationRoundViewSet(viewsets.ModelViewSet):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from curation.models.base import TimeStampedModel
+
+
+class FrozenPromptSetError(ValidationError):
+    pass
 
 
 class StyleDescriptor(TimeStampedModel):
@@ -41,9 +46,25 @@ class PromptSet(TimeStampedModel):
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="unique_promptset_version")
         ]
+        permissions = [("freeze_promptset", "Can freeze and split prompt sets")]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+    # A frozen set is what a generation batch or an evaluation ran on: changing it afterwards would
+    # silently rewrite history, so the guard sits on the model, not only in the admin. Analysis
+    # results (stats, near_duplicate_of) are derived and written with queryset.update().
+    def save(self, *args, **kwargs) -> None:
+        if self.pk:
+            stored = PromptSet.objects.filter(pk=self.pk).values_list("frozen", flat=True).first()
+            if stored:
+                raise FrozenPromptSetError(f"prompt set {self} is frozen and cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        if self.frozen:
+            raise FrozenPromptSetError(f"prompt set {self} is frozen and cannot be deleted.")
+        return super().delete(*args, **kwargs)
 
 
 class Prompt(models.Model):
@@ -62,3 +83,18 @@ class Prompt(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    def save(self, *args, **kwargs) -> None:
+        self._check_draft()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        self._check_draft()
+        return super().delete(*args, **kwargs)
+
+    def _check_draft(self) -> None:
+        frozen = (
+            PromptSet.objects.filter(pk=self.prompt_set_id).values_list("frozen", flat=True).first()
+        )
+        if frozen:
+            raise FrozenPromptSetError("prompts of a frozen prompt set cannot change.")

@@ -295,7 +295,11 @@ def runs_dir() -> Path:
 
 
 def run_output_dir(run: TrainingRun) -> Path:
-    return runs_dir() / str(run.pk)
+    """The run's own folder; its creation time is in the name so a database that was reset (ids
+    reused) never resumes another run's checkpoints."""
+    if run.output_dir:
+        return Path(run.output_dir)
+    return runs_dir() / f"{run.pk}-{run.created_at:%Y%m%dT%H%M%S%f}"
 
 
 def _versions(run: TrainingRun) -> list[DatasetVersion]:

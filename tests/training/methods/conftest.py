@@ -1,0 +1,10 @@
+"""Reuse the Django training fixtures (tiny base, frozen versions, run folders in tmp)."""
+
+from tests.training.django.conftest import (  # noqa: F401
+    _one_torch_thread,
+    models_dir,
+    no_dispatch,
+    tiny_base,
+    training_dirs,
+    versions,
+)
