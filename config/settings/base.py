@@ -215,7 +215,9 @@ LABEL_STUDIO_API_KEY = env.str("LABEL_STUDIO_API_KEY", default="")
 LABEL_STUDIO_WEBHOOK_SECRET = env.str("LABEL_STUDIO_WEBHOOK_SECRET", default="")
 LABEL_STUDIO_ADMIN_EMAIL = env.str("LABEL_STUDIO_ADMIN_EMAIL", default="admin@example.com")
 LABEL_STUDIO_ADMIN_PASSWORD = env.str("LABEL_STUDIO_ADMIN_PASSWORD", default="")
-LABEL_STUDIO_DATA_DIR = env.str("LABEL_STUDIO_DATA_DIR", default=str(VAR_DIR / "labelstudio" / "data"))
+LABEL_STUDIO_DATA_DIR = env.str(
+    "LABEL_STUDIO_DATA_DIR", default=str(VAR_DIR / "labelstudio" / "data")
+)
 PLATFORM_PUBLIC_URL = env.str("PLATFORM_PUBLIC_URL", default="http://127.0.0.1:8000")
 
 LOGGING = {

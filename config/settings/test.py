@@ -11,7 +11,9 @@ DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="platform-test-media-")))
 # Job working files per test process too, so two runs never resume each other's run folders.
-ARTIFACTS_ROOT = Path(env.str("ARTIFACTS_ROOT", default=tempfile.mkdtemp(prefix="platform-test-artifacts-")))
+ARTIFACTS_ROOT = Path(
+    env.str("ARTIFACTS_ROOT", default=tempfile.mkdtemp(prefix="platform-test-artifacts-"))
+)
 EMBEDDINGS_ROOT = ARTIFACTS_ROOT / "embeddings"
 INDEXES_ROOT = ARTIFACTS_ROOT / "indexes"
 EXPORTS_ROOT = ARTIFACTS_ROOT / "exports"

@@ -170,7 +170,7 @@ class PromptSetAdmin(PlatformAdmin):
                 self.message_user(request, f"{prompt_set} frozen.")
 
     @admin.action(
-        description="Split into generation + held-out evaluation (10%, leak-free)",
+        description="Split into generation + held-out evaluation (10%%, leak-free)",
         permissions=["freeze"],
     )
     def split(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -201,8 +201,9 @@ def ingest_items(
         elif first is not None:
             emit_copy(position, item, sha256, first)
         elif seen(sha256):
-            settled[sha256] = _Settled("duplicate", item.origin)
-            emit_copy(position, item, sha256, settled[sha256])
+            duplicate = _Settled("duplicate", item.origin)
+            settled[sha256] = duplicate
+            emit_copy(position, item, sha256, duplicate)
         else:
             pending = _Validation(
                 position,
@@ -279,7 +280,7 @@ def ingest_items(
             elif validations and validations[0].future.done():
                 handle_validation()
             else:
-                heads = [
+                heads: list[Future[Any]] = [
                     f
                     for f in (
                         reads[0][2] if reads else None,

@@ -83,6 +83,7 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
         x.shape[1], k, niter=20, seed=seed, spherical=True, max_points_per_centroid=64
     )
     kmeans.train(x)
+    assert kmeans.centroids is not None  # train() always sets them
     return kmeans.centroids
 
 

@@ -166,7 +166,7 @@ class PromptTemplate:
             )
         sizes = [len(self.values[name]) for name in self.slot_names]
         grid = np.indices(sizes).reshape(len(sizes), -1).T
-        return [self.render(row) for row in grid]
+        return [self.render(row.tolist()) for row in grid]
 
     def sample(self, n: int, *, seed: int, unique: bool = True) -> list[ExpandedPrompt]:
         """`n` prompts drawn by weight; with `unique`, repeats appear only once the space is used up.

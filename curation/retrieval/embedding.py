@@ -223,7 +223,7 @@ def embed_shard(
     for stale in out_dir.glob(f".{spec.name}.*.tmp"):
         stale.unlink(missing_ok=True)  # left by a killed attempt at this same shard
 
-    vectors = np.empty((len(spec.ids), bundle.embed_dim), dtype=np.float32)
+    vectors: np.ndarray = np.empty((len(spec.ids), bundle.embed_dim), dtype=np.float32)
     kept: list[int] = []
     failures: list[ShardFailure] = []
     # JPEG draft decoding needs only the model's input size, with margin for the centre crop.

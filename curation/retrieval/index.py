@@ -342,8 +342,12 @@ def search(
         given = allowed_ids if isinstance(allowed_ids, np.ndarray) else list(allowed_ids)
         allowed = np.ascontiguousarray(given, dtype=np.int64)  # must outlive the search call
         selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
+    params: faiss.SearchParameters
     if ivf is not None:
-        params = faiss.SearchParametersIVF(nprobe=nprobe or ivf.nprobe)
+        # Set after construction: the faiss stubs omit the keyword __init__ its wrappers install.
+        ivf_params = faiss.SearchParametersIVF()
+        ivf_params.nprobe = nprobe or ivf.nprobe
+        params = ivf_params
     else:
         params = faiss.SearchParameters()
     if selector is not None:

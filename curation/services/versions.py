@@ -89,25 +89,52 @@ def add_items(version: DatasetVersion, rows: Iterable[dict[str, Any]]) -> int:
     return version.items.count() - before
 
 
+MANIFEST_BATCH_ROWS = 50_000
+
+
 def build_manifest(version: DatasetVersion) -> bytes:
-    rows = version.items.select_related("image").order_by("image__sha256")
-    columns: dict[str, list[Any]] = {name: [] for name in MANIFEST_SCHEMA.names}
-    for item in rows.iterator(chunk_size=2000):
-        image = item.image
-        columns["image_sha256"].append(image.sha256)
-        columns["storage_key"].append(image.storage_key)
-        columns["caption"].append(item.caption)
-        columns["label"].append(item.label)
-        columns["weight"].append(item.weight)
-        columns["split"].append(item.split)
-        columns["width"].append(image.width)
-        columns["height"].append(image.height)
-        columns["has_alpha"].append(image.has_alpha)
-    table = pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
+    """Stream the rows into Parquet in record batches: a million-row version never holds more
+    than one batch of Python objects, and no row is saved one by one."""
+    rows = (
+        version.items.order_by("image__sha256")
+        .values_list(
+            "image__sha256",
+            "image__storage_key",
+            "caption",
+            "label",
+            "weight",
+            "split",
+            "image__width",
+            "image__height",
+            "image__has_alpha",
+        )
+        .iterator(chunk_size=5000)
+    )
     sink = io.BytesIO()
     # Fixed writer options so the same rows always give the same bytes, hence the same checksum.
-    pq.write_table(table, sink, compression="zstd", write_statistics=False, use_dictionary=False)
+    with pq.ParquetWriter(
+        sink, MANIFEST_SCHEMA, compression="zstd", write_statistics=False, use_dictionary=False
+    ) as writer:
+        batch: list[tuple] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= MANIFEST_BATCH_ROWS:
+                writer.write_batch(_record_batch(batch))
+                batch = []
+        if batch:
+            writer.write_batch(_record_batch(batch))
     return sink.getvalue()
+
+
+def _record_batch(rows: list[tuple]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True))
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(column, type=field.type)
+            for column, field in zip(columns, MANIFEST_SCHEMA, strict=True)
+        ],
+        schema=MANIFEST_SCHEMA,
+    )
 
 
 def _diff(version: DatasetVersion) -> dict[str, Any]:

@@ -145,14 +145,15 @@ def scale_row(
     """(new dataset rows, lineage entry) for one reference row."""
     from PIL import Image as PILImage
 
-    from training.engine.concept_scaling import concept_pairs
+    from training.engine.concept_scaling import candidate_words, concept_pairs
 
     with PILImage.open(io.BytesIO(read_bytes(item.image.storage_key))) as opened:
         picture = opened.convert("RGBA" if opened.mode in ("RGBA", "LA", "P") else "RGB")
+    used = list(words) if words is not None else candidate_words(item.caption, [descriptor])
     scaling = concept_pairs(
         picture,
         item.caption,
-        words,
+        used,
         components=components,
         descriptor=descriptor,
         threshold=threshold,
@@ -187,9 +188,7 @@ def scale_row(
         "image": item.image_id,
         "sha256": item.image.sha256,
         "prompt": item.caption,
-        "words": list(words)
-        if words is not None
-        else sorted(scaling.maps) + sorted(w for w in scaling.skipped if w not in scaling.maps),
+        "words": used,
         "words_given": words is not None,
         "crops": crops,
         "skipped": dict(scaling.skipped),
@@ -256,8 +255,8 @@ def scale_concepts(
             say(f"image {item.image_id} ({item.image.sha256[:12]}): skipped, {error}")
         else:
             for row, crop in zip(rows, entry["crops"], strict=True):
-                # A box covering the whole image, or two words sharing one box, gives bytes that
-                # are already a row; a version holds an image once, so keep the first only.
+                # A box covering the whole image is the reference again, not a concept; two words
+                # sharing one box give one image, which a version holds once.
                 crop["kept"] = not crop["whole_image"] and row["image"].pk not in seen
                 if crop["kept"]:
                     seen.add(row["image"].pk)

@@ -15,8 +15,14 @@ PARAPHRASES = [
     ("a happy corgi wearing sunglasses on a beach", "a cheerful corgi in sunglasses at the beach"),
     ("an astronaut riding a horse on the moon", "an astronaut on horseback on the moon"),
     ("a red fox sleeping under a tree in autumn", "a red fox asleep beneath a tree in the fall"),
-    ("a cup of coffee with latte art shaped like a heart", "a coffee cup with heart-shaped latte art"),
-    ("a robot watering plants in a greenhouse", "A robot watering plants in a greenhouse!"),  # exact
+    (
+        "a cup of coffee with latte art shaped like a heart",
+        "a coffee cup with heart-shaped latte art",
+    ),
+    (
+        "a robot watering plants in a greenhouse",
+        "A robot watering plants in a greenhouse!",
+    ),  # exact
 ]
 DISTINCT = [
     "a dragon made of clouds over mountains",
@@ -50,7 +56,7 @@ def test_analyse_job_flags_planted_paraphrases(planted, data_lead):
     )
     execute_job(job.pk)
     job.refresh_from_db()
-    assert job.status == Job.Status.SUCCEEDED, job.error if hasattr(job, "error") else job
+    assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.queue == "cpu" and job.result["duplicates"] == len(PARAPHRASES)
 
     by_text = {p.text: p for p in planted.prompts.all()}

@@ -172,3 +172,27 @@ def test_admin_import_upload(client, data_lead):
 def test_import_service_needs_a_format_for_bytes():
     with pytest.raises(ValueError, match="suffix"):
         import_prompt_file(b"a corgi\n", "x")
+
+
+@pytest.mark.django_db
+def test_admin_shows_analysis_and_freezes(client, data_lead):
+    prompt_set = expand_template("admin", "{subject} {action}", SLOTS)
+    analysis = {
+        "prompts": 4,
+        "threshold": 0.9,
+        "exact_groups": 0,
+        "near_groups": 1,
+        "duplicates": 1,
+        "diversity": {"mean_pairwise_distance": 0.4321, "cluster_coverage": 1.0},
+        "largest_groups": [{"size": 2, "texts": ["a corgi dancing", "a corgi dances"]}],
+    }
+    PromptSet.objects.filter(pk=prompt_set.pk).update(stats={"analysis": analysis})
+    client.force_login(data_lead)
+    page = client.get(reverse("admin:curation_promptset_change", args=[prompt_set.pk]))
+    assert b"0.432" in page.content and b"a corgi dancing | a corgi dances" in page.content
+    changelist = reverse("admin:curation_promptset_changelist")
+    client.post(changelist, {"action": "freeze", "_selected_action": [prompt_set.pk]})
+    prompt_set.refresh_from_db()
+    assert prompt_set.frozen
+    client.post(changelist, {"action": "analyse", "_selected_action": [prompt_set.pk]})
+    assert Job.objects.filter(kind="prompts.analyse", target_id=prompt_set.pk).exists()

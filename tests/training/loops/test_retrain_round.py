@@ -225,7 +225,9 @@ def test_admin_add_form_starts_a_round(client, data_lead, annotator, setup_round
         follow=True,
     )
     assert response.status_code == 200
-    assert any("started" in str(m) for m in response.context["messages"]), response.content.decode()[-3000:]
+    assert any("started" in str(m) for m in response.context["messages"]), (
+        response.content.decode()[-3000:]
+    )
     round_ = RetrainRound.objects.get(name="from admin")
     assert round_.hyperparameters == {"steps": 6} and round_.steps.count() == 5
     wrong = client.post(

@@ -141,3 +141,26 @@ def test_bad_inputs_name_the_field(references, tiny_base):
         scale_concepts(references, {}, base_checkpoint=tiny_base, threshold=0.4, user=None)
     assert caught.value.field == "threshold"
     assert not Dataset.objects.filter(name="refs-concepts").exists()
+
+
+@pytest.mark.django_db
+def test_a_bad_reference_is_recorded_and_the_rest_still_scaled(references, tiny_base):
+    from django.core.files.storage import default_storage
+
+    broken = stored_image((5, 250, 120), "z")
+    default_storage.delete(broken.storage_key)  # only this test stores this colour
+    dataset = references.dataset
+    version = create_draft_version(dataset, parent=references, reason="with a broken row")
+    add_items(version, [{"image": broken, "caption": "a lost cat"}])
+    version = freeze_version(version, reason="test")
+    scaled = scale_concepts(
+        version, None, base_checkpoint=tiny_base, threshold=0.8, descriptor=DESCRIPTOR, user=None
+    )
+    (failed,) = scaled.lineage["failed"]
+    assert failed["image"] == broken.pk and broken.storage_key in failed["error"]
+    rows = {row["prompt"]: row for row in scaled.lineage["rows"]}
+    assert set(rows) == {"a fox under a tree", "a red house"}
+    # No words given: the prompt's content words, as the engine's fallback chooses them.
+    assert rows["a fox under a tree"]["words"] == ["fox", "under", "tree"]
+    assert not rows["a fox under a tree"]["words_given"]
+    assert scaled.items.filter(label="concept").exists()

@@ -116,3 +116,24 @@ def test_styledrop_iterative_with_clip_feedback_through_the_train_job(
     detail = checkpoint.lineage["styledrop_iterative"]
     assert detail["iteration"] == 2 and detail["feedback"] == "clip"
     assert _saved_keys(checkpoint)
+
+
+@pytest.mark.django_db
+def test_unknown_adapter_param_fails_the_job_naming_the_key(
+    versions, tiny_base, data_lead, no_dispatch, django_capture_on_commit_callbacks
+):
+    run = create_training_run(
+        recipe="domain",
+        adapter="styleinject",
+        dataset_versions=[versions["domain"]],
+        base_checkpoint=tiny_base,
+        hyperparameters={**TINY, "adapter_params": {"branches": 2, "bogus": 1}},
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        job = enqueue_training(run, data_lead)
+    job_services.execute_job(job.pk)
+    job.refresh_from_db()
+    assert job.status != Job.Status.SUCCEEDED and "adapter_params.bogus" in job.error
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert not Checkpoint.objects.filter(training_run=run).exists()
