@@ -18,9 +18,10 @@ import functools
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 CLIP_CONTEXT_LENGTH = 77
 KNOWN_FIELDS = ("prompt", "category", "subject", "tags")
@@ -207,7 +208,8 @@ def _squash(value: object) -> str:
 
 
 def _parse_tags(tags: object) -> tuple[str, ...]:
-    items = _TAG_SEPARATORS.split(tags) if isinstance(tags, str) else (tags or [])
+    # Validation upstream lets through only a string, a list of strings or None.
+    items = _TAG_SEPARATORS.split(tags) if isinstance(tags, str) else cast(Iterable[object], tags or [])
     seen: dict[str, None] = {}
     for item in items:
         tag = _squash(item)

@@ -190,6 +190,7 @@ def run_recipe(
 
     exemplar_rows = []
     if spec.exemplar_ids:
+        assert vectors is not None  # exemplar ids make needs_vectors true, checked above
         exemplar_rows.append(vectors.get(spec.exemplar_ids))
     if spec.exemplar_vectors:
         exemplar_rows.append(np.asarray(spec.exemplar_vectors, np.float32))
@@ -205,6 +206,7 @@ def run_recipe(
         negatives = [texts[q.text] for q in spec.negative_queries]
         negative_weights = [q.weight for q in spec.negative_queries]
         if spec.counter_exemplar_ids:
+            assert vectors is not None  # a query makes needs_vectors true, checked above
             negatives.append(mean_query(vectors.get(spec.counter_exemplar_ids)))
             negative_weights.append(spec.counter_exemplar_weight)
         query = combine_queries(positives, negatives, weights, negative_weights)
@@ -224,6 +226,7 @@ def run_recipe(
             sample = rng.choice(len(vectors.ids), min(len(vectors.ids), _REFERENCE), replace=False)
             reference = vectors.get(vectors.ids[np.sort(sample)]) @ query
     elif query is not None:
+        assert vectors is not None  # a query makes needs_vectors true, checked above
         all_scores = vectors.scores(query)
         order = np.argsort(-all_scores, kind="stable")[: spec.top_k or None]
         candidate_ids, similarity = vectors.ids[order], all_scores[order].astype(np.float64)
@@ -234,6 +237,7 @@ def run_recipe(
 
     table = feature_table([features.get(int(i)) for i in candidate_ids])
     if needs_vectors and (lf_texts or exemplars is not None) and len(candidate_ids):
+        assert vectors is not None  # needs_vectors, checked above
         candidate_vectors = vectors.get(candidate_ids)
         for text in lf_texts:
             table[f"text:{text}"] = candidate_vectors @ texts[text]

@@ -238,7 +238,7 @@ class EpochBatchOrder:
         return torch.randperm(self.size, generator=generator).tolist()
 
     def take(self, count: int) -> list[int]:
-        taken = []
+        taken: list[int] = []
         while len(taken) < count:
             if self.cursor == self.size:
                 self.epoch, self.cursor = self.epoch + 1, 0
