@@ -209,7 +209,9 @@ def _squash(value: object) -> str:
 
 def _parse_tags(tags: object) -> tuple[str, ...]:
     # Validation upstream lets through only a string, a list of strings or None.
-    items = _TAG_SEPARATORS.split(tags) if isinstance(tags, str) else cast(Iterable[object], tags or [])
+    items = (
+        _TAG_SEPARATORS.split(tags) if isinstance(tags, str) else cast(Iterable[object], tags or [])
+    )
     seen: dict[str, None] = {}
     for item in items:
         tag = _squash(item)

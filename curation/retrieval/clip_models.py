@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import open_clip
@@ -179,17 +179,20 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
 
 def encode_image_tensors(bundle: ClipBundle, batch: torch.Tensor) -> np.ndarray:
     """Forward already preprocessed images; float32, unit length rows."""
+    # Module.__getattr__ is typed as Tensor | Module; open_clip's CLIP has no annotations to use.
+    encode_image = cast(Callable[[torch.Tensor], torch.Tensor], bundle.model.encode_image)
     with torch.inference_mode():
-        return _normalise(bundle.model.encode_image(batch.to(bundle.device)))
+        return _normalise(encode_image(batch.to(bundle.device)))
 
 
 def encode_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Text embeddings as float32 unit vectors, one row per text."""
+    encode_text = cast(Callable[[torch.Tensor], torch.Tensor], bundle.model.encode_text)
     rows = [np.zeros((0, bundle.embed_dim), np.float32)]
     for start in range(0, len(texts), batch_size):
         tokens = bundle.tokenizer(list(texts[start : start + batch_size])).to(bundle.device)
         with torch.inference_mode():
-            rows.append(_normalise(bundle.model.encode_text(tokens)))
+            rows.append(_normalise(encode_text(tokens)))
     return np.concatenate(rows)
 
 

@@ -38,7 +38,7 @@ def load_base_components(path: str | Path) -> dict[str, Any]:
     path = check_base_model(path)
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    local = {"local_files_only": True}
+    local: dict[str, Any] = {"local_files_only": True}
     import diffusers
 
     scheduler_config = DDPMScheduler.load_config(path, subfolder="scheduler", **local)

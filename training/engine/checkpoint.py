@@ -51,7 +51,9 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 def python_numpy_rng_state() -> dict[str, Any]:
     version, state, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state()
+    assert isinstance(legacy, tuple)  # the global RandomState is MT19937: the legacy tuple form
+    kind, keys, position, has_gauss, cached = legacy
     return {
         "python": [version, list(state), gauss],
         "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],

@@ -113,7 +113,9 @@ def build_pipeline(
         )
     else:
         components = load_base_components(base_model)  # type: ignore[arg-type]
-    pipeline = StableDiffusionPipeline(
+    # Any: engine_source and alpha_decoder are attached ad hoc, and mypy resolves the top-level
+    # diffusers name to its dummy placeholder class, which hides the pipeline's methods.
+    pipeline: Any = StableDiffusionPipeline(
         unet=components["unet"],
         vae=components["vae"],
         text_encoder=components["text_encoder"],
@@ -154,8 +156,8 @@ def _scheduler_for(pipeline: Any, name: str) -> Any:
 
 def _to_images(decoded: torch.Tensor) -> list[Image.Image]:
     """[-1, 1] tensors with 3 (RGB) or 4 (RGBA) channels -> PIL images, as diffusers rounds."""
-    array = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    array = array.permute(0, 2, 3, 1).cpu().numpy()
+    pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    array = pixels.permute(0, 2, 3, 1).cpu().numpy()
     mode = "RGBA" if array.shape[-1] == 4 else "RGB"
     return [Image.fromarray(item, mode=mode) for item in array]
 

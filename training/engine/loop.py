@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -109,11 +109,18 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+class _AdamWOptions(TypedDict):
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    eps: float
+
+
 def build_optimizer(
     parameters: list[torch.nn.Parameter], config: TrainConfig
 ) -> torch.optim.Optimizer:
     """AdamW, fused where the device supports it (about 3x faster optimizer step, DESIGN §6b)."""
-    options = {
+    options: _AdamWOptions = {
         "lr": config.learning_rate,
         "betas": (config.adam_beta1, config.adam_beta2),
         "weight_decay": config.adam_weight_decay,
@@ -305,9 +312,12 @@ class Trainer:
         parameters: list[torch.Tensor | None] = [s[4] for s in samples]
         pending = [i for i, s in enumerate(samples) if s[4] is None]
         if pending:
-            pixels = torch.stack([samples[i][3] for i in pending]).to(
-                self.device, self.weight_dtype
-            )
+            pending_pixels: list[torch.Tensor] = []
+            for i in pending:
+                loaded = samples[i][3]
+                assert loaded is not None  # a sample without cached latents carries its pixels
+                pending_pixels.append(loaded)
+            pixels = torch.stack(pending_pixels).to(self.device, self.weight_dtype)
             encoded = encode_latent_parameters(self.vae, pixels).float()
             for row_index, tensor in zip(pending, encoded, strict=True):
                 parameters[row_index] = tensor
@@ -369,7 +379,8 @@ class Trainer:
         and the mean unweighted loss per dataset role."""
         accelerator = self.accelerator
         self.unet.train()
-        total, per_role = 0.0, {}
+        total = 0.0
+        per_role: dict[str, list[float]] = {}
         for _ in range(self.config.gradient_accumulation_steps):
             batch = self.draw_batch()
             with accelerator.accumulate(self.unet):

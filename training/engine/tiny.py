@@ -63,7 +63,8 @@ def build_clip_tokenizer(num_merges: int | None = TINY_MERGES) -> Any:
     vocab = {token: i for i, token in enumerate(vocab_list)}
     return CLIPTokenizer(
         vocab=vocab,
-        merges=[tuple(m.split()) for m in merges],
+        # tokenizers' BPE takes (left, right) pairs; transformers annotates this as list[str].
+        merges=[tuple(m.split()) for m in merges],  # type: ignore[misc]
         model_max_length=TOKENIZER_MAX_LENGTH,
     )
 
@@ -74,7 +75,11 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     Same seed, same weights: each model is built right after re-seeding torch's global RNG.
     """
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    # Concrete modules: mypy resolves the top-level names to diffusers' dummy placeholder classes.
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_clip_tokenizer()
@@ -153,5 +158,7 @@ def save_tiny_base_model(path: str | Path, seed: int = 0) -> Path:
     )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    pipeline.save_pretrained(path, safe_serialization=True)
+    # mypy sees diffusers' dummy placeholder for the top-level name (its concrete module's
+    # annotations refuse safety_checker=None), so the inherited method is invisible to it.
+    pipeline.save_pretrained(path, safe_serialization=True)  # type: ignore[attr-defined]
     return path

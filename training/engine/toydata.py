@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,6 +24,11 @@ COLOURS = {
     "blue": (40, 80, 220),
     "yellow": (240, 200, 30),
 }
+
+
+class _Stroke(TypedDict, total=False):
+    outline: tuple[int, int, int, int]
+    width: int
 
 
 def shape_image(
@@ -46,7 +52,7 @@ def shape_image(
     margin = int(rng.integers(size // 8, size // 4))
     box = (margin, margin, size - margin, size - margin)
     fill = (*COLOURS[colour], 255)
-    stroke = {"outline": (20, 20, 20, 255), "width": max(1, size // 16)} if outline else {}
+    stroke: _Stroke = {"outline": (20, 20, 20, 255), "width": max(1, size // 16)} if outline else {}
     if shape == "circle":
         draw.ellipse(box, fill=fill, **stroke)
     elif shape == "square":

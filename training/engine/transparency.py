@@ -171,7 +171,7 @@ def train_alpha_decoder(
     eval_alpha = torch.stack([p[1] for p in eval_pairs]) if eval_pairs else None
 
     def evaluate() -> dict[str, float]:
-        if eval_rgb is None:
+        if eval_rgb is None or eval_alpha is None:  # both or neither: same condition
             return {}
         return alpha_metrics(predict_alpha(decoder, eval_rgb), eval_alpha)
 
@@ -269,7 +269,7 @@ def load_decoder(path: str | Path) -> Any:
 
 
 def split_held_out(
-    rows: Sequence[tuple[str, str, Image.Image]], fraction: float
+    rows: Sequence[tuple[str, str | None, Image.Image]], fraction: float
 ) -> tuple[list[Image.Image], list[Image.Image], dict[str, Any]]:
     """(train, held out, how) from (sha256, split, image) rows.
 
@@ -322,7 +322,7 @@ def train_transparency_decoder(
     dataset = ImageCaptionDataset.from_manifest(
         manifest, manifest_sha256, config.resolution, resolver=resolver, image_root=image_root
     )
-    readable: list[tuple[str, str, Image.Image]] = []
+    readable: list[tuple[str, str | None, Image.Image]] = []
     skipped: list[str] = []
     for row in dataset.rows:
         try:

@@ -34,7 +34,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 ApplyFn = Callable[[Any, dict[str, Any]], list[torch.nn.Parameter]]
-SaveFn = Callable[[Any, Path], None]
+SaveFn = Callable[[Any, Path], object]  # the result is ignored; some return the folder
 LoadFn = Callable[[Any, Path], None]
 
 

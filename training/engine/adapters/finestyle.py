@@ -47,7 +47,8 @@ def apply(unet: torch.nn.Module, params: Mapping[str, Any] | None = None) -> lis
             "FineStyle adapts cross-attention keys and values only; use styledrop or lora to "
             "choose other modules",
         )
-    unet._finestyle_params = merged
+    # torch types Module.__setattr__ as Tensor | Module only; plain attributes work at runtime.
+    unet._finestyle_params = merged  # type: ignore[assignment]
     return add_lora(unet, NAME, merged)
 
 
@@ -56,7 +57,7 @@ def save(unet: torch.nn.Module, out_dir: str | Path) -> Path:
 
 
 def load(unet: torch.nn.Module, out_dir: str | Path) -> None:
-    unet._finestyle_params = load_lora(unet, NAME, out_dir, DEFAULTS)
+    unet._finestyle_params = load_lora(unet, NAME, out_dir, DEFAULTS)  # type: ignore[assignment]
 
 
 register_adapter(

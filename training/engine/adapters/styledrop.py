@@ -19,13 +19,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
 
 import training.engine  # noqa: F401  (torchvision shim before diffusers/peft)
 from training.engine.adapters import Adapter, register_adapter
 from training.engine.config import ConfigError
+
+if TYPE_CHECKING:
+    from diffusers.loaders.peft import PeftAdapterMixin
 
 NAME = "styledrop"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -39,6 +42,14 @@ DEFAULTS: dict[str, Any] = {
     "target_modules": ATTENTION_PROJECTIONS,
     "style_descriptor": "",
 }
+
+
+class _KeyReport(Protocol):
+    """torch's _IncompatibleKeys, which set_peft_model_state_dict returns; peft annotates it as
+    a bare `namedtuple`."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 # ---- LoRA plumbing shared with FineStyle --------------------------------------------------------
@@ -77,7 +88,8 @@ def add_lora(unet: torch.nn.Module, adapter_name: str, params: Mapping[str, Any]
     )
     unet.requires_grad_(False)
     try:
-        unet.add_adapter(config, adapter_name=adapter_name)
+        # The UNet is a diffusers model; its PeftAdapterMixin supplies add_adapter/set_adapter.
+        cast("PeftAdapterMixin", unet).add_adapter(config, adapter_name=adapter_name)
     except ValueError as error:
         if "matching" in str(error) or "not found" in str(error):
             raise ConfigError(
@@ -134,14 +146,14 @@ def load_lora(
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: adapter weights missing")
     state = load_file(str(weights))
-    result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
+    result = cast(_KeyReport, set_peft_model_state_dict(unet, state, adapter_name=adapter_name))
     missing = [k for k in result.missing_keys if f".{adapter_name}." in k or "lora_" in k]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"{weights}: does not fit this UNet (missing {missing[:3]}, "
             f"unexpected {list(result.unexpected_keys)[:3]})"
         )
-    unet.set_adapter(adapter_name)
+    cast("PeftAdapterMixin", unet).set_adapter(adapter_name)
     return params
 
 
@@ -153,7 +165,8 @@ def apply(unet: torch.nn.Module, params: Mapping[str, Any] | None = None) -> lis
     peft regex or list of names), style_descriptor (appended to prompts; recipe-level).
     """
     merged = merged_params(params, DEFAULTS)
-    unet._styledrop_params = merged  # read back by save()
+    # torch types Module.__setattr__ as Tensor | Module only; plain attributes work at runtime.
+    unet._styledrop_params = merged  # type: ignore[assignment]  # read back by save()
     return add_lora(unet, NAME, merged)
 
 
@@ -163,7 +176,7 @@ def save(unet: torch.nn.Module, out_dir: str | Path) -> Path:
 
 
 def load(unet: torch.nn.Module, out_dir: str | Path) -> None:
-    unet._styledrop_params = load_lora(unet, NAME, out_dir, DEFAULTS)
+    unet._styledrop_params = load_lora(unet, NAME, out_dir, DEFAULTS)  # type: ignore[assignment]
 
 
 register_adapter(
@@ -231,6 +244,12 @@ class Decision:
     reason: str = ""
 
 
+def _score(decision: Decision) -> float:
+    """The score of a decision already known to be scored (ranked ones are)."""
+    assert decision.score is not None
+    return decision.score
+
+
 @dataclass
 class FeedbackSelection:
     mode: str
@@ -296,13 +315,13 @@ def select_by_feedback(
             continue
         score = max(t, 0.0) * max(s, 0.0)
         scored.append(Decision(generation.id, True, score, t, s))
-    ranked = sorted((d for d in scored if d.score is not None), key=lambda d: -d.score)
-    passing = [d for d in ranked if threshold is None or d.score >= threshold]
+    ranked = sorted((d for d in scored if d.score is not None), key=lambda d: -_score(d))
+    passing = [d for d in ranked if threshold is None or _score(d) >= threshold]
     keep = {d.generation_id for d in (passing[:top_k] if top_k is not None else passing)}
     for decision in ranked:
         decision.selected = decision.generation_id in keep
         if not decision.selected:
-            below = threshold is not None and decision.score < threshold
+            below = threshold is not None and _score(decision) < threshold
             decision.reason = "below threshold" if below else "outside top_k"
     by_id = {g.id: g for g in generations}
     selected = [by_id[d.generation_id] for d in ranked if d.generation_id in keep]

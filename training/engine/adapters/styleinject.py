@@ -70,10 +70,12 @@ class StyleInjectLinear(nn.Module):
         self.branches, self.rank = branches, rank
         self.scale = (alpha if alpha is not None else rank) / rank
         self.inject_variance, self.eps = inject_variance, eps
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.router = nn.Linear(base.in_features, branches, **factory)
-        self.down = nn.Parameter(torch.empty(branches, rank, base.in_features, **factory))
-        self.up = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
+        device, dtype = base.weight.device, base.weight.dtype
+        self.router = nn.Linear(base.in_features, branches, device=device, dtype=dtype)
+        self.down = nn.Parameter(
+            torch.empty(branches, rank, base.in_features, device=device, dtype=dtype)
+        )
+        self.up = nn.Parameter(torch.zeros(base.out_features, rank, device=device, dtype=dtype))
         for index in range(branches):  # LoRA's init for A; U = 0 makes the start exact
             nn.init.kaiming_uniform_(self.down.data[index], a=math.sqrt(5))
         nn.init.zeros_(self.router.weight)
@@ -189,8 +191,9 @@ def apply(unet: nn.Module, params: Mapping[str, Any] | None = None) -> list[nn.P
             eps=merged["eps"],
         )
         _set_module(unet, name, wrapper)
-        trainable += [wrapper.router.weight, wrapper.router.bias, wrapper.down, wrapper.up]
-    unet._styleinject_params = merged
+        trainable += [*wrapper.router.parameters(), wrapper.down, wrapper.up]  # weight, bias
+    # torch types Module.__setattr__ as Tensor | Module only; plain attributes work at runtime.
+    unet._styleinject_params = merged  # type: ignore[assignment]
     return trainable
 
 
