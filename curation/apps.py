@@ -11,12 +11,20 @@ class CurationConfig(AppConfig):
 
         from curation.compat import rq_callbacks
 
-        post_migrate.connect(_sync_roles_after_migrate, sender=self)
+        # No sender: post_migrate fires once per app, and each app's permissions are created by
+        # its own post_migrate; the roles are synced after the last app's.
+        post_migrate.connect(_sync_roles_after_migrate, dispatch_uid="curation.sync_roles")
         rq_callbacks.install()
 
 
-def _sync_roles_after_migrate(**kwargs) -> None:
-    """Models added by later migrations bring new permissions; give them to the roles."""
+def _sync_roles_after_migrate(app_config: AppConfig, **kwargs) -> None:
+    """Models added by later migrations bring new permissions; give them to the roles.
+
+    Also runs after a test database flush, which empties the groups' permission links.
+    """
+    from django.apps import apps
+
     from curation.roles import sync_roles
 
-    sync_roles()
+    if app_config is list(apps.get_app_configs())[-1]:
+        sync_roles()

@@ -178,3 +178,17 @@ def test_training_actions_per_role(api_client, annotator, data_lead, name):
     assert api_client.post(url).status_code == 403
     api_client.force_authenticate(data_lead)
     assert api_client.post(url).status_code == lead_expected
+
+
+@pytest.mark.django_db
+def test_roles_are_resynced_after_migrate_with_every_apps_permissions():
+    from django.contrib.auth.models import Group, Permission
+    from django.core.management import call_command
+
+    lead = Group.objects.get(name=DATA_LEAD)
+    lead.permissions.clear()
+    Permission.objects.filter(codename="start_retrainround").delete()
+    call_command("migrate", verbosity=0)
+    codes = set(lead.permissions.values_list("codename", flat=True))
+    # training is migrated after curation: its new permissions must reach the role too.
+    assert {"start_retrainround", "freeze_datasetversion"} <= codes
