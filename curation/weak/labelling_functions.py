@@ -67,17 +67,15 @@ def _threshold_votes(
     return out
 
 
-@dataclass
-class Threshold(LabellingFunction):
-    """Generic: sticker when `column` ≥ positive_above, not when < negative_below."""
+class _ColumnThresholdVotes:
+    """Votes of the functions that threshold one feature column (generic, text, exemplar)."""
 
-    kind: ClassVar[str] = "threshold"
-    column: str = ""
-    positive_above: float | None = None
-    negative_below: float | None = None
+    positive_above: float | None
+    negative_below: float | None
 
-    def default_name(self) -> str:
-        return f"threshold:{self.column}"
+    @property
+    def column(self) -> str:
+        raise NotImplementedError
 
     def votes(self, table: FeatureColumns) -> np.ndarray:
         return _threshold_votes(
@@ -89,7 +87,20 @@ class Threshold(LabellingFunction):
 
 
 @dataclass
-class ClipTextSimilarity(LabellingFunction):
+class Threshold(_ColumnThresholdVotes, LabellingFunction):
+    """Generic: sticker when `column` ≥ positive_above, not when < negative_below."""
+
+    kind: ClassVar[str] = "threshold"
+    column: str = ""
+    positive_above: float | None = None
+    negative_below: float | None = None
+
+    def default_name(self) -> str:
+        return f"threshold:{self.column}"
+
+
+@dataclass
+class ClipTextSimilarity(_ColumnThresholdVotes, LabellingFunction):
     """CLIP image–text cosine against one query; thresholds depend on the model, so set them."""
 
     kind: ClassVar[str] = "clip_text"
@@ -104,17 +115,9 @@ class ClipTextSimilarity(LabellingFunction):
     def column(self) -> str:
         return f"text:{self.query}"
 
-    def votes(self, table: FeatureColumns) -> np.ndarray:
-        return _threshold_votes(
-            _column(table, self.column, _rows(table)), self.positive_above, self.negative_below
-        )
-
-    def needs_columns(self) -> list[str]:
-        return [self.column]
-
 
 @dataclass
-class ExemplarSimilarity(LabellingFunction):
+class ExemplarSimilarity(_ColumnThresholdVotes, LabellingFunction):
     """Max cosine to a named set of exemplar images (the recipe's exemplars are "exemplars")."""
 
     kind: ClassVar[str] = "exemplar"
@@ -128,14 +131,6 @@ class ExemplarSimilarity(LabellingFunction):
     @property
     def column(self) -> str:
         return f"exemplar:{self.exemplar_set}"
-
-    def votes(self, table: FeatureColumns) -> np.ndarray:
-        return _threshold_votes(
-            _column(table, self.column, _rows(table)), self.positive_above, self.negative_below
-        )
-
-    def needs_columns(self) -> list[str]:
-        return [self.column]
 
 
 @dataclass
