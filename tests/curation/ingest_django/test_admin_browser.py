@@ -25,7 +25,11 @@ def test_batch_page_and_checkerboard_thumbnails(live_server, data_lead):
         page.goto("/admin/curation/image/?has_alpha__exact=1&status__exact=ok")
         thumbs = page.locator("#result_list img[loading=lazy]")  # not the boolean icons
         assert thumbs.count() == 15
-        # Every thumbnail actually loaded through its signed URL (a broken image has no width).
-        widths = thumbs.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+        # Every thumbnail actually loads through its signed URL (a broken image has no width).
+        # They are lazy: make them eager and wait for each decode, or ones below the fold race.
+        widths = thumbs.evaluate_all(
+            "imgs => Promise.all(imgs.map(i => { i.loading = 'eager';"
+            " return i.decode().then(() => i.naturalWidth, () => 0); }))"
+        )
         assert all(w > 0 for w in widths), widths
         screenshot(page, "admin-images-rgba")
