@@ -154,19 +154,16 @@ class TransparentBackground(LabellingFunction):
 
 
 @dataclass
-class UniformBorder(LabellingFunction):
+class UniformBorder(_ColumnThresholdVotes, LabellingFunction):
     """Stickers sit on one background colour; photos run to the edge with varied content."""
 
     kind: ClassVar[str] = "uniform_border"
-    positive_above: float = 0.95
-    negative_below: float = 0.5
+    positive_above: float | None = 0.95
+    negative_below: float | None = 0.5
 
-    def votes(self, table: FeatureColumns) -> np.ndarray:
-        return _threshold_votes(
-            _column(table, "border_uniformity", _rows(table)),
-            self.positive_above,
-            self.negative_below,
-        )
+    @property
+    def column(self) -> str:
+        return "border_uniformity"
 
 
 @dataclass
@@ -187,17 +184,16 @@ class FewColours(LabellingFunction):
 
 
 @dataclass
-class FlatRegions(LabellingFunction):
+class FlatRegions(_ColumnThresholdVotes, LabellingFunction):
     """Share of pixels equal to their neighbours: high for flat fills, low for noise/texture."""
 
     kind: ClassVar[str] = "flat_regions"
-    positive_above: float = 0.8
-    negative_below: float = 0.4
+    positive_above: float | None = 0.8
+    negative_below: float | None = 0.4
 
-    def votes(self, table: FeatureColumns) -> np.ndarray:
-        return _threshold_votes(
-            _column(table, "flat_fraction", _rows(table)), self.positive_above, self.negative_below
-        )
+    @property
+    def column(self) -> str:
+        return "flat_fraction"
 
 
 @dataclass
