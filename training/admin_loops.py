@@ -62,7 +62,9 @@ class RetrainRoundForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["name"].required = False
+        # A started round's change form shows every field read-only, so none is in self.fields.
+        if "name" in self.fields:
+            self.fields["name"].required = False
         if not self.instance.pk:
             latest = [v for v in (_latest_curated("alignment"), _latest_curated("style")) if v]
             self.initial.setdefault("dataset_versions", [v.pk for v in latest])

@@ -246,3 +246,18 @@ def test_admin_add_form_starts_a_round(client, data_lead, annotator, setup_round
     )
     assert wrong.status_code == 200 and "needs a frozen alignment" in wrong.content.decode()
     assert not RetrainRound.objects.filter(name="bad").exists()
+
+
+@pytest.mark.django_db
+def test_admin_change_page_of_a_started_round_opens(client, data_lead, setup_round, recorded_steps):
+    """A started round's page shows every field read-only; it used to fail with KeyError 'name'."""
+    base, versions, gen, ev = setup_round
+    round_ = loops.start_retrain_round(
+        base_checkpoint=base, dataset_versions=versions, prompt_set=gen, eval_prompt_set=ev
+    )
+    client.force_login(data_lead)
+    response = client.get(reverse("admin:training_retrainround_change", args=[round_.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    for name in RetrainRound.STEPS:
+        assert name in page
