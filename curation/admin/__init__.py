@@ -45,7 +45,3 @@ def _restrict_rq_dashboard() -> None:
 
 
 _restrict_rq_dashboard()
-
-admin.site.site_header = "Sticker curation platform"
-admin.site.site_title = "Sticker curation"
-admin.site.index_title = "Curate, train, rate"
