@@ -19,7 +19,16 @@ STAFF_ROLES = (DATA_LEAD, ADMIN)
 PLATFORM_APPS = ("curation", "training")
 ANNOTATOR_PERMISSIONS = {("curation", "view_annotationround"), ("curation", "view_labeltask")}
 # Rows a data lead must not delete: they are history (raw annotations, webhook events) or lineage.
-DATA_LEAD_NO_DELETE = {"annotation", "webhookevent", "datasetversion", "checkpoint", "job"}
+DATA_LEAD_NO_DELETE = {
+    "annotation",
+    "annotationround",
+    "labeltask",
+    "judgement",
+    "webhookevent",
+    "datasetversion",
+    "checkpoint",
+    "job",
+}
 
 
 def sync_roles(apps: Any = None) -> None:

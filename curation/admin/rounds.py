@@ -55,13 +55,15 @@ class AnnotationRoundAdmin(PlatformAdmin):
         "labelstudio_project_id",
         "created_at",
     ]
-    list_filter = ["kind", "state"]
+    list_filter = ["kind", "state", "archived"]
     search_fields = ["name"]
     list_select_related = ["generation_batch"]
     date_hierarchy = "created_at"
     raw_id_fields = ["style_exemplars", "generation_batch", "other_generation_batch"]
+    filter_horizontal = ["members"]
     readonly_fields = [
         "state",
+        "archived",
         "labelstudio_project_id",
         "labelstudio_title",
         "reconcile_watermark",
@@ -71,7 +73,36 @@ class AnnotationRoundAdmin(PlatformAdmin):
         "flagged_annotators",
     ]
     inlines = [AnnotatorRoundStatsInline]
-    actions = ["push", "reconcile_now", "close", "curate", "sync_annotator_accounts"]
+    actions = [
+        "push",
+        "reconcile_now",
+        "close",
+        "curate",
+        "sync_annotator_accounts",
+        "archive",
+        "unarchive",
+    ]
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the record: archive instead
+
+    @admin.action(
+        description="Archive (hide from lists; nothing is deleted)", permissions=["start"]
+    )
+    def archive(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.rounds import set_archived
+
+        for round_ in queryset:
+            set_archived(round_, True)
+        self.message_user(request, f"{queryset.count()} round(s) archived.")
+
+    @admin.action(description="Unarchive", permissions=["start"])
+    def unarchive(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.rounds import set_archived
+
+        for round_ in queryset:
+            set_archived(round_, False)
+        self.message_user(request, f"{queryset.count()} round(s) unarchived.")
 
     @admin.display(description="counts")
     def counts(self, obj: m.AnnotationRound) -> str:
@@ -175,6 +206,9 @@ class LabelTaskAdmin(PlatformAdmin):
     list_select_related = ["round"]
     raw_id_fields = ["generation", "other_generation", "image"]
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
 
 @admin.register(m.Annotation)
 class AnnotationAdmin(PlatformAdmin):
@@ -196,6 +230,9 @@ class AnnotationAdmin(PlatformAdmin):
     readonly_fields = [f.name for f in m.Annotation._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 
@@ -259,3 +296,6 @@ class JudgementAdmin(PlatformAdmin):
     list_display = ["task", "value", "confidence", "n_ratings", "method", "computed_at"]
     list_filter = ["method"]
     list_select_related = ["task"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

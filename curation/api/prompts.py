@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from curation.api import serializers as s
+from curation.api.deletion import RefuseRecordDeletes
 from curation.api.permissions import ActionPermission
 from curation.models.prompts import FrozenPromptSetError, Prompt, PromptSet, StyleDescriptor
 from curation.prompts.dedup import DEFAULT_THRESHOLD
@@ -25,7 +26,7 @@ class _FrozenIsConflict:
         return super().handle_exception(exc)
 
 
-class StyleDescriptorViewSet(viewsets.ModelViewSet):
+class StyleDescriptorViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = StyleDescriptor.objects.all()
     serializer_class = s.StyleDescriptorSerializer
 
@@ -44,7 +45,7 @@ class SplitRequest(AnalyseRequest):
         return value
 
 
-class PromptSetViewSet(_FrozenIsConflict, viewsets.ModelViewSet):
+class PromptSetViewSet(RefuseRecordDeletes, _FrozenIsConflict, viewsets.ModelViewSet):
     queryset = PromptSet.objects.all()
     serializer_class = s.PromptSetSerializer
     filterset_fields = ["name", "purpose", "frozen"]
@@ -87,7 +88,7 @@ class PromptSetViewSet(_FrozenIsConflict, viewsets.ModelViewSet):
         return self._enqueue(request, "prompts.split", SplitRequest)
 
 
-class PromptViewSet(_FrozenIsConflict, viewsets.ModelViewSet):
+class PromptViewSet(RefuseRecordDeletes, _FrozenIsConflict, viewsets.ModelViewSet):
     queryset = Prompt.objects.all()
     serializer_class = s.PromptSerializer
     filterset_fields = ["prompt_set", "category", "subject"]

@@ -163,6 +163,8 @@ class PromptSerializer(serializers.ModelSerializer):
 
 
 class AnnotationRoundSerializer(serializers.ModelSerializer):
+    """What data leads and admins see; rounds are created through `create_round` (the view)."""
+
     class Meta:
         model = AnnotationRound
         fields = [
@@ -171,14 +173,34 @@ class AnnotationRoundSerializer(serializers.ModelSerializer):
             "kind",
             "state",
             "generation_batch",
+            "other_generation_batch",
             "overlap",
             "gold_rate",
             "gold_accuracy_threshold",
+            "curation_rules",
+            "members",
             "labelstudio_project_id",
             "result_version",
+            "archived",
             "created_at",
         ]
-        read_only_fields = ["state", "labelstudio_project_id", "result_version", "created_at"]
+        read_only_fields = [
+            "state",
+            "labelstudio_project_id",
+            "result_version",
+            "archived",
+            "created_at",
+        ]
+        extra_kwargs = {"members": {"required": False}}
+
+
+class AnnotatorRoundSerializer(serializers.ModelSerializer):
+    """What an annotator sees of a round they work on: no gold rate, gold flags or thresholds."""
+
+    class Meta:
+        model = AnnotationRound
+        fields = ["id", "name", "kind", "state", "overlap", "labelstudio_project_id", "created_at"]
+        read_only_fields = fields
 
 
 class JobSerializer(serializers.ModelSerializer):

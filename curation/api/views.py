@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from curation.api import serializers as s
+from curation.api.deletion import NeverDeleted, RefuseRecordDeletes
 from curation.api.permissions import ActionPermission
 from curation.models import (
     AnnotationRound,
@@ -23,11 +25,13 @@ from curation.models import (
     Source,
     VectorIndex,
 )
+from curation.selectors.rounds import sees_round_internals, visible_rounds
 from curation.services import jobs as job_services
+from curation.services import rounds as round_services
 from curation.services.schedules import save_schedule
 
 
-class SourceViewSet(viewsets.ModelViewSet):
+class SourceViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = Source.objects.all()
     serializer_class = s.SourceSerializer
     filterset_fields = ["name"]
@@ -53,7 +57,7 @@ class IngestBatchViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["source"]
 
 
-class DatasetViewSet(viewsets.ModelViewSet):
+class DatasetViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = Dataset.objects.all()
     serializer_class = s.DatasetSerializer
     filterset_fields = ["kind", "name"]
@@ -67,7 +71,7 @@ class DatasetVersionViewSet(
     filterset_fields = ["dataset", "state", "dataset__kind"]
 
 
-class RecipeViewSet(viewsets.ModelViewSet):
+class RecipeViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = Recipe.objects.prefetch_related("exemplars")
     serializer_class = s.RecipeSerializer
     filterset_fields = ["name"]
@@ -79,10 +83,65 @@ class VectorIndexViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["space", "index_type"]
 
 
-class AnnotationRoundViewSet(viewsets.ModelViewSet):
+class AnnotationRoundViewSet(NeverDeleted, viewsets.ModelViewSet):
+    """Rounds: created through `create_round` (tasks and gold with them), never deleted.
+
+    Annotators see only the rounds they are members of, without gold settings; archived rounds
+    are listed only with `?archived=true`.
+    """
+
     queryset = AnnotationRound.objects.all()
     serializer_class = s.AnnotationRoundSerializer
-    filterset_fields = ["kind", "state", "generation_batch"]
+    filterset_fields = ["kind", "state", "generation_batch", "archived"]
+    permission_classes = [ActionPermission]
+    action_permissions = {"archive": "curation.start_round", "unarchive": "curation.start_round"}
+    never_deleted_reason = (
+        "rounds are never deleted, they hold the tasks, annotations and judgements people "
+        "made; archive it instead (POST /api/rounds/ID/archive/)"
+    )
+
+    def get_queryset(self) -> QuerySet[AnnotationRound]:
+        rounds = visible_rounds(self.request.user)
+        if self.action == "list" and "archived" not in self.request.query_params:
+            rounds = rounds.filter(archived=False)
+        return rounds
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        if sees_round_internals(self.request.user):
+            return s.AnnotationRoundSerializer
+        return s.AnnotatorRoundSerializer
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        data = dict(serializer.validated_data)
+        members = data.pop("members", None)
+        try:
+            serializer.instance = round_services.create_round(
+                **data, members=members, user=self.request.user
+            )
+        except ValueError as exc:
+            raise serializers.ValidationError({"detail": str(exc)}) from exc
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        if serializer.instance.state != AnnotationRound.State.DRAFT and any(
+            name in serializer.validated_data
+            for name in ("kind", "generation_batch", "other_generation_batch")
+        ):
+            raise serializers.ValidationError(
+                {"detail": "kind and batches are fixed once a round is pushed"}
+            )
+        serializer.save()
+
+    @extend_schema(request=None, responses=s.AnnotationRoundSerializer)
+    @action(detail=True, methods=["post"])
+    def archive(self, request: Request, pk: str | None = None) -> Response:
+        round_ = round_services.set_archived(self.get_object(), True)
+        return Response(s.AnnotationRoundSerializer(round_).data)
+
+    @extend_schema(request=None, responses=s.AnnotationRoundSerializer)
+    @action(detail=True, methods=["post"])
+    def unarchive(self, request: Request, pk: str | None = None) -> Response:
+        round_ = round_services.set_archived(self.get_object(), False)
+        return Response(s.AnnotationRoundSerializer(round_).data)
 
 
 class JobViewSet(viewsets.ReadOnlyModelViewSet):
@@ -108,7 +167,7 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(s.JobSerializer(job).data)
 
 
-class ScheduleViewSet(viewsets.ModelViewSet):
+class ScheduleViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = Schedule.objects.all()
     serializer_class = s.ScheduleSerializer
     filterset_fields = ["enabled", "job_kind"]

@@ -68,6 +68,14 @@ class AnnotationRound(TimeStampedModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="annotation_rounds",
+        help_text="Annotators who work on this round: the only annotators who see it.",
+    )
+    # Rounds are never deleted (their annotations are the record); archiving hides them.
+    archived = models.BooleanField(default=False, db_index=True)
 
     class Meta:
         ordering = ["-id"]
@@ -80,16 +88,17 @@ class AnnotationRound(TimeStampedModel):
 class LabelTask(TimeStampedModel):
     """Our task ↔ Label Studio's task id; `key` is ours so pushes are idempotent."""
 
-    round = models.ForeignKey(AnnotationRound, on_delete=models.CASCADE, related_name="tasks")
+    round = models.ForeignKey(AnnotationRound, on_delete=models.PROTECT, related_name="tasks")
     key = models.CharField(max_length=120)
+    # PROTECT: deleting a generation or image must never take rated tasks with it.
     generation = models.ForeignKey(
-        "training.Generation", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "training.Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     image = models.ForeignKey(
-        "curation.Image", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "curation.Image", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     other_generation = models.ForeignKey(
-        "training.Generation", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "training.Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     prompt = models.TextField(blank=True)
     is_gold = models.BooleanField(default=False)
@@ -123,7 +132,7 @@ class WebhookEvent(models.Model):
 class Annotation(models.Model):
     """One annotation as Label Studio last reported it; raw JSON kept beside the parsed fields."""
 
-    task = models.ForeignKey(LabelTask, on_delete=models.CASCADE, related_name="annotations")
+    task = models.ForeignKey(LabelTask, on_delete=models.PROTECT, related_name="annotations")
     labelstudio_id = models.PositiveIntegerField(unique=True)
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -151,7 +160,7 @@ class Annotation(models.Model):
 class Judgement(models.Model):
     """The aggregated verdict on one task after agreement and gold checks."""
 
-    task = models.OneToOneField(LabelTask, on_delete=models.CASCADE, related_name="judgement")
+    task = models.OneToOneField(LabelTask, on_delete=models.PROTECT, related_name="judgement")
     value = models.JSONField(default=dict)
     confidence = models.FloatField(default=0.0)
     n_ratings = models.PositiveSmallIntegerField(default=0)

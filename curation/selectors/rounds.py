@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 
 from curation.models import Annotation, AnnotationRound, WebhookEvent
+
+ROUND_INTERNALS_PERMISSION = "curation.change_annotationround"
+
+
+def sees_round_internals(user: Any) -> bool:
+    """Data leads and admins see every round with its gold settings; annotators do not."""
+    return bool(user and user.is_authenticated and user.has_perm(ROUND_INTERNALS_PERMISSION))
+
+
+def visible_rounds(user: Any) -> QuerySet[AnnotationRound]:
+    """Every round for those who run them; for an annotator only the rounds they are in."""
+    rounds = AnnotationRound.objects.all()
+    if sees_round_internals(user):
+        return rounds
+    if not (user and user.is_authenticated):
+        return rounds.none()
+    return rounds.filter(members=user, archived=False)
 
 
 def round_counts(round_: AnnotationRound) -> dict[str, Any]:

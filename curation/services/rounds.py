@@ -24,7 +24,7 @@ from curation.labelstudio import configs
 from curation.labelstudio.client import TASK_KEY, LabelStudioClient
 from curation.media import signed_url
 from curation.models import AnnotationRound, Image, LabelTask
-from curation.services.annotators import labelstudio_client
+from curation.services.annotators import annotator_users, labelstudio_client
 
 Kind = AnnotationRound.Kind
 State = AnnotationRound.State
@@ -191,6 +191,7 @@ def _create(
     style_exemplars: Iterable[Image],
     curation_rules: dict[str, Any] | None,
     user: Any,
+    members: Iterable[Any] | None = None,
     generation_batch: Any = None,
     other_generation_batch: Any = None,
 ) -> AnnotationRound:
@@ -215,6 +216,7 @@ def _create(
     exemplars = list(style_exemplars)
     if exemplars:
         round_.style_exemplars.set(exemplars)
+    round_.members.set(list(annotator_users()) if members is None else list(members))
     ordered = _mix_gold(planned, gold, gold_rate, seed=f"round-{round_.pk}")
     LabelTask.objects.bulk_create(
         LabelTask(
@@ -237,6 +239,7 @@ def create_round(
     name: str,
     kind: str,
     generation_batch: Any = None,
+    other_generation_batch: Any = None,
     images: QuerySet | Iterable[Image] | None = None,
     overlap: int = 3,
     gold: Sequence[GoldItem] = (),
@@ -244,16 +247,34 @@ def create_round(
     gold_accuracy_threshold: float = 0.7,
     style_exemplars: Iterable[Image] = (),
     curation_rules: dict[str, Any] | None = None,
+    members: Iterable[Any] | None = None,
     user: Any = None,
 ) -> AnnotationRound:
-    """An alignment or style round over a GenerationBatch's generations or any images.
+    """A round over a GenerationBatch's generations or any images, with its tasks and gold.
 
-    For plain images the prompt shown is the image's caption.
+    For plain images the prompt shown is the image's caption. A pairwise round compares
+    `generation_batch` with `other_generation_batch`. `members` are the annotators who see the
+    round (default: every current annotator).
     """
-    if kind not in (Kind.ALIGNMENT, Kind.STYLE):
-        raise ValueError(
-            f"kind: {kind!r} is not 'alignment' or 'style' (pairwise: use create_pairwise_round)"
+    if kind == Kind.PAIRWISE:
+        if generation_batch is None or other_generation_batch is None or images is not None:
+            raise ValueError("a pairwise round needs generation_batch and other_generation_batch")
+        return create_pairwise_round(
+            generation_batch,
+            other_generation_batch,
+            name=name,
+            overlap=overlap,
+            gold=gold,
+            gold_rate=gold_rate,
+            gold_accuracy_threshold=gold_accuracy_threshold,
+            curation_rules=curation_rules,
+            members=members,
+            user=user,
         )
+    if kind not in (Kind.ALIGNMENT, Kind.STYLE):
+        raise ValueError(f"kind: {kind!r} is not 'alignment', 'style' or 'pairwise'")
+    if other_generation_batch is not None:
+        raise ValueError("other_generation_batch: only pairwise rounds compare two batches")
     if (generation_batch is None) == (images is None):
         raise ValueError("give exactly one of generation_batch or images")
     if generation_batch is not None:
@@ -278,6 +299,7 @@ def create_round(
         style_exemplars=style_exemplars,
         curation_rules=curation_rules,
         user=user,
+        members=members,
         generation_batch=generation_batch,
     )
 
@@ -292,6 +314,7 @@ def create_pairwise_round(
     gold_rate: float = 0.0,
     gold_accuracy_threshold: float = 0.7,
     curation_rules: dict[str, Any] | None = None,
+    members: Iterable[Any] | None = None,
     user: Any = None,
 ) -> AnnotationRound:
     """A/B tasks pairing the two batches' generations of the same prompt and seed.
@@ -332,6 +355,7 @@ def create_pairwise_round(
         style_exemplars=(),
         curation_rules=curation_rules,
         user=user,
+        members=members,
         generation_batch=batch_a,
         other_generation_batch=batch_b,
     )
@@ -472,6 +496,13 @@ def push_round(
         "error_count": len(errors),
         "webhook_id": hook_id,
     }
+
+
+def set_archived(round_: AnnotationRound, archived: bool) -> AnnotationRound:
+    """Hide a round from lists (or show it again); nothing of it is deleted."""
+    AnnotationRound.objects.filter(pk=round_.pk).update(archived=archived)
+    round_.refresh_from_db()
+    return round_
 
 
 def close_round(round_: AnnotationRound) -> AnnotationRound:

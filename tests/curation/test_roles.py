@@ -100,7 +100,6 @@ def test_api_anonymous_refused(api_client, name):
         ("dataset-list", {"name": "d", "kind": "domain"}),
         ("promptset-list", {"name": "p"}),
         ("schedule-list", {"name": "s", "cron": "0 3 * * *", "job_kind": "noop"}),
-        ("annotationround-list", {"name": "r", "kind": "style"}),
     ],
 )
 def test_api_writes_per_role(api_client, annotator, data_lead, name, payload):

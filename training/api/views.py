@@ -5,6 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from curation.api.deletion import RefuseRecordDeletes
 from curation.api.permissions import ActionPermission
 from curation.api.serializers import JobSerializer
 from training.api import serializers as s
@@ -13,7 +14,7 @@ from training.models import Checkpoint, Generation, GenerationBatch, TrainingRun
 START = "training.start_trainingrun"
 
 
-class TrainingRunViewSet(viewsets.ModelViewSet):
+class TrainingRunViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = TrainingRun.objects.prefetch_related("dataset_versions")
     serializer_class = s.TrainingRunSerializer
     filterset_fields = ["status", "recipe", "adapter"]
@@ -63,7 +64,7 @@ class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["adapter", "training_run", "parent"]
 
 
-class GenerationBatchViewSet(viewsets.ModelViewSet):
+class GenerationBatchViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
     queryset = GenerationBatch.objects.all()
     serializer_class = s.GenerationBatchSerializer
     filterset_fields = ["status", "checkpoint", "prompt_set"]

@@ -86,8 +86,10 @@ def test_bad_input_is_refused_with_the_field_named(make_batch):
         create_round(name="r", kind="alignment", generation_batch=batch, overlap=0)
     with pytest.raises(ValueError, match="exactly one"):
         create_round(name="r", kind="alignment")
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="other_generation_batch"):
         create_round(name="r", kind="pairwise", generation_batch=batch)
+    with pytest.raises(ValueError, match="kind"):
+        create_round(name="r", kind="ranking", generation_batch=batch)
     assert not LabelTask.objects.exists() and not AnnotationRound.objects.exists()
 
 
