@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -12,6 +15,7 @@ from django.utils.safestring import mark_safe
 from curation import models as m
 from curation.admin_base import PlatformAdmin, progress_bar
 from curation.media import signed_path
+from curation.services.quarantine import quarantine_images, release_images
 
 
 @admin.register(m.Source)
@@ -29,9 +33,9 @@ class RefusalAdmin(PlatformAdmin):
 
     list_display = ["origin", "reason", "batch", "created_at"]
     list_filter = ["batch__source"]
-    search_fields = ["origin", "reason", "=batch__id"]
+    search_fields = ["origin", "reason", "=batch__id", "=sha256"]
     list_select_related = ["batch__source"]
-    readonly_fields = ["batch", "origin", "reason", "created_at"]
+    readonly_fields = ["batch", "origin", "sha256", "reason", "created_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -186,8 +190,11 @@ class ImageAdmin(PlatformAdmin):
         "source",
         "batch",
         "origin",
+        "quarantine_reason",
+        "quarantined_by",
+        "quarantined_at",
     ]
-    actions = ["quarantine", "restore"]
+    actions = ["quarantine", "release"]
 
     @admin.display(description="image")
     def thumbnail(self, obj: m.Image) -> str:
@@ -219,20 +226,48 @@ class ImageAdmin(PlatformAdmin):
         name = obj.origin.rstrip("/").rsplit("/", 1)[-1]
         return format_html('<span title="{}">{}</span>', obj.origin, name)
 
-    @admin.action(description="Quarantine selected images", permissions=["change"])
-    def quarantine(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.update(status=m.Image.Status.QUARANTINED)
-        self.message_user(request, f"{count} image(s) quarantined.")
+    @admin.action(description="Quarantine selected images…", permissions=["change"])
+    def quarantine(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        form = QuarantineForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            count = quarantine_images(
+                queryset, reason=form.cleaned_data["reason"], user=request.user
+            )
+            already = queryset.count() - count
+            note = f" ({already} were already quarantined and keep their reason)" if already else ""
+            self.message_user(request, f"{count} image(s) quarantined{note}.")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Quarantine images",
+            "opts": self.model._meta,
+            "form": form,
+            "images": list(queryset[:QUARANTINE_LISTED]),
+            "count": queryset.count(),
+            "selected": list(queryset.values_list("pk", flat=True)),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/curation/image/quarantine.html", context)
 
-    @admin.action(description="Restore selected images", permissions=["change"])
-    def restore(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.exclude(storage_key="").update(status=m.Image.Status.OK)
-        self.message_user(request, f"{count} image(s) restored.")
-        skipped = queryset.filter(storage_key="").count()
+    @admin.action(description="Release selected images from quarantine", permissions=["change"])
+    def release(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = release_images(queryset)
+        skipped = queryset.count() - count
+        self.message_user(request, f"{count} image(s) released from quarantine.")
         if skipped:
             self.message_user(
                 request,
-                f"{skipped} near-duplicate(s) left as they are: near-duplicates are recorded, "
-                "not re-stored, so there are no bytes to use.",
+                f"{skipped} selected image(s) were not quarantined and were left as they are.",
                 messages.WARNING,
             )
+
+
+QUARANTINE_LISTED = 50
+
+
+class QuarantineForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=2000,
+        help_text="Recorded on each image with your name and the time; shown when releasing.",
+    )

@@ -9,7 +9,8 @@ Classification, made in input order whatever the thread timing, so a re-run deci
   one is named in `duplicate_of`. Near-duplicates are not added to the index, so chains do not
   drift away from the original.
 - `quarantined`: could not be read or refused by validation, with the reason. A byte-identical
-  copy of a quarantined file gets the same reason.
+  copy of a quarantined file gets the same reason, and so do bytes the caller lists in
+  `refused_before` (refused by an earlier batch): they are recognised, not decoded again.
 - `ingested`: everything else; added to the near-duplicate index under its sha256.
 
 Reading and validating run in a thread pool (Pillow and zlib release the GIL); classification,
@@ -23,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -122,6 +123,7 @@ def ingest_items(
     workers: int | None = None,
     total: int | None = None,
     validate_options: dict[str, Any] | None = None,
+    refused_before: Mapping[str, str] | None = None,
 ) -> IngestSummary:
     """Validate and classify every item, calling `on_result` for each as soon as it is decided.
 
@@ -129,6 +131,7 @@ def ingest_items(
     or a function. `near_index` holds the pool's existing perceptual hashes keyed by whatever the
     caller wants back in `duplicate_of` (this run adds its ingested images to it by sha256).
     `on_progress(done, total)` follows each result; `total` is len(items) when it has one.
+    `refused_before` maps the sha256 of files refused earlier to how that refusal reads.
     """
     seen: Callable[[str], bool] = (
         already_seen.__contains__ if isinstance(already_seen, Container) else already_seen
@@ -200,6 +203,14 @@ def ingest_items(
             first.copies.append((position, item))
         elif first is not None:
             emit_copy(position, item, sha256, first)
+        elif refused_before is not None and sha256 in refused_before:
+            reason = f"same bytes as a file refused before: {refused_before[sha256]}"
+            settled[sha256] = _Settled("quarantined", item.origin, reason)
+            emit(
+                IngestResult(
+                    position, item.origin, "quarantined", sha256, None, item.caption, reason
+                )
+            )
         elif seen(sha256):
             duplicate = _Settled("duplicate", item.origin)
             settled[sha256] = duplicate

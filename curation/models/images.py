@@ -60,6 +60,22 @@ class IngestBatch(TimeStampedModel):
         return f"ingest #{self.pk} of {self.source}"
 
 
+def usable_q(prefix: str = "") -> models.Q:
+    """The one definition of a usable image every reader applies (recipes, search, review,
+    freezing, exports, Label Studio pushes, training manifests): status ok and bytes stored.
+    Quarantined and near-duplicate images are never usable. `prefix` reaches it through a
+    relation, e.g. `usable_q("image__")` on RecipeScore or DatasetItem."""
+    return models.Q(**{f"{prefix}status": "ok"}) & ~models.Q(**{f"{prefix}storage_key": ""})
+
+
+class ImageQuerySet(models.QuerySet):
+    def usable(self) -> ImageQuerySet:
+        return self.filter(usable_q())
+
+    def quarantined(self) -> ImageQuerySet:
+        return self.filter(status=Image.Status.QUARANTINED)
+
+
 class Image(TimeStampedModel):
     class Status(models.TextChoices):
         OK = "ok", "OK"
@@ -87,6 +103,13 @@ class Image(TimeStampedModel):
     )
     origin = models.CharField(max_length=1024, blank=True, help_text="Path, archive member or URL.")
     caption = models.TextField(blank=True)
+    quarantine_reason = models.TextField(blank=True)
+    quarantined_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
@@ -94,16 +117,33 @@ class Image(TimeStampedModel):
     def __str__(self) -> str:
         return f"image {self.sha256[:12]}"
 
+    @property
+    def is_usable(self) -> bool:
+        return self.status == self.Status.OK and bool(self.storage_key)
+
 
 class Refusal(TimeStampedModel):
     """A file ingest refused, with a reason a person understands; nothing is stored for it."""
 
     batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="refusals")
     origin = models.CharField(max_length=1024)
+    sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="Of the refused bytes (blank when they could not be read), so the same bad "
+        "file is recognised when it comes again.",
+    )
     reason = models.TextField()
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # A resumed or re-run attempt of the same batch cannot record a file twice.
+            models.UniqueConstraint(
+                fields=["batch", "origin", "sha256"], name="unique_refusal_per_batch_file"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.origin}: {self.reason}"

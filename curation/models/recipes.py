@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from curation.models.base import TimeStampedModel
+from curation.weak.recipe_fields import recipe_field_errors
 
 
 class Recipe(TimeStampedModel):
@@ -33,8 +34,6 @@ class Recipe(TimeStampedModel):
         return self.name
 
     def clean(self) -> None:
-        from curation.services.recipes import recipe_field_errors
-
         errors = recipe_field_errors(self)
         if errors:
             raise ValidationError(errors)

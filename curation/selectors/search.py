@@ -28,6 +28,8 @@ class SearchFilters:
     source: str | None = None  # Source name
 
     def apply(self, images: QuerySet) -> QuerySet:
+        # The index may predate a quarantine: whatever the filter, those hits are dropped.
+        images = images.exclude(status=Image.Status.QUARANTINED)
         if self.status:
             images = images.filter(status=self.status)
         if self.has_alpha is not None:

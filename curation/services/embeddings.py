@@ -133,7 +133,7 @@ def _outside(ids: list[int], ranges: list[tuple[int, int]]) -> list[int]:
 
 def embeddable_images() -> Any:
     """Images worth embedding: accepted by ingest and with stored bytes."""
-    return Image.objects.filter(status=Image.Status.OK).exclude(storage_key="")
+    return Image.objects.usable()
 
 
 def plan_embedding(

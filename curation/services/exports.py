@@ -15,7 +15,9 @@ Layouts (one sub-tree per split present, so Hugging Face `datasets` picks the sp
   `{sha256}.{ext}` plus `{sha256}.json` with the manifest columns. Tar member times are the
   freeze time, so the same version exports to the same bytes.
 Every export ends by writing `export.json` (version, checksum, format, rows per split, files):
-its presence means the export finished.
+its presence means the export finished. An image quarantined after the version was frozen is
+withheld (no bytes, no metadata row); `export.json` lists its sha256 under `withheld`. The Parquet
+layout's `manifest.parquet` stays the frozen file, so its checksum can still be verified.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from django.conf import settings
 
-from curation.models import DatasetVersion
+from curation.models import DatasetVersion, Image
 from curation.services.storage import read_bytes
 from curation.services.versions import MANIFEST_SCHEMA
 
@@ -57,6 +59,7 @@ class ExportResult:
     rows: int
     splits: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +130,15 @@ def export_version(
         if fmt == "parquet":
             (out / "manifest.parquet").write_bytes(manifest)
             result.files.append("manifest.parquet")
+        quarantined = set(
+            Image.objects.quarantined()
+            .filter(pk__in=version.items.values("image_id"))
+            .values_list("sha256", flat=True)
+        )
         for row in _rows(manifest):
+            if row["image_sha256"] in quarantined:
+                result.withheld.append(row["image_sha256"])
+                continue
             writer.write(row, _image_bytes(row, version))
             result.rows += 1
             result.splits[row["split"]] = result.splits.get(row["split"], 0) + 1

@@ -106,6 +106,17 @@ def count_items(paths: Sequence[str]) -> int | None:
     return sum(1 for _ in iter_items(paths))
 
 
+def refused_before() -> dict[str, str]:
+    """sha256 of every file refused so far → where and why, first refusal first."""
+    refused: dict[str, str] = {}
+    rows = Refusal.objects.exclude(sha256="").order_by("pk")
+    for sha256, origin, batch_id, reason in rows.values_list(
+        "sha256", "origin", "batch_id", "reason"
+    ).iterator(chunk_size=10_000):
+        refused.setdefault(sha256, f"{origin} (ingest #{batch_id}): {reason}")
+    return refused
+
+
 def load_pool_state() -> tuple[NearDuplicateIndex, set[str]]:
     """One pass over the pool: the near-duplicate index and the set of known sha256.
 
@@ -224,6 +235,7 @@ class _Persister:
                     Refusal(
                         batch=batch,
                         origin=result.origin[:ORIGIN_MAX],
+                        sha256=result.sha256 or "",
                         reason=result.reason or "refused",
                     )
                 )
@@ -341,6 +353,7 @@ def run_ingest(
             near_index=near_index,
             near_distance=near_distance,
             workers=workers,
+            refused_before=refused_before(),
         )
         persister.commit()
     except BaseException:

@@ -22,6 +22,7 @@ from curation.models import EmbeddingSpace, Image, Recipe, RecipeRun, RecipeScor
 from curation.models.recipes import ImageFeatures
 from curation.services.jobs import enqueue_job
 from curation.services.storage import read_bytes
+from curation.weak.recipe_fields import recipe_field_errors
 
 FEATURES_VERSION = "weak-features/1"
 FEATURE_CHUNK = 256
@@ -32,63 +33,6 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 # ---------------------------------------------------------------- validation and the spec
-
-
-def _query_errors(value: Any, field: str) -> str | None:
-    if not isinstance(value, list):
-        return f'{field}: expected a JSON list like [{{"text": "a sticker", "weight": 1.0}}]'
-    for n, item in enumerate(value, start=1):
-        if isinstance(item, str):
-            item = {"text": item}
-        if not isinstance(item, dict):
-            return f"{field}: item {n} must be an object {{text, weight}} or a string"
-        unknown = sorted(set(item) - {"text", "weight"})
-        if unknown:
-            return f"{field}: item {n} has unknown key(s) {unknown}; allowed: text, weight"
-        if not isinstance(item.get("text"), str) or not item["text"].strip():
-            return f'{field}: item {n} needs a non-empty "text"'
-        weight = item.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-            return f"{field}: item {n} weight must be a positive number, got {weight!r}"
-    return None
-
-
-def recipe_field_errors(recipe: Recipe) -> dict[str, str]:
-    """Field name → what is wrong, for every invalid field of a Recipe (empty when valid)."""
-    from curation.weak.labelling_functions import lf_from_config
-
-    errors: dict[str, str] = {}
-    for field in ("text_queries", "negative_queries"):
-        problem = _query_errors(getattr(recipe, field), field)
-        if problem:
-            errors[field] = problem
-    lfs = recipe.labelling_functions
-    if not isinstance(lfs, list):
-        errors["labelling_functions"] = (
-            'labelling_functions: expected a JSON list like [{"kind": "transparent_background"}]'
-        )
-    else:
-        names = []
-        for n, config in enumerate(lfs, start=1):
-            if not isinstance(config, dict):
-                errors["labelling_functions"] = f"labelling_functions: item {n} must be an object"
-                break
-            try:
-                names.append(lf_from_config(config).name)
-            except (TypeError, ValueError) as exc:
-                errors["labelling_functions"] = f"labelling_functions: item {n}: {exc}"
-                break
-        else:
-            duplicates = sorted({name for name in names if names.count(name) > 1})
-            if duplicates:
-                errors["labelling_functions"] = (
-                    f"labelling_functions: names must be unique, repeated: {duplicates}"
-                )
-    if recipe.threshold is None or not 0.0 <= float(recipe.threshold) <= 1.0:
-        errors["threshold"] = f"threshold: must lie in [0, 1], got {recipe.threshold}"
-    if not recipe.top_k:
-        errors["top_k"] = "top_k: must be at least 1"
-    return errors
 
 
 def _queries(value: list[Any]) -> list[dict[str, Any]]:
@@ -239,9 +183,8 @@ class LazyFeatures(Mapping):
 
 
 def pool_ids() -> list[int]:
-    from curation.services.embeddings import embeddable_images
-
-    return list(embeddable_images().order_by("pk").values_list("pk", flat=True))
+    """The usable images: candidates of every run (quarantined images never are)."""
+    return list(Image.objects.usable().order_by("pk").values_list("pk", flat=True))
 
 
 def start_recipe_run(
@@ -323,7 +266,14 @@ def run_recipe_job(
 
         raise JobCancelled(f"{run} cancelled before scoring")
     report(len(ids), len(ids), "scoring")
-    result = run_recipe(spec, features, vectors=vectors, index=index, bundle=bundle)
+    result = run_recipe(
+        spec,
+        features,
+        vectors=vectors,
+        index=index,
+        bundle=bundle,
+        allowed_ids=np.asarray(ids, dtype=np.int64),
+    )
     stats = {
         "status": "done",
         "candidates": len(result),

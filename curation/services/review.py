@@ -14,6 +14,7 @@ import numpy as np
 from django.db import transaction
 
 from curation.models import Dataset, DatasetVersion, Image, RecipeRun, RecipeScore
+from curation.models.images import usable_q
 from curation.services.versions import add_items, create_draft_version, freeze_version
 
 Decision = RecipeScore.Decision
@@ -72,13 +73,16 @@ def freeze_domain_version(
         raise ValueError("dataset name: required")
     if not (reason or "").strip():
         raise ValueError("reason: say why this version is frozen")
+    chosen = RecipeScore.objects.filter(run=run, decision=Decision.ACCEPTED)
     accepted = list(
-        RecipeScore.objects.filter(run=run, decision=Decision.ACCEPTED)
-        .order_by("-score", "pk")
-        .values_list("image_id", "score")
+        chosen.filter(usable_q("image__")).order_by("-score", "pk").values_list("image_id", "score")
     )
+    withheld = chosen.count() - len(accepted)
     if not accepted:
-        raise ValueError("accepted images: none yet; accept images in the grid before freezing")
+        detail = f" ({withheld} accepted images are quarantined)" if withheld else ""
+        raise ValueError(
+            f"accepted images: none usable yet{detail}; accept images in the grid before freezing"
+        )
     image_ids = [image_id for image_id, _ in accepted]
     own = dict(
         Image.objects.filter(pk__in=image_ids).exclude(caption="").values_list("pk", "caption")
@@ -95,6 +99,7 @@ def freeze_domain_version(
             else None
         ),
         "accepted": len(image_ids),
+        "withheld_quarantined": withheld,
     }
     with transaction.atomic():
         dataset, _ = Dataset.objects.get_or_create(

@@ -401,6 +401,8 @@ def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
 def _image_url(image: Image | None, where: str) -> str:
     if image is None or not image.storage_key:
         raise ValueError(f"{where}: image has no stored file (storage_key is empty)")
+    if image.status == Image.Status.QUARANTINED:
+        raise ValueError(f"{where}: image {image.sha256[:12]} is quarantined, not pushed")
     return signed_url(image.storage_key, settings.LABEL_STUDIO_MEDIA_MAX_AGE)
 
 
@@ -454,8 +456,7 @@ def push_round(
 
     exemplar_urls = [
         signed_url(image.storage_key, settings.LABEL_STUDIO_MEDIA_MAX_AGE)
-        for image in round_.style_exemplars.order_by("pk")
-        if image.storage_key
+        for image in round_.style_exemplars.usable().order_by("pk")
     ]
     tasks = list(
         round_.tasks.select_related(

@@ -31,7 +31,7 @@ def add_images_to_version(
     """
     if version.is_frozen:
         raise ValueError(f"{version} is frozen; start a new version from it instead")
-    images = image_queryset.filter(status=Image.Status.OK).exclude(storage_key="")
+    images = image_queryset.usable()
     if rgba_only:
         images = images.filter(has_alpha=True)
     before = version.items.count()

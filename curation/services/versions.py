@@ -160,6 +160,10 @@ def freeze_version(
     version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
     if version.is_frozen:
         raise ValueError(f"{version} is already frozen")
+    # An image quarantined after it was added to the draft never reaches a frozen manifest.
+    withheld, _ = version.items.filter(image__status=Image.Status.QUARANTINED).delete()
+    if withheld:
+        version.lineage = {**version.lineage, "withheld_quarantined": withheld}
     if not version.items.exists():
         raise ValueError(f"{version} has no rows; add images before freezing")
     data = build_manifest(version)

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from curation.media import signed_path
 from curation.models import RecipeRun, RecipeScore
+from curation.models.images import usable_q
 from curation.services import review as svc
 from curation.services.thumbnails import thumbnail_key
 
@@ -149,7 +150,9 @@ def _grid_context(request: HttpRequest, run: RecipeRun, **extra: Any) -> dict[st
         errors.append(f"labelling function: {filters.lf.rsplit(':', 1)[0]!r} is not in this run")
         filters.lf = ""
     scores = filters.apply(
-        RecipeScore.objects.filter(run=run).select_related("image", "image__source")
+        RecipeScore.objects.filter(usable_q("image__"), run=run).select_related(
+            "image", "image__source"
+        )
     )
     rows, has_next, has_prev = _page(
         scores, request.GET.get("after", ""), request.GET.get("before", "")
@@ -175,7 +178,7 @@ def _grid_context(request: HttpRequest, run: RecipeRun, **extra: Any) -> dict[st
         "lf_names": lf_names,
         "threshold": run.config.get("score_threshold", run.recipe.threshold),
         "accepted": RecipeScore.objects.filter(
-            run=run, decision=RecipeScore.Decision.ACCEPTED
+            usable_q("image__"), run=run, decision=RecipeScore.Decision.ACCEPTED
         ).count(),
         "next_url": f"{base}?{urlencode({**query, 'after': _cursor(rows[-1])})}"
         if has_next and rows

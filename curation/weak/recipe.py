@@ -165,8 +165,12 @@ def run_recipe(
     bundle: Any = None,
     text_vectors: Mapping[str, np.ndarray] | None = None,
     gold: Mapping[int, int] | None = None,
+    allowed_ids: np.ndarray | None = None,
 ) -> RecipeResult:
     """Run `spec` over the pool: `features` maps image id → feature dict (see weak.features).
+
+    `allowed_ids` (when given) is the only set candidates are drawn from: vectors and indexes
+    built earlier may still hold images the caller no longer allows (quarantined ones).
 
     `vectors` (a VectorStore) is needed for any query or CLIP LF; `index` (a VectorIndex) makes
     candidate retrieval approximate and fast when `spec.top_k` is set; `bundle` encodes text
@@ -218,7 +222,7 @@ def run_recipe(
     if query is not None and index is not None and spec.top_k:
         from curation.retrieval.index import search
 
-        hits = search(index, query, spec.top_k)
+        hits = search(index, query, spec.top_k, allowed_ids=allowed_ids)
         keep = hits.ids[0] >= 0
         candidate_ids, similarity = hits.ids[0][keep], hits.scores[0][keep].astype(np.float64)
         if vectors is not None:
@@ -228,11 +232,16 @@ def run_recipe(
     elif query is not None:
         assert vectors is not None  # a query makes needs_vectors true, checked above
         all_scores = vectors.scores(query)
-        order = np.argsort(-all_scores, kind="stable")[: spec.top_k or None]
+        order = np.argsort(-all_scores, kind="stable")
+        if allowed_ids is not None:
+            order = order[np.isin(vectors.ids[order], allowed_ids)]
+        order = order[: spec.top_k or None]
         candidate_ids, similarity = vectors.ids[order], all_scores[order].astype(np.float64)
         reference = all_scores
     else:
         candidate_ids = np.fromiter(features.keys(), dtype=np.int64, count=len(features))
+        if allowed_ids is not None:
+            candidate_ids = candidate_ids[np.isin(candidate_ids, allowed_ids)]
         similarity = np.full(len(candidate_ids), np.nan)
 
     table = feature_table([features.get(int(i)) for i in candidate_ids])

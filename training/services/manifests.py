@@ -88,7 +88,12 @@ class StorageResolver:
 
     @classmethod
     def _from(cls, images: QuerySet[Image]) -> StorageResolver:
-        rows = images.exclude(storage_key="").values_list("sha256", "storage_key")
+        # A quarantined image is left out: the engine skips its rows and names the image.
+        rows = (
+            images.exclude(storage_key="")
+            .exclude(status=Image.Status.QUARANTINED)
+            .values_list("sha256", "storage_key")
+        )
         return cls(dict(rows.iterator(chunk_size=5000)))
 
     def __call__(self, row: object) -> str:
@@ -96,7 +101,7 @@ class StorageResolver:
         key = self.keys.get(sha)
         if key is None:
             # The engine turns this into a skipped sample that names the image.
-            raise FileNotFoundError(f"image {sha}: no Image row with stored bytes")
+            raise FileNotFoundError(f"image {sha}: quarantined, or no Image row with stored bytes")
         local = _local_path(key)
         if local is not None:
             return str(local)
