@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeData
 
 COUNT_CAP = 10_000
 
@@ -38,3 +39,74 @@ def progress_bar(percent: float, status: str = "") -> str:
         colour,
         percent,
     )
+
+
+LIST_CAP = 12
+_TABLE = 'style="border-collapse:collapse;margin:0"'
+_CELL = 'style="padding:2px 8px;border-bottom:1px solid #eee;vertical-align:top;text-align:left"'
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, SafeData):  # already rendered HTML (a progress bar, a link)
+        return value
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def json_summary(value: object, depth: int = 0) -> str:
+    """A JSON value as small nested tables a person can read: dicts as key/value rows, lists of
+    dicts as one table with a column per key, long lists cut to their first LIST_CAP items."""
+    if isinstance(value, dict):
+        if not value:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><th " + _CELL + ">{}</th><td " + _CELL + ">{}</td></tr>",
+            ((str(k).replace("_", " "), json_summary(v, depth + 1)) for k, v in value.items()),
+        )
+        return format_html("<table " + _TABLE + ">{}</table>", rows)
+    if isinstance(value, list):
+        if not value:
+            return "none"
+        shown, more = value[:LIST_CAP], len(value) - LIST_CAP
+        tail = format_html(" … and {} more", more) if more > 0 else ""
+        if all(isinstance(v, dict) for v in shown):
+            columns = list(dict.fromkeys(k for v in shown for k in v))
+            return format_html("{}{}", rows_table(shown, [(c, c) for c in columns], depth), tail)
+        if depth > 2 or all(not isinstance(v, (dict, list)) for v in shown):
+            return format_html("{}{}", ", ".join(_scalar(v) for v in shown), tail)
+        return format_html(
+            "{}{}",
+            format_html_join("", "<div>{}</div>", ((json_summary(v, depth + 1),) for v in shown)),
+            tail,
+        )
+    return _scalar(value)
+
+
+def rows_table(rows: list[dict], columns: list[tuple[str, str]], depth: int = 0) -> str:
+    """Rows (dicts) as an HTML table with the given (key, heading) columns."""
+    if not rows:
+        return "none"
+    head = format_html_join(
+        "", "<th " + _CELL + ">{}</th>", ((label.replace("_", " "),) for _, label in columns)
+    )
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        (
+            (
+                format_html_join(
+                    "",
+                    "<td " + _CELL + ">{}</td>",
+                    ((json_summary(row.get(key), depth + 1),) for key, _ in columns),
+                ),
+            )
+            for row in rows
+        ),
+    )
+    return format_html("<table " + _TABLE + "><tr>{}</tr>{}</table>", head, body)

@@ -7,17 +7,29 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 
-from curation.admin_base import PlatformAdmin, progress_bar
+from curation.admin_base import PlatformAdmin, json_summary, progress_bar
 from curation.models import DatasetVersion, PromptSet
-from curation.services import jobs as job_services
-from training.models import Checkpoint, RetrainRound, RoundStep
+from training.models import Checkpoint, RetrainRound
+from training.selectors.loops import round_timeline
 from training.services.evaluation import refresh_human_results
-from training.services.loops import RoundConfigError, start_retrain_round, validate_round_inputs
+from training.services.loops import (
+    RoundConfigError,
+    StepNotRetryable,
+    retry_failed_step,
+    start_retrain_round,
+    validate_round_inputs,
+)
+
+# How often an open round page asks for its timeline while a step runs.
+TIMELINE_REFRESH_MS = 2000
 
 
 def _latest_curated(kind: str) -> DatasetVersion | None:
@@ -89,29 +101,6 @@ class RetrainRoundForm(forms.ModelForm):
         return cleaned
 
 
-class RoundStepInline(admin.TabularInline):
-    model = RoundStep
-    extra = 0
-    can_delete = False
-    fields = ["position", "name", "status", "job_link", "started_at", "finished_at", "error"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    @admin.display(description="job")
-    def job_link(self, step: RoundStep) -> str:
-        if not step.job_id:
-            return "—"
-        url = reverse("admin:curation_job_change", args=[step.job_id])
-        return format_html(
-            '<a href="{}">#{}</a> {}',
-            url,
-            step.job_id,
-            progress_bar(step.job.percent, step.job.status),
-        )
-
-
 class RetrainRoundAdmin(PlatformAdmin):
     form = RetrainRoundForm
     list_display = [
@@ -128,15 +117,106 @@ class RetrainRoundAdmin(PlatformAdmin):
     search_fields = ["name"]
     list_select_related = ["checkpoint"]
     date_hierarchy = "created_at"
-    inlines = [RoundStepInline]
     actions = ["retry_failed_step", "refresh_human"]
+    change_form_template = "admin/training/retrainround/change_form.html"
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: RetrainRound | None = None
     ) -> list[str]:
         if obj is None:
             return []
-        return [f.name for f in RetrainRound._meta.fields] + ["dataset_versions", "report_link"]
+        return [f.name for f in RetrainRound._meta.fields if f.name != "report"] + [
+            "dataset_versions",
+            "report_link",
+            "report_summary",
+        ]
+
+    def get_fields(self, request: HttpRequest, obj: RetrainRound | None = None) -> list[str]:
+        if obj is None:
+            return list(self.form.Meta.fields)
+        return [f for f in self.get_readonly_fields(request, obj) if f not in ("id",)]
+
+    @admin.display(description="report summary")
+    def report_summary(self, obj: RetrainRound) -> str:
+        summary = (obj.report or {}).get("summary")
+        return json_summary(summary) if summary else "no report yet (the evaluate step writes it)"
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/timeline.json",
+                wrap(self.timeline_json),
+                name="training_retrainround_timeline",
+            ),
+            path(
+                "<path:object_id>/retry-step/",
+                wrap(require_POST(self.retry_step_view)),
+                name="training_retrainround_retry_step",
+            ),
+            *super().get_urls(),
+        ]
+
+    def timeline_json(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        round_ = get_object_or_404(RetrainRound, pk=object_id)
+        if not self.has_view_permission(request, round_):
+            raise PermissionDenied
+        return JsonResponse(round_timeline(round_))
+
+    def retry_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        round_ = get_object_or_404(RetrainRound, pk=object_id)
+        if not self.has_change_permission(request, round_):
+            raise PermissionDenied
+        try:
+            step = retry_failed_step(round_, request.POST.get("step") or None)
+        except StepNotRetryable as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(
+                request, f"{round_}: step {step.name} queued again (job #{step.job_id})."
+            )
+        return HttpResponseRedirect(reverse("admin:training_retrainround_change", args=[round_.pk]))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        round_ = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if round_ is not None:
+            timeline = round_timeline(round_)
+            steps = {s.name: s for s in round_.steps.select_related("job")}
+            context.update(
+                timeline=timeline,
+                timeline_rows=[
+                    {
+                        **row,
+                        "bar": progress_bar(row["percent"], row["job_status"] or ""),
+                        "output": json_summary(steps[row["name"]].output),
+                        "job_url": (
+                            reverse("admin:curation_job_change", args=[row["job"]])
+                            if row["job"]
+                            else ""
+                        ),
+                    }
+                    for row in timeline["steps"]
+                ],
+                timeline_statuses=",".join(s["status"] for s in timeline["steps"])
+                + "|"
+                + timeline["state"],
+                timeline_url=reverse("admin:training_retrainround_timeline", args=[round_.pk]),
+                retry_url=reverse("admin:training_retrainround_retry_step", args=[round_.pk]),
+                refresh_ms=TIMELINE_REFRESH_MS,
+                can_retry=self.has_change_permission(request, round_),
+                # Every field of a started round is read-only: nothing to save.
+                show_save=False,
+                show_save_and_continue=False,
+                show_save_and_add_another=False,
+            )
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("steps")
@@ -186,23 +266,18 @@ class RetrainRoundAdmin(PlatformAdmin):
         # start_retrain_round already stored the versions and created the steps.
         return None
 
-    def get_inlines(self, request: HttpRequest, obj: RetrainRound | None = None) -> list:
-        # The steps exist once the round starts; the add form has none to show.
-        return self.inlines if obj is not None and obj.pk else []
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("training.start_retrainround")
 
     @admin.action(description="Retry the failed step of selected rounds", permissions=["change"])
     def retry_failed_step(self, request: HttpRequest, queryset: QuerySet) -> None:
         for round_ in queryset:
-            step = round_.steps.filter(status=RoundStep.Status.FAILED).first()
-            if step is None or step.job is None:
-                self.message_user(request, f"{round_}: no failed step", messages.WARNING)
-                continue
-            job_services.retry_job(step.job)
-            RetrainRound.objects.filter(pk=round_.pk).update(state=RetrainRound.State.RUNNING)
-            self.message_user(request, f"{round_}: retrying step {step.name}")
+            try:
+                step = retry_failed_step(round_)
+            except StepNotRetryable as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(request, f"{round_}: retrying step {step.name}")
 
     @admin.action(description="Refresh human results in the report", permissions=["change"])
     def refresh_human(self, request: HttpRequest, queryset: QuerySet) -> None:

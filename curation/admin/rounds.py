@@ -7,14 +7,21 @@ but excluded from aggregation).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from curation import models as m
-from curation.admin_base import PlatformAdmin
-from curation.selectors.rounds import round_counts
+from curation.admin_base import PlatformAdmin, json_summary, progress_bar, rows_table
+from curation.selectors.rounds import (
+    annotator_progress,
+    percent_done,
+    round_counts,
+    round_progress,
+    with_progress,
+)
 
 State = m.AnnotationRound.State
 
@@ -44,15 +51,25 @@ def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "—" if value is None else str(value)
 
 
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def labelstudio_project_url(round_: m.AnnotationRound) -> str:
+    return f"{settings.LABEL_STUDIO_URL.rstrip('/')}/projects/{round_.labelstudio_project_id}/data"
+
+
 @admin.register(m.AnnotationRound)
 class AnnotationRoundAdmin(PlatformAdmin):
     list_display = [
         "name",
         "kind",
         "state",
+        "done",
+        "live_agreement",
+        "flagged",
+        "labelstudio_link",
         "generation_batch",
-        "overlap",
-        "labelstudio_project_id",
         "created_at",
     ]
     list_filter = ["kind", "state", "archived"]
@@ -64,14 +81,19 @@ class AnnotationRoundAdmin(PlatformAdmin):
     readonly_fields = [
         "state",
         "archived",
-        "labelstudio_project_id",
+        "progress",
+        "labelstudio_link",
         "labelstudio_title",
         "reconcile_watermark",
         "result_version",
         "counts",
         "agreement",
         "flagged_annotators",
+        "annotators",
+        "quality_summary",
     ]
+    # Shown as a link and a summary table: set by push and by quality computation, never by hand.
+    exclude = ["labelstudio_project_id", "quality"]
     inlines = [AnnotatorRoundStatsInline]
     actions = [
         "push",
@@ -103,6 +125,110 @@ class AnnotationRoundAdmin(PlatformAdmin):
         for round_ in queryset:
             set_archived(round_, False)
         self.message_user(request, f"{queryset.count()} round(s) unarchived.")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return with_progress(super().get_queryset(request))
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: m.AnnotationRound | None = None
+    ) -> list[str]:
+        # A curated round made its dataset version: what made it must not change afterwards.
+        if obj is not None and obj.state == State.CURATED:
+            names = [f.name for f in self.model._meta.fields if f.name not in self.exclude]
+            return list(dict.fromkeys([*self.readonly_fields, *names, "style_exemplars"]))
+        return self.readonly_fields
+
+    @admin.display(description="% done")
+    def done(self, obj: m.AnnotationRound) -> str:
+        if not getattr(obj, "n_tasks", 0):
+            return "no tasks yet"
+        return progress_bar(percent_done(obj.n_tasks, obj.n_done, obj.overlap), "")
+
+    @admin.display(description="progress")
+    def progress(self, obj: m.AnnotationRound) -> str:
+        if obj.pk is None:
+            return "—"
+        p = round_progress(obj)
+        if not p["n_tasks"]:
+            return "no tasks yet (push the round to create them)"
+        return format_html(
+            "{} {} of {} wanted annotations ({} tasks × overlap {})",
+            progress_bar(p["percent"]),
+            p["n_done"],
+            p["wanted"],
+            p["n_tasks"],
+            obj.overlap,
+        )
+
+    @admin.display(description="agreement")
+    def live_agreement(self, obj: m.AnnotationRound) -> str:
+        measured = (obj.quality or {}).get("agreement") or {}
+        if not measured:
+            return "not computed yet"
+        name, first = next(iter(measured.items()))
+        return format_html(
+            '<span title="last computed {}">α {} · {} agree</span>',
+            (obj.quality or {}).get("computed_at", "?"),
+            _fmt(first.get("alpha")),
+            _pct(first.get("percent")),
+        )
+
+    @admin.display(description="flagged")
+    def flagged(self, obj: m.AnnotationRound) -> str:
+        return self.flagged_annotators(obj)
+
+    @admin.display(description="Label Studio")
+    def labelstudio_link(self, obj: m.AnnotationRound) -> str:
+        if not obj.labelstudio_project_id:
+            return "not pushed"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">project {} ↗</a>',
+            labelstudio_project_url(obj),
+            obj.labelstudio_project_id,
+        )
+
+    @admin.display(description="annotators: progress and quality")
+    def annotators(self, obj: m.AnnotationRound) -> str:
+        if obj.pk is None:
+            return "—"
+        rows = [
+            {
+                **row,
+                "share": format_html(
+                    "{} {} of the round's tasks",
+                    progress_bar(row["percent_of_tasks"]),
+                    row["tasks"],
+                ),
+                "gold": (
+                    f"{_pct(row['gold_accuracy'])} of {row['gold_answered']}"
+                    if row["gold_answered"]
+                    else "no gold answered"
+                ),
+                "agreement": _pct(row["consensus_agreement"]),
+                "flag": "FLAGGED (excluded)" if row["flagged"] else "",
+                "last": row["last"].strftime("%Y-%m-%d %H:%M") if row["last"] else "—",
+            }
+            for row in annotator_progress(obj)
+        ]
+        if not rows:
+            return "nobody has annotated yet"
+        return rows_table(
+            rows,
+            [
+                ("annotator", "annotator"),
+                ("share", "progress"),
+                ("annotations", "annotations"),
+                ("skipped", "skipped"),
+                ("gold", "gold accuracy"),
+                ("agreement", "agreement with consensus"),
+                ("flag", "flag"),
+                ("last", "last annotation"),
+            ],
+        )
+
+    @admin.display(description="quality (last computed)")
+    def quality_summary(self, obj: m.AnnotationRound) -> str:
+        return json_summary(obj.quality)
 
     @admin.display(description="counts")
     def counts(self, obj: m.AnnotationRound) -> str:

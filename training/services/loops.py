@@ -91,6 +91,33 @@ def start_retrain_round(
     return round_
 
 
+class StepNotRetryable(ValueError):
+    """Why a round has no step to retry, worded for the person who asked."""
+
+
+def retry_failed_step(round_: RetrainRound, step_name: str | None = None) -> RoundStep:
+    """Run the round's failed step (or the named one) again; the chain continues from it."""
+    from curation.services.jobs import JobNotRetryable, retry_job
+
+    steps = round_.steps.filter(status=RoundStep.Status.FAILED).select_related("job")
+    if step_name:
+        steps = steps.filter(name=step_name)
+    step = steps.order_by("position").first()
+    if step is None:
+        named = f"step {step_name!r}" if step_name else "any step"
+        raise StepNotRetryable(f"{round_}: {named} has not failed; nothing to retry")
+    if step.job is None:
+        raise StepNotRetryable(f"{round_}: step {step.name} has no job to retry")
+    try:
+        retry_job(step.job)
+    except JobNotRetryable as exc:
+        raise StepNotRetryable(f"{round_}: step {step.name}: {exc}") from exc
+    RoundStep.objects.filter(pk=step.pk).update(status=RoundStep.Status.PENDING, error="")
+    RetrainRound.objects.filter(pk=round_.pk).update(state=RetrainRound.State.RUNNING)
+    step.refresh_from_db()
+    return step
+
+
 def _enqueue_step(step: RoundStep, user: Any = None) -> None:
     job = enqueue_job(
         "retrain.step",

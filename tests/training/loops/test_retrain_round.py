@@ -261,3 +261,60 @@ def test_admin_change_page_of_a_started_round_opens(client, data_lead, setup_rou
     page = response.content.decode()
     for name in RetrainRound.STEPS:
         assert name in page
+
+
+@pytest.mark.django_db
+def test_round_page_timeline_refreshes_and_retries_a_failed_step(
+    client, data_lead, annotator, setup_round, recorded_steps, settings
+):
+    settings.JOB_MAX_ATTEMPTS = 1
+    calls, failures = recorded_steps
+    failures["evaluate"] = 1
+    base, versions, gen, ev = setup_round
+    round_ = loops.start_retrain_round(
+        base_checkpoint=base, dataset_versions=versions, prompt_set=gen, eval_prompt_set=ev
+    )
+    page_url = reverse("admin:training_retrainround_change", args=[round_.pk])
+    json_url = reverse("admin:training_retrainround_timeline", args=[round_.pk])
+    retry_url = reverse("admin:training_retrainround_retry_step", args=[round_.pk])
+    client.force_login(annotator)
+    assert client.get(json_url).status_code == 302  # not staff: sent to the login page
+    client.force_login(data_lead)
+
+    running = client.get(page_url).content.decode()
+    assert 'data-active="true"' in running and 'name="_save"' not in running
+    timeline = client.get(json_url).json()
+    assert timeline["active"] and [s["status"] for s in timeline["steps"]][:2] == [
+        "pending",
+        "pending",
+    ]
+
+    _run_queued(round_)
+    timeline = client.get(json_url).json()
+    assert [s["status"] for s in timeline["steps"]] == [
+        "succeeded",
+        "failed",
+        "pending",
+        "pending",
+        "pending",
+    ]
+    assert not timeline["active"] and "evaluate broke" in timeline["steps"][1]["error"]
+    failed_page = client.get(page_url).content.decode()
+    assert 'data-active="false"' in failed_page
+    assert 'value="evaluate"' in failed_page and "Retry step" in failed_page
+    assert "evaluate broke" in failed_page
+
+    # Retrying a step that did not fail says so and changes nothing.
+    refused = client.post(retry_url, {"step": "train"}, follow=True)
+    assert "has not failed; nothing to retry" in refused.content.decode()
+    response = client.post(retry_url, {"step": "evaluate"}, follow=True)
+    assert "step evaluate queued again" in response.content.decode()
+    round_.refresh_from_db()
+    assert round_.state == RetrainRound.State.RUNNING
+    assert client.get(json_url).json()["active"]
+    _run_queued(round_)
+    timeline = client.get(json_url).json()
+    assert {s["status"] for s in timeline["steps"]} == {"succeeded"} and not timeline["active"]
+    assert calls == ["train", "evaluate", "evaluate", "generate", "push_rounds", "notify"]
+    done = client.get(page_url).content.decode()
+    assert "Retry step" not in done and "{&#x27;did" not in done and "did" in done
