@@ -135,7 +135,9 @@ class AnnotationRoundAdmin(PlatformAdmin):
         # A curated round made its dataset version: what made it must not change afterwards.
         if obj is not None and obj.state == State.CURATED:
             names = [f.name for f in self.model._meta.fields if f.name not in self.exclude]
-            return list(dict.fromkeys([*self.readonly_fields, *names, "style_exemplars"]))
+            return list(
+                dict.fromkeys([*self.readonly_fields, *names, "style_exemplars", "members"])
+            )
         return self.readonly_fields
 
     @admin.display(description="% done")
