@@ -49,7 +49,7 @@ def round_report(request: HttpRequest, pk: int) -> HttpResponse:
     image_src = _data_uri if export else signed_path
     grids = {
         name: [{**row, "src": image_src(row["image_key"])} for row in report.get(name, [])]
-        for name in ("best", "worst")
+        for name in ("ranked", "best", "worst")
     }
     context = {
         "round": round_,

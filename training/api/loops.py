@@ -35,6 +35,13 @@ class RoundStepSerializer(serializers.ModelSerializer):
 
 class RetrainRoundSerializer(serializers.ModelSerializer):
     steps = RoundStepSerializer(many=True, read_only=True)
+    scorer = serializers.SerializerMethodField(
+        help_text="The evaluation CLIP behind the report's numbers: model, checksum, and "
+        "`measurement: false` when its weights are random (the numbers then measure nothing)."
+    )
+
+    def get_scorer(self, round_: RetrainRound) -> dict | None:
+        return (round_.report or {}).get("scorer")
 
     class Meta:
         model = RetrainRound
@@ -55,6 +62,7 @@ class RetrainRoundSerializer(serializers.ModelSerializer):
             "checkpoint",
             "generation_batch",
             "report",
+            "scorer",
             "steps",
             "created_at",
         ]

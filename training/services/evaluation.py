@@ -2,32 +2,31 @@
 
 Three arms generate the same fixed evaluation prompts × seeds: the new checkpoint, the checkpoint
 it started from, and the root base model with a sticker style suffix (the baseline Style
-Tailoring compares against). CLIP gives text alignment, style similarity to the round's style
-exemplars and scene diversity across seeds; human results (pass rates, pairwise win rates) come
-from the rating rounds with bootstrap confidence intervals and are refreshed as annotators work.
+Tailoring compares against). The evaluation CLIP named in settings (the report says which
+model, its checksum, and whether its weights are random) gives text alignment, style similarity
+to the round's style exemplars, content leakage and scene diversity (`eval_metrics`); human
+results come from the rating rounds (`human_results`) and are refreshed as annotators work.
+Every interval resamples prompts.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-from django.conf import settings
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
-from curation.models import Annotation, DatasetItem, StyleDescriptor
+from curation.models import DatasetItem, StyleDescriptor
 from training.models import Checkpoint, Generation, GenerationBatch, RetrainRound
+from training.services import eval_metrics
+from training.services.eval_scorer import load_eval_scorer
+from training.services.human_results import human_results
 
 logger = logging.getLogger(__name__)
 
 ARMS = ("new", "previous", "prompt_engineered_base")
 MAX_STYLE_REFERENCES = 32
-BOOTSTRAP_RESAMPLES = 2000
 
 
 def root_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
@@ -36,31 +35,6 @@ def root_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
         seen.add(checkpoint.pk)
         checkpoint = checkpoint.parent
     return checkpoint
-
-
-def bootstrap_ci(
-    values: Sequence[float], *, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean; None with fewer than two observations."""
-    data = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
-    if data.size < 2:
-        return None
-    if np.all(data == data[0]):
-        return (float(data[0]), float(data[0]))
-    from scipy.stats import bootstrap
-
-    result = bootstrap(
-        (data,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return (
-        round(float(result.confidence_interval.low), 4),
-        round(float(result.confidence_interval.high), 4),
-    )
 
 
 def _style_descriptor(round_: RetrainRound) -> StyleDescriptor | None:
@@ -116,32 +90,31 @@ def _style_references(round_: RetrainRound) -> list[PILImage.Image]:
     return [_open(item.image.storage_key) for item in items if item.image.storage_key]
 
 
-def _clip_bundle() -> Any:
-    from training.engine.metrics import load_metric_clip
-
-    return load_metric_clip(settings.EVAL_CLIP_MODEL, settings.EVAL_CLIP_WEIGHTS or None)
+def _reference_content(round_: RetrainRound) -> list[str]:
+    """What the style references show: their captions without the round's style words."""
+    items = DatasetItem.objects.filter(
+        version__in=round_.dataset_versions.filter(dataset__kind="style")
+    ).order_by("id")[:MAX_STYLE_REFERENCES]
+    descriptor = _style_descriptor(round_)
+    contents = []
+    for caption in items.values_list("caption", flat=True):
+        text = caption or ""
+        if descriptor is not None:
+            text = text.removeprefix(descriptor.prefix).removesuffix(descriptor.suffix)
+        text = text.strip(" ,")
+        if text:
+            contents.append(text)
+    return contents
 
 
 def score_batch(
-    bundle: Any, batch: GenerationBatch, references: list[PILImage.Image]
+    bundle: Any,
+    batch: GenerationBatch,
+    references: list[PILImage.Image],
+    reference_content: list[str],
 ) -> dict[str, Any]:
-    """Per-generation CLIP scores plus the batch means (text, style, diversity)."""
-    from training.engine import metrics
-
+    """Per-generation scores of one arm's batch and its per-prompt diversity."""
     generations = list(batch.generations.select_related("prompt", "image").order_by("id"))
-    if not generations:
-        return {"n": 0, "rows": []}
-    images = [_open(g.image.storage_key) for g in generations]
-    # Score against the content prompt, not the suffixed one: the baseline's suffix must not
-    # buy it text alignment.
-    prompts = [g.prompt.text for g in generations]
-    text = metrics.text_score(bundle, images, prompts)
-    style = metrics.style_score(bundle, images, references) if references else None
-    by_prompt: dict[str, list[PILImage.Image]] = defaultdict(list)
-    for generation, image in zip(generations, images, strict=True):
-        by_prompt[generation.prompt.text].append(image)
-    per_prompt = metrics.diversity(bundle, by_prompt)
-    diversity = _mean([v for v in per_prompt.values() if v is not None and not math.isnan(v)])
     rows = [
         {
             "generation": g.pk,
@@ -149,91 +122,19 @@ def score_batch(
             "prompt": g.prompt.text,
             "category": g.prompt.category or "uncategorised",
             "seed": g.seed,
-            "text_score": _float(text[i]),
-            "style_score": _float(style[i]) if style is not None else None,
         }
-        for i, g in enumerate(generations)
+        for g in generations
     ]
+    images = [_open(g.image.storage_key) for g in generations]
+    return eval_metrics.score_images(bundle, rows, images, references, reference_content)
+
+
+def arm_checkpoints(round_: RetrainRound) -> dict[str, Checkpoint | None]:
     return {
-        "n": len(rows),
-        "text_score": _mean([r["text_score"] for r in rows]),
-        "text_score_ci": bootstrap_ci([r["text_score"] for r in rows]),
-        "style_score": _mean([r["style_score"] for r in rows]),
-        "style_score_ci": bootstrap_ci([r["style_score"] for r in rows]),
-        "diversity": diversity,
-        "diversity_by_prompt": {p: _float(v) for p, v in per_prompt.items()},
-        "rows": rows,
+        "new": round_.checkpoint,
+        "previous": round_.base_checkpoint,
+        "prompt_engineered_base": root_checkpoint(round_.base_checkpoint),
     }
-
-
-def _float(value: Any) -> float | None:
-    number = float(value)
-    return None if math.isnan(number) else round(number, 6)
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    clean = [v for v in values if v is not None]
-    return round(float(np.mean(clean)), 6) if clean else None
-
-
-def by_category(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[row["category"]].append(row)
-    return {
-        category: {
-            "n": len(items),
-            "text_score": _mean([r["text_score"] for r in items]),
-            "style_score": _mean([r["style_score"] for r in items]),
-        }
-        for category, items in sorted(groups.items())
-    }
-
-
-def human_results(checkpoint: Checkpoint, others: dict[str, Checkpoint]) -> dict[str, Any]:
-    """Pass rates of the checkpoint's generations and pairwise win rates against other arms."""
-    live = Annotation.objects.filter(deleted=False)
-    style = live.filter(
-        task__round__kind="style",
-        task__generation__batch__checkpoint=checkpoint,
-        passed__isnull=False,
-    )
-    aligned = live.filter(
-        task__round__kind="alignment",
-        task__generation__batch__checkpoint=checkpoint,
-        aligned__isnull=False,
-    )
-    passes = [1.0 if a else 0.0 for a in style.values_list("passed", flat=True)]
-    alignment = [1.0 if a else 0.0 for a in aligned.values_list("aligned", flat=True)]
-    result: dict[str, Any] = {
-        "style_pass_rate": _mean(passes),
-        "style_pass_rate_ci": bootstrap_ci(passes),
-        "style_ratings": len(passes),
-        "alignment_rate": _mean(alignment),
-        "alignment_rate_ci": bootstrap_ci(alignment),
-        "alignment_ratings": len(alignment),
-        "win_rates": {},
-    }
-    pairwise = (
-        live.filter(task__round__kind="pairwise")
-        .exclude(preferred="")
-        .select_related("task__generation__batch", "task__other_generation__batch")
-    )
-    for arm, other in others.items():
-        votes = []
-        for annotation in pairwise:
-            left, right = annotation.task.generation, annotation.task.other_generation
-            if left is None or right is None:
-                continue
-            sides = {left.batch.checkpoint_id: "left", right.batch.checkpoint_id: "right"}
-            if checkpoint.pk in sides and other.pk in sides and len(sides) == 2:
-                votes.append(1.0 if annotation.preferred == sides[checkpoint.pk] else 0.0)
-        result["win_rates"][arm] = {
-            "win_rate": _mean(votes),
-            "ci": bootstrap_ci(votes),
-            "votes": len(votes),
-        }
-    return result
 
 
 def evaluate_round(round_: RetrainRound, ctx: Any = None) -> dict[str, Any]:
@@ -245,49 +146,46 @@ def evaluate_round(round_: RetrainRound, ctx: Any = None) -> dict[str, Any]:
         if ctx is not None:
             ctx.log(f"evaluation: generating arm {arm}")
         execute_generation_batch(batches[arm], ctx)
-    bundle = _clip_bundle()
+    scorer = load_eval_scorer()
     references = _style_references(round_)
-    arms = {arm: score_batch(bundle, batches[arm], references) for arm in ARMS}
-    report = build_report(round_, arms, batches)
+    content = _reference_content(round_)
+    arms = {arm: score_batch(scorer.bundle, batches[arm], references, content) for arm in ARMS}
+    report = build_report(round_, arms, batches, scorer.describe())
     Checkpoint.objects.filter(pk=round_.checkpoint_id).update(metrics=report["summary"]["new"])
     return report
 
 
 def build_report(
-    round_: RetrainRound, arms: dict[str, dict[str, Any]], batches: dict[str, GenerationBatch]
+    round_: RetrainRound,
+    arms: dict[str, dict[str, Any]],
+    batches: dict[str, GenerationBatch],
+    scorer: dict[str, Any],
 ) -> dict[str, Any]:
-    summary = {arm: {k: v for k, v in data.items() if k != "rows"} for arm, data in arms.items()}
-    new_rows = arms["new"]["rows"]
-    ranked = sorted(
-        (r for r in new_rows if r["text_score"] is not None),
-        key=lambda r: r["text_score"],
-        reverse=True,
-    )
     checkpoint = round_.checkpoint
-    others = {
-        "previous": round_.base_checkpoint,
-        "prompt_engineered_base": root_checkpoint(round_.base_checkpoint),
-    }
     return {
-        "summary": summary,
-        "by_category": {arm: by_category(data["rows"]) for arm, data in arms.items()},
-        "best": ranked[:8],
-        "worst": ranked[-8:][::-1],
+        "scorer": scorer,
+        "summary": {arm: eval_metrics.summarise(scored) for arm, scored in arms.items()},
+        "comparisons": eval_metrics.comparisons(arms),
+        "by_category": {
+            arm: eval_metrics.by_category(scored["rows"]) for arm, scored in arms.items()
+        },
+        **eval_metrics.ranked_grids(arms["new"]["rows"]),
         "batches": {arm: batch.pk for arm, batch in batches.items()},
-        "human": human_results(checkpoint, others) if checkpoint else {},
+        "human": _human(round_, {arm: batch.pk for arm, batch in batches.items()}),
         "lineage": checkpoint_lineage(checkpoint) if checkpoint else {},
     }
+
+
+def _human(round_: RetrainRound, batch_ids: dict[str, int]) -> dict[str, Any]:
+    if round_.checkpoint is None:
+        return {}
+    return human_results(arm_checkpoints(round_), {pk: arm for arm, pk in batch_ids.items()})
 
 
 def refresh_human_results(round_: RetrainRound) -> dict[str, Any]:
     """Recompute the human part of a report as ratings arrive (admin action, API)."""
     report = dict(round_.report or {})
-    others = {
-        "previous": round_.base_checkpoint,
-        "prompt_engineered_base": root_checkpoint(round_.base_checkpoint),
-    }
-    if round_.checkpoint:
-        report["human"] = human_results(round_.checkpoint, others)
+    report["human"] = _human(round_, report.get("batches", {}))
     RetrainRound.objects.filter(pk=round_.pk).update(report=report)
     return report
 

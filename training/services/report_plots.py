@@ -44,21 +44,34 @@ def trend_svg(points: list[dict[str, Any]]) -> str:
 def category_svg(
     by_category: dict[str, dict[str, dict[str, Any]]], metric: str = "text_score"
 ) -> str:
-    """Per prompt category, one bar per arm."""
+    """Per prompt category, one bar per arm, with its prompt-resampled 95 % interval."""
     arms = list(by_category)
     categories = sorted({c for arm in arms for c in by_category[arm]})
     figure, ax = plt.subplots(figsize=(8, 2.8))
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):
-        values = [by_category[arm].get(c, {}).get(metric) or 0.0 for c in categories]
+        entries = [by_category[arm].get(c, {}) for c in categories]
+        values = [e.get(metric) or 0.0 for e in entries]
+        errors = [
+            [
+                max(0.0, v - e[f"{metric}_ci"][0]) if e.get(f"{metric}_ci") else 0.0
+                for v, e in zip(values, entries, strict=True)
+            ],
+            [
+                max(0.0, e[f"{metric}_ci"][1] - v) if e.get(f"{metric}_ci") else 0.0
+                for v, e in zip(values, entries, strict=True)
+            ],
+        ]
         ax.bar(
             [x + i * width for x in range(len(categories))],
             values,
             width=width,
+            yerr=errors,
+            capsize=2,
             label=arm.replace("_", " "),
         )
     ax.set_xticks([x + width * (len(arms) - 1) / 2 for x in range(len(categories))])
     ax.set_xticklabels(categories, fontsize=8)
-    ax.set_title(f"{metric.replace('_', ' ')} by prompt category", fontsize=10)
+    ax.set_title(f"{metric.replace('_', ' ')} by prompt category (95 % CI by prompt)", fontsize=10)
     ax.legend(fontsize=7)
     return _svg(figure)

@@ -9,7 +9,7 @@ from curation.models import Dataset, Image, PromptSet
 from curation.services.versions import add_items, create_draft_version, freeze_version
 from training.models import Checkpoint, RetrainRound, RoundStep
 from training.services import loops
-from training.services.evaluation import bootstrap_ci, checkpoint_lineage
+from training.services.evaluation import checkpoint_lineage
 
 
 def _version(kind: str, n: int = 2, offset: int = 0):
@@ -134,9 +134,19 @@ def test_report_page_and_export(client, data_lead, annotator, setup_round, recor
         "best": [],
         "worst": [],
         "human": {
-            "style_pass_rate": 0.75,
-            "style_ratings": 8,
-            "win_rates": {"previous": {"win_rate": 0.6, "votes": 10, "ci": [0.3, 0.9]}},
+            "style_pass_rate": {"new": {"rate": 0.75, "ratings": 8, "ci": [0.5, 1.0]}},
+            "alignment_rate": {},
+            "differences": {},
+            "bradley_terry": {"model": "Davidson", "votes": 10, "ranking": ["new"]},
+            "win_rates": {
+                "previous": {
+                    "win_rate": 0.6,
+                    "votes": 10,
+                    "ties": 2,
+                    "prompts": 5,
+                    "ci": [0.3, 0.9],
+                }
+            },
         },
         "lineage": checkpoint_lineage(new),
     }
@@ -152,13 +162,6 @@ def test_report_page_and_export(client, data_lead, annotator, setup_round, recor
     export = client.get(url + "?export=1")
     assert export["Content-Disposition"].startswith("attachment;")
     assert "Download as HTML" not in export.content.decode()
-
-
-def test_bootstrap_ci_brackets_the_mean():
-    low, high = bootstrap_ci([0.0, 1.0] * 50)
-    assert low < 0.5 < high and low > 0.3 and high < 0.7
-    assert bootstrap_ci([1.0]) is None
-    assert bootstrap_ci([0.4, 0.4, 0.4]) == (0.4, 0.4)
 
 
 @pytest.mark.django_db
