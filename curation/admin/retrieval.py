@@ -136,7 +136,22 @@ class RecipeRunAdmin(PlatformAdmin):
     list_filter = ["recipe"]
     list_select_related = ["recipe", "index__space", "job"]
     date_hierarchy = "created_at"
-    readonly_fields = ["review", "recipe", "index", "lf_table", "config", "stats", "job"]
+    readonly_fields = [
+        "review",
+        "recipe",
+        "index",
+        "decisions",
+        "lf_table",
+        "config",
+        "stats",
+        "job",
+    ]
+
+    @admin.display(description="decisions")
+    def decisions(self, obj: m.RecipeRun) -> str:
+        from curation.selectors.recipes import decisions_summary
+
+        return decisions_summary(obj)
 
     @admin.display(description="status")
     def status(self, obj: m.RecipeRun) -> str:
@@ -156,19 +171,32 @@ class RecipeRunAdmin(PlatformAdmin):
         if not rows:
             return "—"
         header = format_html(
-            "<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            "<tr>" + "<th>{}</th>" * 8 + "</tr>",
             "LF",
             "coverage",
             "overlap",
             "conflict",
+            "accuracy on decisions",
+            "decisions it voted on",
+            "learned P(sticker vote | sticker)",
+            "learned P(not vote | not)",
         )
+
+        def rate(value: float | None) -> str:
+            return "—" if value is None else f"{value:.2f}"
+
         body = [
             format_html(
-                "<tr><td>{}</td><td>{:.2f}</td><td>{:.2f}</td><td>{:.2f}</td></tr>",
+                # format_html escapes its arguments to strings first: format numbers here.
+                "<tr>" + "<td>{}</td>" * 8 + "</tr>",
                 row["name"],
-                row["coverage"],
-                row["overlap"],
-                row["conflict"],
+                rate(row["coverage"]),
+                rate(row["overlap"]),
+                rate(row["conflict"]),
+                rate(row.get("accuracy")),
+                row.get("gold_votes", 0),
+                rate(row.get("learned_true_positive_rate")),
+                rate(row.get("learned_true_negative_rate")),
             )
             for row in rows
         ]
@@ -185,13 +213,35 @@ class RecipeScoreAdmin(PlatformAdmin):
     raw_id_fields = ["image", "run"]
     actions = ["accept", "reject"]
 
+    def _decide(self, request: HttpRequest, queryset: QuerySet, decision: str) -> None:
+        from curation.services.review import set_decision
+
+        changed = 0
+        for run in m.RecipeRun.objects.filter(pk__in=queryset.values("run")).select_related(
+            "recipe"
+        ):
+            ids = queryset.filter(run=run).values_list("pk", flat=True)
+            changed += set_decision(run, list(ids), decision, user=request.user)
+        self.message_user(request, f"{changed} image(s) {decision}; their recipes learn from it.")
+
     @admin.action(description="Accept selected images", permissions=["change"])
     def accept(self, request: HttpRequest, queryset: QuerySet) -> None:
-        queryset.update(decision=m.RecipeScore.Decision.ACCEPTED)
+        self._decide(request, queryset, m.RecipeScore.Decision.ACCEPTED)
 
     @admin.action(description="Reject selected images", permissions=["change"])
     def reject(self, request: HttpRequest, queryset: QuerySet) -> None:
-        queryset.update(decision=m.RecipeScore.Decision.REJECTED)
+        self._decide(request, queryset, m.RecipeScore.Decision.REJECTED)
+
+
+@admin.register(m.RecipeDecision)
+class RecipeDecisionAdmin(PlatformAdmin):
+    """Decisions kept per recipe across runs; every later run of the recipe learns from them."""
+
+    list_display = ["image", "recipe", "decision", "origin", "run", "decided_by", "updated_at"]
+    list_filter = ["recipe", "decision", "origin"]
+    list_select_related = ["image", "recipe", "run__recipe", "decided_by"]
+    raw_id_fields = ["image", "run"]
+    search_fields = ["=image__sha256"]
 
 
 @admin.register(ImageFeatures)

@@ -3,7 +3,7 @@ from curation.models.embeddings import EmbeddingShard, EmbeddingSpace, VectorInd
 from curation.models.images import Image, IngestBatch, Refusal, Source
 from curation.models.jobs import Job, Schedule
 from curation.models.prompts import Prompt, PromptSet, StyleDescriptor
-from curation.models.recipes import Recipe, RecipeRun, RecipeScore
+from curation.models.recipes import Recipe, RecipeDecision, RecipeRun, RecipeScore
 from curation.models.rounds import (
     Annotation,
     AnnotationRound,
@@ -33,6 +33,7 @@ __all__ = [
     "Prompt",
     "PromptSet",
     "Recipe",
+    "RecipeDecision",
     "RecipeRun",
     "RecipeScore",
     "Refusal",

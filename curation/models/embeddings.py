@@ -56,7 +56,15 @@ class VectorIndex(TimeStampedModel):
     params = models.JSONField(default=dict, blank=True)
     path = models.CharField(max_length=1024)
     vector_count = models.PositiveBigIntegerField(default=0)
-    recall_at_k = models.FloatField(null=True, blank=True)
+    recall_at_k = models.FloatField(
+        null=True, blank=True, help_text="Held-out image vectors as queries, vs exact search."
+    )
+    text_recall_at_k = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Text-query embeddings as queries, vs exact search (the modality gap makes "
+        "text→image search harder than image→image).",
+    )
     recall_k = models.PositiveIntegerField(default=100)
     built_from = models.ManyToManyField(EmbeddingShard, blank=True, related_name="indexes")
 

@@ -72,13 +72,63 @@ class RecipeScore(models.Model):
     decision = models.CharField(
         max_length=16, choices=Decision.choices, default=Decision.UNREVIEWED, db_index=True
     )
+    certainty = models.FloatField(
+        default=1.0, help_text="|2p − 1| of P(sticker): 0 is least sure, reviewed next."
+    )
 
     class Meta:
         ordering = ["-score"]
         constraints = [models.UniqueConstraint(fields=["run", "image"], name="unique_score")]
+        indexes = [
+            # The grid's keyset pages: ranked (score desc, id) and review-next (certainty, id).
+            models.Index(fields=["run", "-score", "id"], name="score_rank"),
+            models.Index(fields=["run", "certainty", "id"], name="score_review_next"),
+            models.Index(fields=["run", "decision"], name="score_decision"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.image} {self.score:.3f}"
+
+
+class RecipeDecision(TimeStampedModel):
+    """A data lead's accept or reject of one image for one recipe, kept across its runs.
+
+    Made in the review grid or imported (`manage.py review_decisions`); every later run of the
+    recipe uses them as gold for its label model and to train its decision classifier.
+    """
+
+    class Decision(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    class Origin(models.TextChoices):
+        GRID = "grid", "Review grid"
+        IMPORT = "import", "Imported"
+
+    recipe = models.ForeignKey(Recipe, on_delete=models.CASCADE, related_name="decisions")
+    image = models.ForeignKey("curation.Image", on_delete=models.CASCADE, related_name="+")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.GRID)
+    run = models.ForeignKey(
+        RecipeRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The run whose grid it was made in.",
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["recipe", "image"]
+        constraints = [
+            models.UniqueConstraint(fields=["recipe", "image"], name="unique_recipe_decision")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipe}: {self.image} {self.decision}"
 
 
 class ImageFeatures(models.Model):

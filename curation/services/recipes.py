@@ -233,8 +233,10 @@ def run_recipe_job(
 ) -> RecipeRun:
     """Run a RecipeRun's snapshot over the pool and write its RecipeScore rows and stats.
 
-    Re-running the same run replaces its scores (a retried job starts clean); decisions made on
-    an earlier attempt's rows are lost with them, which cannot happen once a run has succeeded.
+    Every decision recorded for the recipe (grid or import) is gold for this run: the label
+    model and the decision classifier learn from it, and the grid shows it pre-set. Re-running
+    the same run replaces its scores (a retried job starts clean); decisions live on the
+    recipe, so none is lost with them.
     """
     from curation.weak.recipe import RecipeSpec, run_recipe
 
@@ -265,6 +267,9 @@ def run_recipe_job(
         from curation.services.jobs import JobCancelled
 
         raise JobCancelled(f"{run} cancelled before scoring")
+    from curation.services.decisions import recipe_gold
+
+    gold = recipe_gold(run.recipe)
     report(len(ids), len(ids), "scoring")
     result = run_recipe(
         spec,
@@ -273,6 +278,7 @@ def run_recipe_job(
         index=index,
         bundle=bundle,
         allowed_ids=np.asarray(ids, dtype=np.int64),
+        gold=gold,
     )
     stats = {
         "status": "done",
@@ -283,20 +289,27 @@ def run_recipe_job(
         "label_model": result.label_model,
         "threshold": spec.score_threshold,
         "lf": [s.to_json() for s in result.lf_stats],
+        "decisions": result.decisions.to_json(),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    accepted = RecipeScore.Decision.ACCEPTED
+    shown = {i: accepted if y else RecipeScore.Decision.REJECTED for i, y in gold.items()}
     with transaction.atomic():
         RecipeScore.objects.filter(run=run).delete()
         batch: list[RecipeScore] = []
-        for row in result.rows():
+        certainty = result.certainty
+        for n, row in enumerate(result.rows()):
             batch.append(
                 RecipeScore(
                     run=run,
                     image_id=row["image_id"],
                     score=_finite(row["score"]),
                     probability=_finite(row["probability"]),
+                    certainty=_finite(float(certainty[n])),
                     weak_label=row["weak_label"],
                     lf_votes=row["lf_votes"],
+                    # The recipe's earlier decisions show (and freeze) in this run's grid too.
+                    decision=shown.get(row["image_id"], RecipeScore.Decision.UNREVIEWED),
                 )
             )
             if len(batch) >= SCORE_BATCH:

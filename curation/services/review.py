@@ -20,15 +20,30 @@ from curation.services.versions import add_items, create_draft_version, freeze_v
 Decision = RecipeScore.Decision
 
 
-def set_decision(run: RecipeRun, score_ids: Iterable[int], decision: str) -> int:
-    """Accept, reject or reset scores of this run; returns how many rows changed."""
+def set_decision(
+    run: RecipeRun, score_ids: Iterable[int], decision: str, *, user: Any = None
+) -> int:
+    """Accept, reject or reset scores of this run; returns how many rows changed.
+
+    The decision is also recorded for the run's recipe, so the recipe's next run learns from it.
+    """
+    from curation.services.decisions import record_decisions
+
     if decision not in Decision.values:
         raise ValueError(f"decision {decision!r}: expected one of {Decision.values}")
-    return RecipeScore.objects.filter(run=run, pk__in=list(score_ids)).update(decision=decision)
+    scores = RecipeScore.objects.filter(run=run, pk__in=list(score_ids))
+    with transaction.atomic():
+        image_ids = list(scores.values_list("image_id", flat=True))
+        changed = scores.update(decision=decision)
+        record_decisions(run.recipe, dict.fromkeys(image_ids, decision), run=run, user=user)
+    return changed
 
 
 def accept_above(run: RecipeRun, threshold: float) -> int:
-    """Accept every unreviewed image scoring at least `threshold`; rejections stay."""
+    """Accept every unreviewed image scoring at least `threshold`; rejections stay.
+
+    Not recorded as the recipe's decisions: it would teach the recipe its own guesses.
+    """
     return RecipeScore.objects.filter(
         run=run, score__gte=float(threshold), decision=Decision.UNREVIEWED
     ).update(decision=Decision.ACCEPTED)

@@ -1,7 +1,9 @@
 """The review grid: a data lead ranks, accepts, rejects and freezes a recipe run's images.
 
-Pages are keyset-paginated on (score desc, id asc), so a page of a million-row run costs one
-indexed range query and never a COUNT over the run. Decisions are small CSRF-protected POSTs
+Two orders: ranked (score desc, id asc) and review next (certainty asc, id asc: the images whose
+label the run is least sure of first, so each decision teaches the next run the most). Pages
+are keyset-paginated on the order's key, which an index of RecipeScore covers, so a page deep
+in a million-row run costs one indexed range query and never a COUNT over the run. Decisions are small CSRF-protected POSTs
 the page's script sends (one per click or key press); every page works without script too.
 """
 
@@ -25,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from curation.media import signed_path
 from curation.models import RecipeRun, RecipeScore
 from curation.models.images import usable_q
+from curation.selectors.recipes import decisions_summary
 from curation.services import review as svc
 from curation.services.thumbnails import thumbnail_key
 
@@ -32,6 +35,8 @@ PAGE_SIZE = 60
 REVIEW_PERMISSION = "curation.change_recipescore"
 FREEZE_PERMISSION = "curation.freeze_datasetversion"
 LF_VOTES = {"sticker": 1, "not": 0, "abstain": -1}
+# order name → (field, descending); ties broken by id ascending either way.
+ORDERS = {"ranked": ("score", True), "uncertain": ("certainty", False)}
 
 
 def _data_lead(*permissions: str):
@@ -59,6 +64,7 @@ class GridFilters:
     has_alpha: str = ""  # "yes", "no" or ""
     source: str = ""
     lf: str = ""  # "<lf name>:<sticker|not|abstain>"
+    order: str = "ranked"
 
     @classmethod
     def from_query(cls, query: Any) -> tuple[GridFilters, list[str]]:
@@ -68,7 +74,11 @@ class GridFilters:
             has_alpha=query.get("has_alpha", ""),
             source=query.get("source", "").strip(),
             lf=query.get("lf", ""),
+            order=query.get("order", "") or "ranked",
         )
+        if filters.order not in ORDERS:
+            errors.append(f"order: {filters.order!r} is not ranked or uncertain")
+            filters.order = "ranked"
         if filters.decision and filters.decision not in RecipeScore.Decision.values:
             errors.append(f"decision: {filters.decision!r} is not one of the decisions")
             filters.decision = ""
@@ -107,12 +117,13 @@ class GridFilters:
             "has_alpha": self.has_alpha,
             "source": self.source,
             "lf": self.lf,
+            "order": "" if self.order == "ranked" else self.order,
         }
         return {k: v for k, v in values.items() if v}
 
 
-def _cursor(score: RecipeScore) -> str:
-    return f"{score.score!r}_{score.pk}"
+def _cursor(score: RecipeScore, field: str) -> str:
+    return f"{getattr(score, field)!r}_{score.pk}"
 
 
 def _parse_cursor(value: str) -> tuple[float, int] | None:
@@ -123,24 +134,34 @@ def _parse_cursor(value: str) -> tuple[float, int] | None:
         return None
 
 
-def _page(scores: QuerySet, after: str, before: str) -> tuple[list[RecipeScore], bool, bool]:
-    """One page in (score desc, id asc) order and whether pages exist after and before it."""
+def _page(
+    scores: QuerySet, order: str, after: str, before: str
+) -> tuple[list[RecipeScore], bool, bool]:
+    """One page in `order` (see ORDERS) and whether pages exist after and before it."""
+    field, descending = ORDERS[order]
+    forward = "lt" if descending else "gt"
+    backward = "gt" if descending else "lt"
+    key = f"-{field}" if descending else field
+    reverse_key = field if descending else f"-{field}"
     start = _parse_cursor(before) if before else None
     if start is not None:
-        score, pk = start
-        rows = list(
-            scores.filter(Q(score__gt=score) | Q(score=score, pk__lt=pk)).order_by("score", "-pk")[
-                : PAGE_SIZE + 1
-            ]
-        )
+        value, pk = start
+        earlier = Q(**{f"{field}__{backward}": value}) | Q(**{field: value, "pk__lt": pk})
+        rows = list(scores.filter(earlier).order_by(reverse_key, "-pk")[: PAGE_SIZE + 1])
         more_before = len(rows) > PAGE_SIZE
         return list(reversed(rows[:PAGE_SIZE])), True, more_before
     start = _parse_cursor(after) if after else None
     if start is not None:
-        score, pk = start
-        scores = scores.filter(Q(score__lt=score) | Q(score=score, pk__gt=pk))
-    rows = list(scores.order_by("-score", "pk")[: PAGE_SIZE + 1])
+        value, pk = start
+        scores = scores.filter(
+            Q(**{f"{field}__{forward}": value}) | Q(**{field: value, "pk__gt": pk})
+        )
+    rows = list(scores.order_by(key, "pk")[: PAGE_SIZE + 1])
     return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE, start is not None
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _grid_context(request: HttpRequest, run: RecipeRun, **extra: Any) -> dict[str, Any]:
@@ -155,8 +176,9 @@ def _grid_context(request: HttpRequest, run: RecipeRun, **extra: Any) -> dict[st
         )
     )
     rows, has_next, has_prev = _page(
-        scores, request.GET.get("after", ""), request.GET.get("before", "")
+        scores, filters.order, request.GET.get("after", ""), request.GET.get("before", "")
     )
+    field = ORDERS[filters.order][0]
     base = reverse("curation-review", args=[run.pk])
     query = filters.query()
     tiles = [
@@ -180,13 +202,19 @@ def _grid_context(request: HttpRequest, run: RecipeRun, **extra: Any) -> dict[st
         "accepted": RecipeScore.objects.filter(
             usable_q("image__"), run=run, decision=RecipeScore.Decision.ACCEPTED
         ).count(),
-        "next_url": f"{base}?{urlencode({**query, 'after': _cursor(rows[-1])})}"
+        "next_url": f"{base}?{urlencode({**query, 'after': _cursor(rows[-1], field)})}"
         if has_next and rows
         else "",
-        "prev_url": f"{base}?{urlencode({**query, 'before': _cursor(rows[0])})}"
+        "prev_url": f"{base}?{urlencode({**query, 'before': _cursor(rows[0], field)})}"
         if has_prev and rows
         else "",
         "first_url": f"{base}?{urlencode(query)}",
+        "review_next_url": f"{base}?{urlencode({'order': 'uncertain', 'decision': 'unreviewed'})}",
+        "ranked_url": base,
+        "decisions_summary": decisions_summary(run),
+        "lf_stats": [
+            {**row, "accuracy_text": _rate(row.get("accuracy"))} for row in run.stats.get("lf", [])
+        ],
         "dataset_name": request.POST.get("dataset_name", f"{run.recipe.name}-domain"),
         "reason": request.POST.get("reason", ""),
         "default_caption": request.POST.get("default_caption", "a sticker"),
@@ -217,7 +245,7 @@ def _score_ids(request: HttpRequest) -> list[int]:
 @_data_lead(REVIEW_PERMISSION)
 def review_decide(request: HttpRequest, run_id: int) -> HttpResponse:
     """Set the decision of one or more scores: `id` (repeatable) and `decision`."""
-    run = get_object_or_404(RecipeRun, pk=run_id)
+    run = get_object_or_404(RecipeRun.objects.select_related("recipe"), pk=run_id)
     try:
         ids = _score_ids(request)
         if request.content_type == "application/json":
@@ -226,7 +254,7 @@ def review_decide(request: HttpRequest, run_id: int) -> HttpResponse:
             decision = request.POST.get("decision", "")
         if not ids:
             raise ValueError("id: give at least one score id")
-        changed = svc.set_decision(run, ids, decision)
+        changed = svc.set_decision(run, ids, decision, user=request.user)
     except (ValueError, json.JSONDecodeError) as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse({"changed": changed, "ids": ids, "decision": decision})

@@ -10,6 +10,12 @@ Two Dawid–Skene label models, each LF treated as an annotator with its own err
   as a cross-check and for LF sets that vote both ways.
 - `majority`: share of sticker votes among non-abstaining LFs, the baseline.
 Plus Snorkel's LF summary: coverage, overlap, conflict and, given gold labels, accuracy.
+
+Gold (a data lead's accept/reject decisions) enters `dawid_skene` in two ways: gold rows are
+clamped to their label in every E-step, and in the M-step they are up-weighted so that together
+they carry three times the mass of all unlabelled rows (`GOLD_SHARE`). A few dozen decisions then set each LF's error
+rates, which is what breaks the independence assumption's worst failure: a block of correlated
+LFs that agree with each other (and so out-vote everything) without agreeing with the truth.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import numpy as np
 
 METHODS = ("dawid_skene", "crowdkit_dawid_skene", "majority")
 _SMOOTHING = 1.0
+# Gold rows together weigh this many times all unlabelled rows in the M-step: decisions are few
+# but true, and the unlabelled mass is where a correlated block of LFs out-votes the rest.
+GOLD_SHARE = 3.0
 
 
 @dataclass
@@ -46,6 +55,9 @@ class LFStats:
     negative_votes: int
     accuracy: float | None = None  # on the gold subset, where the LF voted
     gold_votes: int = 0
+    # What the label model learned (with gold, where given): P(vote=1 | sticker), P(vote=0 | not).
+    learned_true_positive_rate: float | None = None
+    learned_true_negative_rate: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,23 +82,47 @@ def majority_vote(votes: np.ndarray, prior: float = 0.5) -> np.ndarray:
     return np.where(voted > 0, share, prior).astype(np.float64)
 
 
+def _gold_rows(gold: np.ndarray | None, n: int) -> np.ndarray:
+    """Boolean mask of rows with a 0/1 gold label; raises on a wrong length or value."""
+    if gold is None:
+        return np.zeros(n, bool)
+    gold = np.asarray(gold)
+    if gold.shape != (n,):
+        raise ValueError(f"gold must have one entry per image ({n}), got shape {gold.shape}")
+    if not np.isin(gold, (-1, 0, 1)).all():
+        raise ValueError("gold holds values other than −1 (unknown), 0 and 1")
+    return gold >= 0
+
+
 def _dawid_skene_abstain(
-    votes: np.ndarray, n_iter: int, tol: float
+    votes: np.ndarray, n_iter: int, tol: float, gold: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, np.ndarray, int]:
     n, m = votes.shape
     outcome = votes.astype(np.int64) + 1  # 0 abstain, 1 not sticker, 2 sticker
+    known = _gold_rows(gold, n)
+    clamp = np.zeros((int(known.sum()), 2))
+    if known.any():
+        assert gold is not None
+        clamp[np.arange(len(clamp)), np.asarray(gold)[known].astype(int)] = 1.0
+    # Gold rows weigh GOLD_SHARE times every unlabelled row, together (never less than one each).
+    weight = np.ones(n)
+    if known.any():
+        weight[known] = max(1.0, GOLD_SHARE * (n - known.sum()) / known.sum())
     mv = majority_vote(votes, prior=0.5)
     posterior = np.stack([1 - mv, mv], axis=1)
+    posterior[known] = clamp
     confusion = np.zeros((m, 2, 3))
     iterations = 0
     for step in range(1, n_iter + 1):
         iterations = step
-        # M-step: class prior and each LF's outcome distribution per true class.
+        # M-step: class prior and each LF's outcome distribution per true class. The prior is
+        # taken unweighted: decisions are made on top-ranked images, a biased sample of classes.
         prior = posterior.mean(axis=0).clip(1e-6, 1 - 1e-6)
+        weighted = posterior * weight[:, None]
         for j in range(m):
             for o in range(3):
                 mask = outcome[:, j] == o
-                confusion[j, :, o] = posterior[mask].sum(axis=0)
+                confusion[j, :, o] = weighted[mask].sum(axis=0)
         confusion = (confusion + _SMOOTHING) / (confusion + _SMOOTHING).sum(axis=2, keepdims=True)
         # E-step: posterior over the true class given every LF's outcome.
         log_confusion = np.log(confusion)
@@ -96,6 +132,7 @@ def _dawid_skene_abstain(
         log_post -= log_post.max(axis=1, keepdims=True)
         new = np.exp(log_post)
         new /= new.sum(axis=1, keepdims=True)
+        new[known] = clamp
         change = float(np.abs(new - posterior).max()) if n else 0.0
         posterior = new
         if change < tol:
@@ -122,10 +159,20 @@ def _crowdkit_dawid_skene(votes: np.ndarray, n_iter: int, tol: float) -> np.ndar
 
 
 def fit_label_model(
-    votes: np.ndarray, method: str = "dawid_skene", n_iter: int = 100, tol: float = 1e-6
+    votes: np.ndarray,
+    method: str = "dawid_skene",
+    n_iter: int = 100,
+    tol: float = 1e-6,
+    gold: np.ndarray | None = None,
 ) -> LabelModelResult:
-    """P(sticker) per row of an (images × LFs) vote matrix in {−1, 0, 1}."""
+    """P(sticker) per row of an (images × LFs) vote matrix in {−1, 0, 1}.
+
+    `gold` (0/1 where a decision exists, −1 elsewhere) is used by `dawid_skene` only: gold
+    rows are clamped and set the LFs' error rates (see the module docstring). The other models
+    ignore it; their probabilities of gold rows are still their own estimate.
+    """
     votes = _check(votes)
+    _gold_rows(gold, len(votes))
     if method not in METHODS:
         raise ValueError(f"label model {method!r}: unknown (known: {', '.join(METHODS)})")
     if method == "majority" or votes.shape[1] == 0:
@@ -136,7 +183,7 @@ def fit_label_model(
         covered = ~np.isnan(probabilities)
         prior = float(probabilities[covered].mean()) if covered.any() else 0.5
         return LabelModelResult(np.where(covered, probabilities, prior), method, prior)
-    probabilities, prior, confusion, iterations = _dawid_skene_abstain(votes, n_iter, tol)
+    probabilities, prior, confusion, iterations = _dawid_skene_abstain(votes, n_iter, tol, gold)
     # Rate of voting each class given the true class, among that class's images.
     return LabelModelResult(
         probabilities=probabilities,

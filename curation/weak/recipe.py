@@ -8,7 +8,9 @@ Flow of `run_recipe`:
    built-in `heuristics` recipe needs no CLIP weights);
 3. similarity columns for CLIP-based LFs are added to each candidate's features, every LF votes,
    the label model turns votes into P(sticker);
-4. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile in the pool (exact
+4. with decisions (`gold`), the label model takes them as gold and a small classifier fitted on
+   them is mixed into P(sticker) (see `curation.weak.decisions`);
+5. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile in the pool (exact
    without an index, from a pool sample with one, among the candidates when only an index is
    given); just P when there is no query, just the percentile when there are no LFs; weak label =
    score ≥ score_threshold, or −1 when nothing at all spoke about an image.
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from curation.weak.decisions import DecisionReport, learn_from_decisions
 from curation.weak.features import feature_table
 from curation.weak.label_model import LFStats, fit_label_model, lf_summary
 from curation.weak.labelling_functions import (
@@ -104,6 +107,12 @@ class RecipeResult:
     lf_stats: list[LFStats]
     label_model: str
     query_vector: np.ndarray | None = None
+    decisions: DecisionReport = field(default_factory=DecisionReport)
+
+    @property
+    def certainty(self) -> np.ndarray:
+        """|2p − 1| of P(sticker): 0 where the run is least sure, the review-next order."""
+        return np.abs(2 * self.probabilities - 1)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -174,7 +183,10 @@ def run_recipe(
 
     `vectors` (a VectorStore) is needed for any query or CLIP LF; `index` (a VectorIndex) makes
     candidate retrieval approximate and fast when `spec.top_k` is set; `bundle` encodes text
-    queries unless `text_vectors` already holds them; `gold` (id → 0/1) adds LF accuracies.
+    queries unless `text_vectors` already holds them; `gold` (id → 0/1, the data lead's
+    decisions) is gold for the label model, trains the decision classifier and gives each LF
+    its accuracy on the decided images. `features` may offer `prefetch(ids)` (a lazy mapping
+    over a database): it is called once with every candidate before any lookup.
     """
     lf_texts = [lf.query for lf in spec.lfs if isinstance(lf, ClipTextSimilarity)]
     query_texts = [q.text for q in spec.text_queries + spec.negative_queries]
@@ -244,10 +256,19 @@ def run_recipe(
             candidate_ids = candidate_ids[np.isin(candidate_ids, allowed_ids)]
         similarity = np.full(len(candidate_ids), np.nan)
 
+    prefetch = getattr(features, "prefetch", None)
+    if callable(prefetch):
+        prefetch(candidate_ids)
     table = feature_table([features.get(int(i)) for i in candidate_ids])
+    candidate_vectors = None
+    if vectors is not None and len(candidate_ids):
+        try:
+            candidate_vectors = vectors.get(candidate_ids)
+        except KeyError:
+            if needs_vectors and (lf_texts or exemplars is not None):
+                raise
     if needs_vectors and (lf_texts or exemplars is not None) and len(candidate_ids):
-        assert vectors is not None  # needs_vectors, checked above
-        candidate_vectors = vectors.get(candidate_ids)
+        assert candidate_vectors is not None  # needs_vectors, checked above
         for text in lf_texts:
             table[f"text:{text}"] = candidate_vectors @ texts[text]
         if exemplars is not None:
@@ -255,8 +276,25 @@ def run_recipe(
 
     votes = vote_matrix(spec.lfs, table)
     names = [lf.name for lf in spec.lfs]
-    fitted = fit_label_model(votes, spec.label_model)
+    gold_array = None
+    if gold:
+        gold_array = np.array([gold.get(int(i), -1) for i in candidate_ids], dtype=np.int64)
+    fitted = fit_label_model(votes, spec.label_model, gold=gold_array)
     probabilities = fitted.probabilities
+    report = DecisionReport(reason="no decisions recorded for this recipe yet")
+    if gold_array is not None and spec.lfs:
+        probabilities, report = learn_from_decisions(
+            gold_array,
+            votes,
+            table,
+            lambda v, g: fit_label_model(v, spec.label_model, gold=g).probabilities,
+            probabilities,
+            vectors=candidate_vectors,
+        )
+    outside = len(gold or {}) - report.decisions
+    if outside:
+        note = f"{outside} decided image(s) are not among this run's candidates"
+        report.reason = f"{report.reason}; {note}" if report.reason else note
     if query is not None and spec.lfs:
         scores = spec.lf_weight * probabilities + (1 - spec.lf_weight) * _percentile(
             similarity, reference
@@ -268,9 +306,11 @@ def run_recipe(
     spoke = (votes >= 0).any(axis=1) | (query is not None)
     weak_labels = np.where(spoke, (scores >= spec.score_threshold).astype(np.int8), -1)
 
-    gold_array = None
-    if gold is not None:
-        gold_array = np.array([gold.get(int(i), -1) for i in candidate_ids], dtype=np.int64)
+    stats = lf_summary(votes, names, gold_array)
+    for j, lf_stats in enumerate(stats):
+        if fitted.lf_true_positive_rate:
+            lf_stats.learned_true_positive_rate = fitted.lf_true_positive_rate[j]
+            lf_stats.learned_true_negative_rate = fitted.lf_true_negative_rate[j]
     order = np.lexsort((candidate_ids, -scores))  # ties broken by id so reruns agree
     if spec.top_k:
         order = order[: spec.top_k]
@@ -283,7 +323,8 @@ def run_recipe(
         similarities=similarity[order],
         votes=votes[order],
         lf_names=names,
-        lf_stats=lf_summary(votes, names, gold_array),
+        lf_stats=stats,
         label_model=fitted.method,
         query_vector=query,
+        decisions=report,
     )
