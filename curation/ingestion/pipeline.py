@@ -4,8 +4,8 @@ Classification, made in input order whatever the thread timing, so a re-run deci
 - `duplicate`: the sha256 of the original bytes is already known (`already_seen`) or was seen
   earlier in this batch. Known bytes are not decoded again, which is what makes a resumed run
   fast: everything the killed run persisted is hashed and skipped.
-- `near_duplicate`: decoded fine, and its perceptual hash is within `near_distance` bits of an
-  image ingested earlier (this batch, or whatever the caller put in `near_index`); the nearest
+- `near_duplicate`: decoded fine, large enough to have a perceptual hash (validate's
+  `PHASH_MIN_SIDE`), and that hash is within `near_distance` bits of an image ingested earlier (this batch, or whatever the caller put in `near_index`); the nearest
   one is named in `duplicate_of`. Near-duplicates are not added to the index, so chains do not
   drift away from the original.
 - `quarantined`: could not be read or refused by validation, with the reason. A byte-identical
@@ -244,7 +244,8 @@ def ingest_items(
                 outcome.reason,
             )
         else:
-            near = index.nearest(outcome.phash, near_distance) if near_distance >= 0 else None
+            hashed = bool(outcome.phash) and near_distance >= 0
+            near = index.nearest(outcome.phash, near_distance) if hashed else None
             if near is not None:
                 first = _Settled("near_duplicate", item.origin)
                 result = IngestResult(
@@ -259,7 +260,8 @@ def ingest_items(
                 )
             else:
                 first = _Settled("ingested", item.origin)
-                index.add(sha256, outcome.phash)
+                if outcome.phash:
+                    index.add(sha256, outcome.phash)
                 result = IngestResult(
                     pending.position, item.origin, "ingested", sha256, outcome, item.caption
                 )

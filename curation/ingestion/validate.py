@@ -25,6 +25,10 @@ Rules a person can rely on (and tests assert):
   checked. Rendering uses the intrinsic size, scaled up so the longer side is at least
   `svg_min_side`, and is refused above the pixel limit.
 - The perceptual hash is imagehash.phash of the image composited on white (as CLIP sees it).
+  Below `PHASH_MIN_SIDE` pixels on the shorter side there is none (`phash` is ""): phash
+  resamples to 32x32 before its DCT, so a smaller image's hash describes the interpolation
+  more than the picture and unrelated tiny images collide. Such images are still deduplicated
+  exactly, by sha256, but never as near-duplicates.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_SVG_MIN_SIDE = 512
 DEFAULT_LOSSY_QUALITY = 95
+PHASH_MIN_SIDE = 32
 
 # Formats a pool of stickers, icons and photos arrives in. EPS would run Ghostscript and PSD,
 # FITS, … are not images people share; they are refused by name.
@@ -90,7 +95,7 @@ class ValidatedImage:
     source_mode: str
     has_alpha: bool
     frame_count: int
-    phash: str
+    phash: str  # "" below PHASH_MIN_SIDE: no near-duplicate detection for this image
     source_bytes: int
 
     @property
@@ -406,7 +411,7 @@ def _finish(
         source_mode=decoded.source_mode,
         has_alpha=image.mode == "RGBA",
         frame_count=decoded.frame_count,
-        phash=perceptual_hash(image),
+        phash=perceptual_hash(image) if min(image.size) >= PHASH_MIN_SIDE else "",
         source_bytes=len(data),
     )
 

@@ -256,3 +256,31 @@ def test_demo_ingest_pool_is_idempotent():
     count = Image.objects.count()
     assert demo_ingest_pool() == first
     assert Image.objects.count() == count and IngestBatch.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_tiny_images_skip_near_duplicate_detection_but_not_exact(tmp_path):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(8)
+    archive_path = tmp_path / "tiny.zip"
+    seen: set[bytes] = set()
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        while len(seen) < 1000:
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            if pixels.tobytes() in seen:
+                continue
+            seen.add(pixels.tobytes())
+            buffer = io.BytesIO()
+            PILImage.fromarray(pixels, "RGB").save(buffer, "PNG")
+            archive.writestr(f"tiny_{len(seen):04d}.png", buffer.getvalue())
+        archive.writestr("copy_of_first.png", archive.read("tiny_0001.png"))
+    summary = ingest_json(str(archive_path), "--source", "tiny")
+    assert summary["counts"] == {
+        "ingested": 1000,
+        "duplicate": 1,
+        "near_duplicate": 0,
+        "quarantined": 0,
+    }
+    assert set(Image.objects.values_list("phash", flat=True)) == {""}

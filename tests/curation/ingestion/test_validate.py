@@ -240,3 +240,10 @@ def test_svg_with_an_embedded_data_image_renders_and_oversized_ones_are_refused(
     big = base64.b64encode(encode(Image.new("1", (3000, 3000)), "PNG")).decode()
     svg = svg.replace(small, big)
     assert "embedded image is 3000x3000" in refused(svg.encode(), max_pixels=1_000_000)
+
+
+def test_no_perceptual_hash_below_the_minimum_side():
+    from curation.ingestion.validate import PHASH_MIN_SIDE
+
+    assert ok(encode(photo(1, (PHASH_MIN_SIDE - 1, 200)), "PNG")).phash == ""
+    assert len(ok(encode(photo(1, (PHASH_MIN_SIDE, 200)), "PNG")).phash) == 16
