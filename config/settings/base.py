@@ -157,6 +157,17 @@ else:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 
+# --- Ingest: what URLs and manifest paths may reach (docs/operations.md, "Ingestion safety") ---
+# URLs resolving to loopback, private, link-local (cloud metadata), multicast or reserved
+# addresses are refused unless they lie in one of these networks, e.g. "10.8.0.0/16".
+INGEST_URL_ALLOW_NETWORKS = env.list("INGEST_URL_ALLOW_NETWORKS", default=[])
+# Proxy environment variables are ignored; downloads go through this proxy only when set.
+INGEST_URL_PROXY = env.str("INGEST_URL_PROXY", default="")
+INGEST_URL_TIMEOUT_SECONDS = env.float("INGEST_URL_TIMEOUT_SECONDS", default=10.0)
+INGEST_URL_DEADLINE_SECONDS = env.float("INGEST_URL_DEADLINE_SECONDS", default=120.0)
+# Folders a manifest may name local files in, besides the manifest's own folder.
+INGEST_LOCAL_ROOTS = env.list("INGEST_LOCAL_ROOTS", default=[])
+
 # --- Jobs: Django's tasks API through the django-tasks backport -------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 TASK_BACKEND = env.str("TASK_BACKEND", default="database")

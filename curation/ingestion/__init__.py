@@ -5,8 +5,9 @@ here touches the database, so the same code runs in a worker, a benchmark or a n
 """
 
 from curation.ingestion.dedup import NearDuplicateIndex, hamming_distance
+from curation.ingestion.fetch import FetchOptions
 from curation.ingestion.pipeline import IngestResult, IngestSummary, ingest_items
-from curation.ingestion.sources import FetchOptions, SourceItem, SourceLimits, iter_items
+from curation.ingestion.sources import SourceItem, SourceLimits, iter_items
 from curation.ingestion.validate import Refusal, ValidatedImage, validate_image_bytes, validate_path
 
 __all__ = [

@@ -2,7 +2,9 @@
 
 A PATH may be a folder (walked recursively in sorted order; hidden files and folders skipped), a
 `.zip`/`.tar`/`.tar.gz`/`.tgz` archive, a `.csv`/`.parquet` manifest whose column holds local
-paths or http(s) URLs, a single file, or a URL. Each `SourceItem` has a stable `origin` (the
+paths or http(s) URLs, a single file, or a URL. URLs are downloaded by `fetch.fetch_url` (public
+addresses only unless allowed); a manifest's local paths and `file://` URLs must lie in its own
+folder or in `SourceLimits.manifest_roots`. Each `SourceItem` has a stable `origin` (the
 path, `archive.zip!member/name.png`, or the URL) and reads its bytes only when asked.
 
 Nothing here raises for bad input: a member that must not be read (path traversal, absolute
@@ -15,20 +17,19 @@ streamed (a gzip stream cannot seek backwards cheaply), so iterate `iter_items` 
 from __future__ import annotations
 
 import csv
-import http.client
 import os
 import re
 import stat
 import tarfile
 import threading
-import time
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
+
+from curation.ingestion.fetch import FetchError, FetchOptions, fetch_url
 
 PATH_COLUMNS = ("path", "url", "image", "image_path", "image_url", "file", "filepath", "uri")
 CAPTION_COLUMNS = ("caption", "text", "prompt")
@@ -48,18 +49,9 @@ class SourceLimits:
     max_member_bytes: int = 100 * 1024 * 1024
     max_archive_bytes: int = 8 * 1024 * 1024 * 1024
     max_file_bytes: int = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    """How URLs are downloaded: per-socket timeout, overall deadline, size cap and retries."""
-
-    timeout_s: float = 15.0
-    deadline_s: float = 120.0
-    max_bytes: int = 100 * 1024 * 1024
-    retries: int = 2
-    backoff_s: float = 0.5
-    user_agent: str = "sticker-curation-ingest/0.1"
+    # Folders a manifest may name files in besides its own; `file://` URLs and absolute or
+    # `..` paths elsewhere are refused (a manifest is untrusted input).
+    manifest_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ def iter_items(
     for raw in paths:
         text = str(raw)
         if _is_url(text):
-            yield SourceItem(text, partial(fetch_url, text, fetch))
+            yield SourceItem(text, partial(_fetch, text, fetch))
             continue
         path = Path(text)
         name = path.name.lower()
@@ -311,7 +303,7 @@ def _manifest_item(
     if not text:
         return SourceItem.refused(where, "empty path/URL cell")
     if _is_url(text):
-        return SourceItem(text, partial(fetch_url, text, fetch), cap)
+        return SourceItem(text, partial(_fetch, text, fetch), cap)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+://", text):
         if text.lower().startswith("file://"):
             text = urllib.request.url2pathname(text[7:])
@@ -320,7 +312,22 @@ def _manifest_item(
     path = Path(text)
     if not path.is_absolute():
         path = base / path
+    problem = _outside_roots(path, base, limits.manifest_roots)
+    if problem:
+        return SourceItem.refused(f"{where}: {text}"[:1024], problem)
     return _file_item(path, limits, cap)
+
+
+def _outside_roots(path: Path, base: Path, roots: tuple[str, ...]) -> str | None:
+    # resolve() follows links, so a link inside the manifest's folder cannot point outside.
+    real = path.resolve()
+    allowed = [base.resolve(), *(Path(r).resolve() for r in roots)]
+    if any(real.is_relative_to(root) for root in allowed):
+        return None
+    return (
+        f"path outside the manifest's folder and the configured roots ({', '.join(map(str, allowed))}); "
+        "add its folder to INGEST_LOCAL_ROOTS to allow it"
+    )
 
 
 def _iter_csv_manifest(
@@ -401,62 +408,11 @@ def _is_url(text: str) -> bool:
     return text.lower().startswith(("http://", "https://"))
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if not _is_url(newurl):
-            raise SourceError(f"redirect to a non-http(s) URL refused: {newurl[:120]}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
-_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-
-
-def fetch_url(url: str, options: FetchOptions | None = None) -> bytes:
-    """Download `url` within the size cap and deadline, retrying transient failures with
-    exponential backoff; raise SourceError with a readable reason otherwise."""
-    options = options or FetchOptions()
-    last = "no attempt made"
-    for attempt in range(options.retries + 1):
-        if attempt:
-            time.sleep(options.backoff_s * 2 ** (attempt - 1))
-        try:
-            return _download_once(url, options)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            last = f"HTTP {exc.code} {exc.reason}"
-            if exc.code not in _RETRYABLE_STATUS:
-                raise SourceError(last) from exc
-        except SourceError:
-            raise
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            last = f"{type(exc).__name__}: {reason}"
-    attempts = options.retries + 1
-    raise SourceError(f"download failed after {attempts} attempt{'s' * (attempts > 1)}: {last}")
-
-
-def _download_once(url: str, options: FetchOptions) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": options.user_agent})
-    deadline = time.monotonic() + options.deadline_s
-    with _OPENER.open(request, timeout=options.timeout_s) as response:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > options.max_bytes:
-            raise SourceError(
-                f"URL content is {_size(int(declared))}, above the {_size(options.max_bytes)} limit"
-            )
-        chunks: list[bytes] = []
-        received = 0
-        while chunk := response.read(65536):
-            received += len(chunk)
-            if received > options.max_bytes:
-                raise SourceError(
-                    f"URL content exceeds the {_size(options.max_bytes)} limit (download stopped)"
-                )
-            if time.monotonic() > deadline:
-                raise SourceError(f"download took longer than {options.deadline_s:g} s")
-            chunks.append(chunk)
-        return b"".join(chunks)
+def _fetch(url: str, options: FetchOptions) -> bytes:
+    try:
+        return fetch_url(url, options)
+    except FetchError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def _size(size: int) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from curation.ingestion import IngestResult, NearDuplicateIndex, ingest_items, iter_items
+from curation.ingestion import (
+    FetchOptions,
+    IngestResult,
+    NearDuplicateIndex,
+    SourceItem,
+    SourceLimits,
+    ingest_items,
+    iter_items,
+)
 from curation.ingestion.pipeline import DEFAULT_NEAR_DISTANCE
 from curation.models import Image, IngestBatch, Refusal, Source
 from curation.services.jobs import JobCancelled, JobContext, enqueue_job
@@ -95,6 +103,23 @@ def enqueue_ingest(
     return batch
 
 
+def source_options() -> tuple[SourceLimits, FetchOptions]:
+    """The caps and URL rules of the settings (INGEST_*), for iter_items."""
+    limits = SourceLimits(manifest_roots=tuple(str(r) for r in settings.INGEST_LOCAL_ROOTS))
+    fetch = FetchOptions(
+        timeout_s=settings.INGEST_URL_TIMEOUT_SECONDS,
+        deadline_s=settings.INGEST_URL_DEADLINE_SECONDS,
+        allow_networks=tuple(settings.INGEST_URL_ALLOW_NETWORKS),
+        proxy=settings.INGEST_URL_PROXY or None,
+    )
+    return limits, fetch
+
+
+def _items(paths: Sequence[str]) -> Iterator[SourceItem]:
+    limits, fetch = source_options()
+    return iter_items(paths, limits=limits, fetch=fetch)
+
+
 def count_items(paths: Sequence[str]) -> int | None:
     """How many items the paths hold, when that costs a directory walk or an archive listing.
 
@@ -103,7 +128,7 @@ def count_items(paths: Sequence[str]) -> int | None:
     """
     if any(p.lower().endswith(_TAR_SUFFIXES) for p in paths):
         return None
-    return sum(1 for _ in iter_items(paths))
+    return sum(1 for _ in _items(paths))
 
 
 def refused_before() -> dict[str, str]:
@@ -338,7 +363,7 @@ def run_ingest(
     persister = _Persister(
         batch, offset=batch.position, total=batch.total, job_ctx=job_ctx, on_progress=on_progress
     )
-    items = iter_items(batch.paths)
+    items = _items(batch.paths)
     for _ in range(batch.position):  # settled by an earlier run: skip without reading
         if next(items, None) is None:
             break

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-import socket
 import stat
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from curation.ingestion.sources import (
-    FetchOptions,
     SourceError,
     SourceItem,
     SourceLimits,
-    fetch_url,
     iter_items,
 )
 from tests.curation.ingestion.factories import encode, photo_jpeg, sticker_rgba
@@ -184,87 +179,20 @@ def test_parquet_manifest(tmp_path):
     assert items[0].read() == PNG
 
 
-# --- URLs against a real local HTTP server -------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    hits: dict[str, int] = {}
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-    def do_GET(self):
-        hits = self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        if self.path == "/ok.png":
-            self._send(200, PNG)
-        elif self.path == "/flaky.png" and hits == 1:
-            self._send(503, b"try later")
-        elif self.path == "/flaky.png":
-            self._send(200, PNG)
-        elif self.path == "/huge-declared.png":
-            self.send_response(200)
-            self.send_header("Content-Length", str(10**9))
-            self.end_headers()
-        elif self.path == "/huge-streamed.png":
-            self.send_response(200)
-            self.end_headers()  # no Content-Length: only the streamed count can stop it
-            self.wfile.write(b"x" * 50_000)
-        elif self.path.startswith("/redirect-to-"):
-            target = {"file": "file:///etc/passwd", "ftp": "ftp://127.0.0.1/x.png"}
-            self.send_response(302)
-            self.send_header("Location", target[self.path.rsplit("-", 1)[1]])
-            self.end_headers()
-        else:
-            self._send(404, b"not here")
-
-    def _send(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    _Handler.hits = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-FAST = FetchOptions(timeout_s=5, retries=2, backoff_s=0, max_bytes=20_000)
-
-
-def test_url_fetch_ok_404_retry_and_size_caps(server):
-    assert fetch_url(f"{server}/ok.png", FAST) == PNG
-    with pytest.raises(SourceError, match="HTTP 404"):
-        fetch_url(f"{server}/missing.png", FAST)
-    assert _Handler.hits["/missing.png"] == 1  # a 404 is not retried
-    assert fetch_url(f"{server}/flaky.png", FAST) == PNG
-    assert _Handler.hits["/flaky.png"] == 2
-    with pytest.raises(SourceError, match="URL content is 953.7 MiB, above the 20,000 bytes limit"):
-        fetch_url(f"{server}/huge-declared.png", FAST)
-    with pytest.raises(SourceError, match="exceeds the .* limit"):
-        fetch_url(f"{server}/huge-streamed.png", FAST)
-    with pytest.raises(SourceError, match="Redirection to url 'file:///etc/passwd' is not allowed"):
-        fetch_url(f"{server}/redirect-to-file", FAST)
-    with pytest.raises(SourceError, match="redirect to a non-http"):
-        fetch_url(f"{server}/redirect-to-ftp", FAST)
-
-
-def test_unreachable_host_fails_after_retries():
-    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(SourceError, match="download failed after 3 attempts: .*refused"):
-        fetch_url(f"http://127.0.0.1:{port}/x.png", FAST)
-
-
-def test_url_manifest(server, tmp_path):
-    manifest = tmp_path / "urls.csv"
-    manifest.write_text(f"url,caption\n{server}/ok.png,hello\n{server}/gone.png,\n")
-    found = outcomes(list(iter_items([manifest], fetch=FAST)))
-    assert found == {f"{server}/ok.png": PNG, f"{server}/gone.png": "HTTP 404 Not Found"}
+def test_manifest_paths_and_file_urls_stay_inside_allowed_roots(tmp_path):
+    inside, outside = tmp_path / "set", tmp_path / "elsewhere"
+    inside.mkdir()
+    outside.mkdir()
+    (inside / "a.png").write_bytes(PNG)
+    (outside / "b.png").write_bytes(PNG)
+    (inside / "link.png").symlink_to(outside / "b.png")
+    manifest = inside / "list.csv"
+    rows = ["a.png", "../elsewhere/b.png", str(outside / "b.png"), f"file://{outside}/b.png"]
+    manifest.write_text("path\n" + "\n".join(rows + ["link.png"]) + "\n")
+    found = outcomes(list(iter_items([manifest])))
+    assert found[str(inside / "a.png")] == PNG
+    refused = {o: r for o, r in found.items() if isinstance(r, str)}
+    assert len(refused) == 4 and all("INGEST_LOCAL_ROOTS" in r for r in refused.values())
+    allowed = SourceLimits(manifest_roots=(str(outside),))
+    found = outcomes(list(iter_items([manifest], limits=allowed)))
+    assert len(found) == 4 and set(found.values()) == {PNG}
