@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
@@ -110,3 +113,23 @@ def rows_table(rows: list[dict], columns: list[tuple[str, str]], depth: int = 0)
         ),
     )
     return format_html("<table " + _TABLE + "><tr>{}</tr>{}</table>", head, body)
+
+
+@cache
+def json_field(name: str, label: str | None = None) -> Callable[[object], str]:
+    """A read-only admin column showing JSON field `name` as json_summary tables.
+
+    Cached: the admin matches read-only entries by identity between its calls of
+    get_readonly_fields, so one name must give the same function every time."""
+
+    def show(obj: object) -> str:
+        return json_summary(getattr(obj, name, None))
+
+    show.short_description = label or name.replace("_", " ")  # type: ignore[attr-defined]
+    show.__name__ = f"{name}_summary"
+    return show
+
+
+def summarised(names: list, json_names: tuple[str, ...]) -> list:
+    """`names` (read-only fields) with each JSON field among them shown as a summary table."""
+    return [json_field(n) if isinstance(n, str) and n in json_names else n for n in names]

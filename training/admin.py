@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from curation.admin_base import PlatformAdmin, progress_bar
+from curation.admin_base import PlatformAdmin, json_field, json_summary, progress_bar
 from curation.media import signed_path
 from curation.models import DatasetVersion
 from training import models as m
@@ -300,7 +300,13 @@ class CheckpointAdmin(PlatformAdmin):
     list_filter = ["adapter"]
     search_fields = ["name", "path"]
     list_select_related = ["parent", "training_run"]
-    readonly_fields = ["lineage_summary", "config", "lineage", "metrics"]
+    readonly_fields = [
+        "lineage_summary",
+        json_field("config"),
+        json_field("lineage", "lineage (as stored)"),
+        json_field("metrics"),
+    ]
+    exclude = ["config", "lineage", "metrics"]
     filter_horizontal = ["dataset_versions"]
     actions = [train_transparency_decoder]
 
@@ -329,14 +335,14 @@ class CheckpointAdmin(PlatformAdmin):
         return format_html(
             "<div>recipe {} / adapter {}, step {}</div><div>parent: {}</div>"
             "<div>code version: <code>{}</code></div><div>dataset versions:<ul>{}</ul></div>"
-            "<div>metrics: <code>{}</code></div>",
+            "<div>metrics: {}</div>",
             lineage.get("recipe", "—"),
             obj.adapter or "base model",
             obj.step,
             parent,
             lineage.get("code_version") or "unknown",
             versions or "none",
-            json.dumps(obj.metrics or {}),
+            json_summary(obj.metrics or {}),
         )
 
 
@@ -370,6 +376,24 @@ class GenerationBatchAdmin(PlatformAdmin):
     readonly_fields = ["status", "progress", "job"]
     inlines = [GenerationInline]
     actions = ["start"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: m.GenerationBatch | None = None
+    ) -> list:
+        # A batch that drew its images is what rounds and reports point at: it no longer changes.
+        if obj is not None and obj.status == m.GenerationBatch.Status.SUCCEEDED:
+            return [
+                *self.readonly_fields,
+                *(f.name for f in self.model._meta.fields if f.name not in self.readonly_fields),
+            ]
+        return self.readonly_fields
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: m.GenerationBatch | None = None
+    ) -> bool:
+        if obj is not None and obj.status == m.GenerationBatch.Status.SUCCEEDED:
+            return False
+        return super().has_delete_permission(request, obj)
 
     @admin.display(description="progress")
     def progress(self, obj: m.GenerationBatch) -> str:

@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from curation.admin_base import PlatformAdmin, json_summary, progress_bar
+from curation.admin_base import PlatformAdmin, json_summary, progress_bar, summarised
 from curation.models import DatasetVersion, PromptSet
 from training.models import Checkpoint, RetrainRound
 from training.selectors.loops import round_timeline
@@ -125,7 +125,8 @@ class RetrainRoundAdmin(PlatformAdmin):
     ) -> list[str]:
         if obj is None:
             return []
-        return [f.name for f in RetrainRound._meta.fields if f.name != "report"] + [
+        names = [f.name for f in RetrainRound._meta.fields if f.name != "report"]
+        return summarised(names, ("hyperparameters", "seeds")) + [
             "dataset_versions",
             "report_link",
             "report_summary",

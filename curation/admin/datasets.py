@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from curation import models as m
-from curation.admin_base import PlatformAdmin
+from curation.admin_base import PlatformAdmin, summarised
 
 
 @admin.register(m.Dataset)
@@ -62,6 +62,8 @@ class DatasetVersionAdmin(PlatformAdmin):
     date_hierarchy = "created_at"
     inlines = [DatasetItemInline]
     actions = ["freeze", "export"]
+    # Written by freezing and by the services that build versions; shown as tables.
+    exclude = ["diff", "lineage"]
 
     @admin.display(description="checksum")
     def checksum_short(self, obj: m.DatasetVersion) -> str:
@@ -76,13 +78,14 @@ class DatasetVersionAdmin(PlatformAdmin):
             "checksum",
             "row_count",
             "diff",
+            "lineage",
             "frozen_by",
             "frozen_at",
             "number",
         ]
         if obj and obj.is_frozen:
-            return [f.name for f in self.model._meta.fields]
-        return always
+            always = [f.name for f in self.model._meta.fields]
+        return summarised(always, ("diff", "lineage"))
 
     def has_delete_permission(
         self, request: HttpRequest, obj: m.DatasetVersion | None = None

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from curation import models as m
-from curation.admin_base import PlatformAdmin, progress_bar
+from curation.admin_base import PlatformAdmin, progress_bar, summarised
 from curation.services import jobs as job_services
 from curation.services.schedules import save_schedule
 
@@ -28,7 +28,10 @@ class JobAdmin(PlatformAdmin):
     list_filter = ["status", "queue", "kind"]
     search_fields = ["kind", "worker_id", "=id"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in m.Job._meta.fields] + ["progress"]
+    readonly_fields = summarised(
+        [f.name for f in m.Job._meta.fields] + ["progress"], ("params", "result", "state")
+    )
+    exclude = ["params", "result", "state"]
     actions = ["cancel", "retry"]
 
     @admin.display(description="progress")

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from curation import models as m
-from curation.admin_base import PlatformAdmin
+from curation.admin_base import PlatformAdmin, json_field
 from curation.models.recipes import ImageFeatures
 
 
@@ -142,10 +142,11 @@ class RecipeRunAdmin(PlatformAdmin):
         "index",
         "decisions",
         "lf_table",
-        "config",
-        "stats",
+        json_field("config", "recipe as it ran"),
+        json_field("stats"),
         "job",
     ]
+    exclude = ["config", "stats"]
 
     @admin.display(description="decisions")
     def decisions(self, obj: m.RecipeRun) -> str:
