@@ -24,7 +24,7 @@ from curation.services.jobs import enqueue_job
 from curation.services.storage import read_bytes
 from curation.weak.recipe_fields import recipe_field_errors
 
-FEATURES_VERSION = "weak-features/1"
+FEATURES_VERSION = "weak-features/2"
 FEATURE_CHUNK = 256
 FEATURE_THREADS = 4
 SCORE_BATCH = 2000

@@ -96,7 +96,7 @@ def learn_from_decisions(
     gold: np.ndarray,
     votes: np.ndarray,
     table: Mapping[str, np.ndarray],
-    label_model: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    label_model: Callable[[np.ndarray | slice, np.ndarray], np.ndarray],
     with_gold: np.ndarray,
     *,
     vectors: np.ndarray | None = None,
@@ -104,9 +104,10 @@ def learn_from_decisions(
 ) -> tuple[np.ndarray, DecisionReport]:
     """P(sticker) per row mixing the gold-aware label model with a classifier, and a report.
 
-    `gold` is 0/1 per row where decided and −1 elsewhere; `label_model(votes, gold)` returns
-    P(sticker) per row of `votes` (refitted on subsets during cross-validation, and once with
-    no gold for the comparison); `with_gold` is its output on all rows with all of `gold`.
+    `gold` is 0/1 per row where decided and −1 elsewhere; `label_model(rows, gold_of_rows)`
+    fits the label model on those rows of `votes` and returns their P(sticker) (refitted on
+    subsets during cross-validation, and once with no gold for the comparison); `with_gold` is
+    its output on all rows with all of `gold`.
     `vectors` are the rows' CLIP vectors, aligned with `votes`, or None.
     """
     gold = np.asarray(gold, np.int64)
@@ -119,7 +120,7 @@ def learn_from_decisions(
     if not report.decisions:
         report.reason = "no decisions recorded for these images yet"
         return with_gold, report
-    without = label_model(votes, np.full(len(gold), -1))
+    without = label_model(slice(None), np.full(len(gold), -1))
     report.accuracy_without_decisions = float(((without[known] >= 0.5) == gold[known]).mean())
     smaller = min(report.positives, report.negatives)
     if smaller < MIN_PER_CLASS:
@@ -148,7 +149,7 @@ def learn_from_decisions(
     for train, test in folds.split(x_decided, y_decided):
         fold_gold = np.full(len(rows), -1)
         fold_gold[[position[int(r)] for r in decided[train]]] = y_decided[train]
-        held_label = label_model(votes[rows], fold_gold)[[position[int(r)] for r in decided[test]]]
+        held_label = label_model(rows, fold_gold)[[position[int(r)] for r in decided[test]]]
         model = _classifier(seed).fit(x_decided[train], y_decided[train])
         held_classifier = model.predict_proba(x_decided[test])[:, 1]
         held_mixed = (1 - weight) * held_label + weight * held_classifier

@@ -2,7 +2,9 @@
 
 Computed once per image at ingest or recipe time and storable as JSON (a flat dict of floats).
 Measurements are taken on a small nearest-neighbour thumbnail: nearest keeps the original
-colours (no blending), so palette and flatness reflect the artwork, not the resampler.
+colours (no blending), so palette and flatness reflect the artwork, not the resampler. Thin lines
+(a chart's axes and gridlines) are the exception: nearest would drop most one-pixel lines, so
+they are found on an area-averaged greyscale copy, where a thin line stays a faint thin line.
 """
 
 from __future__ import annotations
@@ -21,8 +23,21 @@ FEATURE_NAMES = (
     "border_uniformity",
     "colours_90",
     "flat_fraction",
+    "white_fraction",
+    "chroma_mean",
+    "edge_cells",
+    "h_lines",
+    "v_lines",
+    "opaque_fraction",
 )
 _THUMB = 128
+_LINE_THUMB = 256
+_WHITE = 235  # every channel at least this counts as white paper
+_EDGE_STEP = 48  # a neighbour difference this large is a strong edge
+_EDGE_GRID = 16  # edge_cells: share of a 16 × 16 grid of cells holding a strong edge
+_LINE_DARK = 16  # a line pixel is this much darker than white ...
+_LINE_CONTRAST = 12  # ... and than the pixels two steps either side of it
+_LINE_COVER = 0.5  # a row (column) is a line when that many of its pixels are line pixels
 _TRANSPARENT = 16  # alpha below this counts as see-through
 _BORDER_TOLERANCE = 24  # max channel difference to the dominant border colour
 _FLAT_STEP = 6  # max channel difference to a neighbour for a pixel to count as flat
@@ -39,6 +54,46 @@ def _dominant_share(pixels: np.ndarray) -> float:
     top = values[np.argmax(counts)]
     centre = pixels[keys == top].mean(axis=0)
     return float((np.abs(pixels - centre).max(axis=1) <= _BORDER_TOLERANCE).mean())
+
+
+def _line_count(dark: np.ndarray) -> int:
+    """Thin lines running along axis 1 of a darkness map (0 = white), as runs of line rows."""
+    if dark.shape[0] < 5:
+        return 0
+    centre = dark[2:-2]
+    thin = (
+        (centre > _LINE_DARK)
+        & (centre > dark[:-4] + _LINE_CONTRAST)
+        & (centre > dark[4:] + _LINE_CONTRAST)
+    )
+    rows = thin.mean(axis=1) >= _LINE_COVER
+    return int(rows[0]) + int((rows[1:] & ~rows[:-1]).sum()) if len(rows) else 0
+
+
+def _thin_lines(picture: Image.Image) -> tuple[int, int]:
+    """Horizontal and vertical thin lines (axes, gridlines, frames) of an RGB picture."""
+    grey = picture.convert("L")
+    grey.thumbnail((_LINE_THUMB, _LINE_THUMB), Image.Resampling.BOX)
+    dark = 255.0 - np.asarray(grey, dtype=np.float32)
+    return _line_count(dark), _line_count(dark.T)
+
+
+def _edge_cells(rgb: np.ndarray) -> float:
+    """Share of grid cells holding a strong edge: outlines touch some, noise touches all."""
+    dx = np.abs(np.diff(rgb, axis=1)).max(axis=2) > _EDGE_STEP
+    dy = np.abs(np.diff(rgb, axis=0)).max(axis=2) > _EDGE_STEP
+    edges = np.zeros(rgb.shape[:2], bool)
+    edges[:, :-1] |= dx
+    edges[:-1, :] |= dy
+    height, width = edges.shape
+    rows = np.minimum(np.arange(height) * _EDGE_GRID // max(height, 1), _EDGE_GRID - 1)
+    cols = np.minimum(np.arange(width) * _EDGE_GRID // max(width, 1), _EDGE_GRID - 1)
+    cells = np.zeros((_EDGE_GRID, _EDGE_GRID), bool)
+    ys, xs = np.nonzero(edges)
+    cells[rows[ys], cols[xs]] = True
+    used = np.zeros_like(cells)
+    used[np.ix_(np.unique(rows), np.unique(cols))] = True  # tiny images have fewer cells
+    return float(cells[used].mean())
 
 
 def extract_features(image: Image.Image) -> dict[str, float]:
@@ -69,6 +124,11 @@ def extract_features(image: Image.Image) -> dict[str, float]:
     flat[:, :-1] &= dx <= _FLAT_STEP
     flat[:-1, :] &= dy <= _FLAT_STEP
 
+    white = (rgb >= _WHITE).all(axis=2)
+    chroma = rgb.max(axis=2) - rgb.min(axis=2)
+    on_white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    h_lines, v_lines = _thin_lines(Image.alpha_composite(on_white, rgba).convert("RGB"))
+
     nan = float("nan")
     return {
         "width": float(width),
@@ -79,6 +139,12 @@ def extract_features(image: Image.Image) -> dict[str, float]:
         "border_uniformity": _dominant_share(rgb[border_mask].reshape(-1, 3)),
         "colours_90": float(colours_90),
         "flat_fraction": float(flat.mean()),
+        "white_fraction": float(white.mean()),
+        "chroma_mean": float(chroma[~white].mean()) if (~white).any() else nan,
+        "edge_cells": _edge_cells(rgb),
+        "h_lines": float(h_lines),
+        "v_lines": float(v_lines),
+        "opaque_fraction": float((alpha == 255).mean()) if has_alpha else nan,
     }
 
 

@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 STICKER, NOT_STICKER, ABSTAIN = 1, 0, -1
+# A veto LF is a narrow detector of one kind of non-sticker. Where it votes "not", the recipe
+# scales the label model's P(sticker) by this factor (see curation.weak.recipe).
+VETO_FACTOR = 0.25
 FeatureColumns = Mapping[str, np.ndarray]
 
 
@@ -168,18 +171,25 @@ class UniformBorder(_ColumnThresholdVotes, LabellingFunction):
 
 @dataclass
 class FewColours(LabellingFunction):
-    """Flat artwork needs few colours to cover 90 % of its pixels; photos need hundreds."""
+    """Flat artwork needs few colours to cover 90 % of its pixels; photos need hundreds.
+
+    Greyscale pictures (mean chroma below `min_chroma`) get no sticker vote: sixteen grey
+    levels are "few colours" for a microscopy crop or a scan as much as for line art.
+    """
 
     kind: ClassVar[str] = "few_colours"
     max_colours: int = 12
     photo_min_colours: int = 64
+    min_chroma: float = 8.0
 
     def votes(self, table: FeatureColumns) -> np.ndarray:
-        colours = _column(table, "colours_90", _rows(table))
+        n = _rows(table)
+        colours = _column(table, "colours_90", n)
+        chroma = _column(table, "chroma_mean", n)
         out = np.full(len(colours), ABSTAIN, np.int8)
         with np.errstate(invalid="ignore"):
             out[colours >= self.photo_min_colours] = NOT_STICKER
-            out[colours <= self.max_colours] = STICKER
+            out[(colours <= self.max_colours) & ~(chroma < self.min_chroma)] = STICKER
         return out
 
 
@@ -233,6 +243,89 @@ class SizeLimits(LabellingFunction):
         return out
 
 
+@dataclass
+class ChartStructure(LabellingFunction):
+    """A chart or plot: mostly white paper crossed by thin horizontal and vertical lines.
+
+    Axes, frames and gridlines are thin lines spanning much of the picture both ways; a
+    sticker's outline is thick or curved, and a filled shape leaves little white.
+    """
+
+    kind: ClassVar[str] = "chart_structure"
+    min_white: float = 0.75
+    min_lines: int = 4  # a plot's frame alone is four; gridlines add more
+    veto: bool = True
+
+    def votes(self, table: FeatureColumns) -> np.ndarray:
+        n = _rows(table)
+        white = _column(table, "white_fraction", n)
+        h, v = _column(table, "h_lines", n), _column(table, "v_lines", n)
+        out = np.full(n, ABSTAIN, np.int8)
+        with np.errstate(invalid="ignore"):
+            chart = (white >= self.min_white) & (h >= 1) & (v >= 1) & (h + v >= self.min_lines)
+        out[chart] = NOT_STICKER
+        return out
+
+
+@dataclass
+class GreyscaleCrop(LabellingFunction):
+    """No colour, and content running to the edge without a cut-out: a scan or micrograph crop."""
+
+    kind: ClassVar[str] = "greyscale_crop"
+    max_chroma: float = 8.0
+    max_border_uniformity: float = 0.9
+    max_transparent: float = 0.05
+    veto: bool = True
+
+    def votes(self, table: FeatureColumns) -> np.ndarray:
+        n = _rows(table)
+        chroma = _column(table, "chroma_mean", n)
+        border = _column(table, "border_uniformity", n)
+        transparent = _column(table, "transparent_fraction", n)
+        out = np.full(n, ABSTAIN, np.int8)
+        with np.errstate(invalid="ignore"):
+            crop = (
+                (chroma < self.max_chroma)
+                & (border < self.max_border_uniformity)
+                & ~(transparent >= self.max_transparent)
+            )
+        out[crop] = NOT_STICKER
+        return out
+
+
+@dataclass
+class NoiseTexture(LabellingFunction):
+    """Strong edges everywhere: noise and texture, where artwork has edges only on outlines."""
+
+    kind: ClassVar[str] = "noise_texture"
+    min_edge_cells: float = 0.85
+    veto: bool = True
+
+    def votes(self, table: FeatureColumns) -> np.ndarray:
+        cells = _column(table, "edge_cells", _rows(table))
+        out = np.full(len(cells), ABSTAIN, np.int8)
+        with np.errstate(invalid="ignore"):
+            out[cells >= self.min_edge_cells] = NOT_STICKER
+        return out
+
+
+@dataclass
+class OpaqueAlpha(LabellingFunction):
+    """An alpha channel that is present but fully opaque: a flattened picture saved as RGBA,
+    not a cut-out. Images without alpha, and real cut-outs, get no vote."""
+
+    kind: ClassVar[str] = "opaque_alpha"
+    min_opaque: float = 0.999
+    veto: bool = True
+
+    def votes(self, table: FeatureColumns) -> np.ndarray:
+        opaque = _column(table, "opaque_fraction", _rows(table))
+        out = np.full(len(opaque), ABSTAIN, np.int8)
+        with np.errstate(invalid="ignore"):
+            out[opaque >= self.min_opaque] = NOT_STICKER
+        return out
+
+
 LF_KINDS: dict[str, type[LabellingFunction]] = {
     cls.kind: cls
     for cls in (
@@ -245,6 +338,10 @@ LF_KINDS: dict[str, type[LabellingFunction]] = {
         FlatRegions,
         AspectRatio,
         SizeLimits,
+        ChartStructure,
+        GreyscaleCrop,
+        NoiseTexture,
+        OpaqueAlpha,
     )
 }
 
@@ -274,7 +371,19 @@ def default_heuristic_lfs() -> list[LabellingFunction]:
         FlatRegions(),
         AspectRatio(),
         SizeLimits(),
+        ChartStructure(),
+        GreyscaleCrop(),
+        NoiseTexture(),
+        OpaqueAlpha(),
     ]
+
+
+def veto_mask(lfs: Sequence[LabellingFunction], votes: np.ndarray) -> np.ndarray:
+    """Rows where some LF with `veto` set voted not-sticker."""
+    columns = [j for j, lf in enumerate(lfs) if getattr(lf, "veto", False)]
+    if not columns:
+        return np.zeros(len(votes), bool)
+    return (votes[:, columns] == NOT_STICKER).any(axis=1)
 
 
 def vote_matrix(lfs: Sequence[LabellingFunction], table: FeatureColumns) -> np.ndarray:

@@ -8,9 +8,13 @@ Flow of `run_recipe`:
    built-in `heuristics` recipe needs no CLIP weights);
 3. similarity columns for CLIP-based LFs are added to each candidate's features, every LF votes,
    the label model turns votes into P(sticker);
-4. with decisions (`gold`), the label model takes them as gold and a small classifier fitted on
+4. where a veto LF (a narrow detector of charts, greyscale crops, noise, flattened RGBA) votes
+   "not", P(sticker) is scaled by VETO_FACTOR: the same pictures fool the correlated artwork
+   LFs (uniform border, few colours, flat regions) all at once, and an unsupervised label model
+   trusts three agreeing LFs over one rare dissenter; decisions can measure either;
+5. with decisions (`gold`), the label model takes them as gold and a small classifier fitted on
    them is mixed into P(sticker) (see `curation.weak.decisions`);
-5. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile in the pool (exact
+6. score = lf_weight·P(sticker) + (1 − lf_weight)·similarity percentile in the pool (exact
    without an index, from a pool sample with one, among the candidates when only an index is
    given); just P when there is no query, just the percentile when there are no LFs; weak label =
    score ≥ score_threshold, or −1 when nothing at all spoke about an image.
@@ -30,11 +34,13 @@ from curation.weak.decisions import DecisionReport, learn_from_decisions
 from curation.weak.features import feature_table
 from curation.weak.label_model import LFStats, fit_label_model, lf_summary
 from curation.weak.labelling_functions import (
+    VETO_FACTOR,
     ClipTextSimilarity,
     ExemplarSimilarity,
     LabellingFunction,
     default_heuristic_lfs,
     lf_from_config,
+    veto_mask,
     vote_matrix,
 )
 
@@ -279,17 +285,18 @@ def run_recipe(
     gold_array = None
     if gold:
         gold_array = np.array([gold.get(int(i), -1) for i in candidate_ids], dtype=np.int64)
+    vetoed = veto_mask(spec.lfs, votes)
+
+    def label_model(rows: np.ndarray | slice, g: np.ndarray) -> np.ndarray:
+        p = fit_label_model(votes[rows], spec.label_model, gold=g).probabilities
+        return np.where(vetoed[rows], p * VETO_FACTOR, p)
+
     fitted = fit_label_model(votes, spec.label_model, gold=gold_array)
-    probabilities = fitted.probabilities
+    probabilities = np.where(vetoed, fitted.probabilities * VETO_FACTOR, fitted.probabilities)
     report = DecisionReport(reason="no decisions recorded for this recipe yet")
     if gold_array is not None and spec.lfs:
         probabilities, report = learn_from_decisions(
-            gold_array,
-            votes,
-            table,
-            lambda v, g: fit_label_model(v, spec.label_model, gold=g).probabilities,
-            probabilities,
-            vectors=candidate_vectors,
+            gold_array, votes, table, label_model, probabilities, vectors=candidate_vectors
         )
     outside = len(gold or {}) - report.decisions
     if outside:

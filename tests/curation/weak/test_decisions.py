@@ -62,10 +62,12 @@ def test_classifier_learns_what_no_lf_says_and_reports_cross_validated_accuracy(
     table = {"flat_fraction": np.where(truth == 1, 0.8, 0.3) + rng.normal(0, 0.1, len(truth))}
     gold = decide(truth, 60, seed=9)
 
-    def label_model(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return fit_label_model(v, gold=g).probabilities
+    def label_model(rows: np.ndarray | slice, g: np.ndarray) -> np.ndarray:
+        return fit_label_model(votes[rows], gold=g).probabilities
 
-    p, report = learn_from_decisions(gold, votes, table, label_model, label_model(votes, gold))
+    p, report = learn_from_decisions(
+        gold, votes, table, label_model, label_model(slice(None), gold)
+    )
     rest = gold < 0
     assert report.used and report.decisions == 60 and report.folds == 5
     assert report.positives + report.negatives == 60
