@@ -88,6 +88,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+@pytest.fixture
+def clean_redis_queues():
+    """Empty the tests' own Redis database (settings.test, never a demo's) around a test."""
+    import django_rq
+
+    connection = django_rq.get_connection("default")
+    connection.flushdb()
+    yield
+    connection.flushdb()
+
+
 # One real Label Studio server per test session, shared by the client, round and loop tests.
 # Skipped only where .venv-labelstudio is absent and CI is not set; in CI it is an error.
 @pytest.fixture(scope="session")

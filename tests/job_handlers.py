@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
-from curation.services.jobs import JobContext, job_handler
+from django.db import transaction
+
+from curation.services.jobs import JobContext, Param, job_handler
 
 
 @job_handler("test.steps", queue="cpu")
@@ -46,7 +50,54 @@ def waits_for_cancel(ctx: JobContext) -> dict:
     return {}
 
 
-@job_handler("noop")
+@job_handler("noop", params={"note": Param(str, help="free text, for schedule tests")})
 def noop(ctx: JobContext) -> dict:
     ctx.log("nothing to do")
     return {"ok": True}
+
+
+@job_handler("test.flaky", queue="cpu")
+def fails_once(ctx: JobContext) -> dict:
+    """Fails its first attempt; the second tells the test through a FIFO, then succeeds."""
+    if ctx.job.attempt == 1:
+        raise ConnectionError("planned transient failure on attempt 1")
+    with open(ctx.params["fifo"], "w") as fifo:
+        fifo.write(f"attempt {ctx.job.attempt}\n")
+    return {"succeeded_on": ctx.job.attempt}
+
+
+# In-process coordination for the fencing tests: events by name, set by the test or a handler.
+EVENTS: dict[str, threading.Event] = {}
+
+
+def event(name: str) -> threading.Event:
+    return EVENTS.setdefault(name, threading.Event())
+
+
+@job_handler("test.fenced")
+def fenced_steps(ctx: JobContext) -> dict:
+    """Attempt 1 announces itself and waits for the test; every attempt then fences a step.
+
+    `supersede_inline`: attempt 1 itself plays the scheduler that presumes it lost, as a slow
+    attempt would see it. `finish_anyway`: attempt 1 ignores the refusal and returns a result.
+    """
+    if ctx.job.attempt == 1:
+        event("started").set()
+        if ctx.params.get("supersede_inline"):
+            from curation.services.jobs import recover_lost_jobs
+
+            recover_lost_jobs(stale_after=timedelta(0))
+        else:
+            deadline = time.monotonic() + 60
+            while not event("release").wait(0.02):
+                if ctx.params.get("stop_when_told") and ctx.should_cancel():
+                    ctx.check_cancelled()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the test never released attempt 1")
+        if ctx.params.get("finish_anyway"):
+            return {"finished_by": ctx.job.attempt}
+    with transaction.atomic():
+        ctx.fence()
+        ctx.save_state(step_done_by=ctx.job.attempt)
+    ctx.progress(1, 1, "one fenced step")
+    return {"finished_by": ctx.job.attempt}

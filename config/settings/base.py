@@ -192,6 +192,13 @@ TASKS = {"default": TASK_BACKENDS[TASK_BACKEND]}
 
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=5.0)
 JOB_STALE_AFTER = timedelta(seconds=env.float("JOB_STALE_AFTER_SECONDS", default=60.0))
+# A run that could not record a heartbeat for this long stops itself; keep it well under
+# JOB_STALE_AFTER, after which the scheduler requeues the job for another attempt.
+JOB_HEARTBEAT_GIVE_UP_SECONDS = env.float(
+    "JOB_HEARTBEAT_GIVE_UP_SECONDS", default=JOB_STALE_AFTER.total_seconds() / 2
+)
+# The scheduler dispatches again a queued job that no live task has carried for this long.
+JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=30.0)
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 JOB_RETRY_BACKOFF_SECONDS = env.float("JOB_RETRY_BACKOFF_SECONDS", default=10.0)
 SCHEDULER_TICK_SECONDS = env.float("SCHEDULER_TICK_SECONDS", default=15.0)

@@ -34,7 +34,7 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # another thread in the middle of a test transaction. Worker subprocess tests recover jobs with
 # stale_after=0, so they need no beat either.
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=600.0)
-JOB_RETRY_BACKOFF_SECONDS = 0.0
+JOB_RETRY_BACKOFF_SECONDS = env.float("JOB_RETRY_BACKOFF_SECONDS", default=0.0)
 JOB_HANDLER_MODULES = [*JOB_HANDLER_MODULES, "tests.job_handlers"]
 
 # Tests use their own Redis database so they never touch queues of a running demo.

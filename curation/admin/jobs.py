@@ -61,10 +61,20 @@ class JobAdmin(PlatformAdmin):
 
 @admin.register(m.Schedule)
 class ScheduleAdmin(PlatformAdmin):
-    list_display = ["name", "cron", "job_kind", "queue", "enabled", "next_run_at", "last_run_at"]
+    list_display = [
+        "name",
+        "cron",
+        "job_kind",
+        "queue",
+        "enabled",
+        "next_run_at",
+        "last_run_at",
+        "last_error",
+    ]
     list_filter = ["enabled", "job_kind"]
     search_fields = ["name"]
-    readonly_fields = ["next_run_at", "last_run_at"]
+    # The form runs Schedule.clean(): a bad cron, kind, queue or params is shown on its field.
+    readonly_fields = ["next_run_at", "last_run_at", "last_error"]
 
     def save_model(self, request: HttpRequest, obj: m.Schedule, form: object, change: bool) -> None:
         save_schedule(obj)

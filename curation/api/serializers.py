@@ -250,16 +250,21 @@ class ScheduleSerializer(serializers.ModelSerializer):
             "enabled",
             "next_run_at",
             "last_run_at",
+            "last_error",
         ]
-        read_only_fields = ["next_run_at", "last_run_at"]
+        read_only_fields = ["next_run_at", "last_run_at", "last_error"]
 
-    def validate_cron(self, value: str) -> str:
-        from django.core.exceptions import ValidationError as DjangoValidationError
-
-        from curation.services.schedules import validate_cron
-
-        try:
-            validate_cron(value)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict["cron"]) from exc
-        return value
+    def validate(self, attrs: dict) -> dict:
+        """The model's own checks (cron, job kind, queue, params), each under its field name."""
+        draft = Schedule(
+            **{
+                name: getattr(self.instance, name)
+                for name in ("name", "cron", "job_kind", "queue", "params", "enabled")
+                if self.instance is not None
+            }
+        )
+        for name, value in attrs.items():
+            setattr(draft, name, value)
+        if errors := draft.validation_errors():
+            raise serializers.ValidationError(errors)
+        return attrs

@@ -7,8 +7,11 @@ the same record survives a dead worker, a retry or a switch between the database
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from curation import job_registry
+from curation.cron import cron_error
 from curation.models.base import TimeStampedModel
 
 
@@ -40,10 +43,17 @@ class Job(TimeStampedModel):
     log_tail = models.TextField(blank=True)
     error = models.TextField(blank=True)
     attempt = models.PositiveIntegerField(default=0)
+    # The fencing token of the attempt now allowed to write: set when a run claims the job,
+    # cleared when the job is requeued. A run whose token is no longer here was superseded, and
+    # every write it tries (progress, state, heartbeat, result) is refused.
+    attempt_token = models.CharField(max_length=32, blank=True)
     max_attempts = models.PositiveIntegerField(default=3)
     cancel_requested = models.BooleanField(default=False)
     worker_id = models.CharField(max_length=128, blank=True)
     task_result_id = models.CharField(max_length=64, blank=True)
+    # When the task backend accepted the current dispatch; empty while no dispatch is known to
+    # be live (never sent, the send failed, or the job was requeued), so the scheduler resends.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -90,9 +100,34 @@ class Schedule(TimeStampedModel):
     enabled = models.BooleanField(default=True)
     next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(
+        blank=True, help_text="Why the scheduler last skipped this schedule; empty when it ran."
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.cron})"
+
+    def validation_errors(self) -> dict[str, str]:
+        """Field name → what is wrong; empty when the scheduler can run this schedule."""
+        errors: dict[str, str] = {}
+        if problem := cron_error(self.cron):
+            errors["cron"] = problem
+        spec = job_registry.handler_for(self.job_kind)
+        if spec is None:
+            errors["job_kind"] = (
+                f"no job handler named {self.job_kind!r}; known: "
+                f"{', '.join(job_registry.known_kinds())}"
+            )
+        if problems := job_registry.params_errors(self.job_kind, self.params):
+            errors["params"] = "; ".join(problems)
+        if self.queue not in settings.JOB_QUEUES:
+            errors["queue"] = f"{self.queue!r} is not a queue; known: {settings.JOB_QUEUES}"
+        return errors
+
+    def clean(self) -> None:
+        super().clean()
+        if errors := self.validation_errors():
+            raise ValidationError(errors)

@@ -80,9 +80,6 @@ class VectorIndex:
         return params_path_for(self.path) if self.path else None
 
 
-BuiltIndex = VectorIndex
-
-
 @dataclass
 class SearchResult:
     """Per query, ids (−1 where fewer than k matched) and inner-product scores, best first."""

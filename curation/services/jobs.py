@@ -1,7 +1,9 @@
-"""Writes for jobs: enqueue, run with heartbeat and progress, cancel, retry, recover lost jobs.
+"""Writes for jobs: enqueue, dispatch, run one fenced attempt, cancel, retry, recover.
 
-The django-tasks task only carries a Job id (curation.tasks.run_job). Everything the user sees
-lives on the Job row, so a dead worker, a retry or another backend never loses it.
+A django-tasks task only carries a Job id; everything the user sees lives on the Job row, so a
+dead worker, a retry or another backend never loses it. Which task carries the id, and which
+handler runs each kind, is whatever the task modules registered in curation.job_registry: this
+module imports none of them.
 """
 
 from __future__ import annotations
@@ -12,128 +14,55 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from curation.job_registry import Param, handler_for, job_handler, load_handlers, runner
 from curation.models import Job
+from curation.services.job_context import AttemptStopped, JobCancelled, JobContext, heartbeat
+
+__all__ = [
+    "AttemptStopped",
+    "JobCancelled",
+    "JobContext",
+    "JobNotRetryable",
+    "Param",
+    "UnknownJobKind",
+    "dispatch",
+    "enqueue_job",
+    "execute_job",
+    "job_handler",
+    "load_handlers",
+    "recover_lost_jobs",
+    "redispatch_stranded_jobs",
+    "request_cancel",
+    "retry_job",
+]
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[["JobContext"], dict | None]
-_HANDLERS: dict[str, tuple[Handler, str]] = {}
-LOG_TAIL_LINES = 200
-
-
-class JobCancelled(Exception):
-    """Raised inside a handler when the user asked to cancel; the job ends as cancelled."""
+T = TypeVar("T")
+# How long the end of an attempt (its result, its failure) keeps retrying a database that went
+# away, e.g. PostgreSQL restarting, before the attempt gives up and leaves it to recovery.
+FINISH_RETRY_SECONDS = 30.0
 
 
 class UnknownJobKind(LookupError):
     pass
 
 
-def job_handler(kind: str, *, queue: str = "default") -> Callable[[Handler], Handler]:
-    """Register `fn(ctx) -> result dict` as the handler of job `kind` on `queue` by default."""
-
-    def register(fn: Handler) -> Handler:
-        _HANDLERS[kind] = (fn, queue)
-        return fn
-
-    return register
-
-
-def registered_kinds() -> dict[str, str]:
-    load_handlers()
-    return {kind: queue for kind, (_, queue) in sorted(_HANDLERS.items())}
-
-
-def load_handlers() -> None:
-    """Import the modules that register handlers, so a worker knows every kind.
-
-    A package listed in JOB_HANDLER_MODULES brings all its submodules (curation.tasks.ingest...).
-    """
-    import pkgutil
-    from importlib import import_module
-
-    for name in settings.JOB_HANDLER_MODULES:
-        module = import_module(name)
-        for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
-            import_module(f"{name}.{info.name}")
+class JobNotRetryable(ValueError):
+    pass
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class JobContext:
-    """What a handler gets: its parameters, resumable state, progress, log and cancel check."""
-
-    job: Job
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _last_flush: float = 0.0
-    _log: list[str] = field(default_factory=list)
-    _dirty: bool = False
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.job.params
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.job.state
-
-    def save_state(self, **values: Any) -> None:
-        """Persist the resume point now: a retried attempt starts from here."""
-        self.job.state = {**self.job.state, **values}
-        Job.objects.filter(pk=self.job.pk).update(state=self.job.state, updated_at=timezone.now())
-
-    def progress(self, done: int, total: int | None = None, message: str = "") -> None:
-        self.job.progress_done = max(0, int(done))
-        if total is not None:
-            self.job.progress_total = max(0, int(total))
-        if message:
-            self.job.progress_message = message[:255]
-        self._dirty = True
-        self._flush(force=total is not None and done >= (total or 0))
-        self.check_cancelled()
-
-    def log(self, line: str) -> None:
-        logger.info("job %s: %s", self.job.pk, line)
-        self._log.append(f"{timezone.now():%H:%M:%S} {line}")
-        self._dirty = True
-        self._flush()
-
-    def should_cancel(self) -> bool:
-        return self._cancel.is_set()
-
-    def check_cancelled(self) -> None:
-        if self._cancel.is_set():
-            raise JobCancelled(f"job {self.job.pk} cancelled by user")
-
-    def _flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self._dirty or (not force and now - self._last_flush < 0.5):
-            return
-        tail = (self.job.log_tail.splitlines() + self._log)[-LOG_TAIL_LINES:]
-        self.job.log_tail = "\n".join(tail)
-        self._log.clear()
-        Job.objects.filter(pk=self.job.pk).update(
-            progress_done=self.job.progress_done,
-            progress_total=self.job.progress_total,
-            progress_message=self.job.progress_message,
-            log_tail=self.job.log_tail,
-            updated_at=timezone.now(),
-        )
-        self._last_flush = now
-        self._dirty = False
 
 
 def enqueue_job(
@@ -152,13 +81,16 @@ def enqueue_job(
     `validate=False` (with an explicit queue) skips importing every handler module, for hot
     paths such as the webhook receiver that must answer within Label Studio's 1 s timeout.
     """
+    spec = None
     if validate or queue is None:
-        load_handlers()
-        if kind not in _HANDLERS:
-            raise UnknownJobKind(f"no job handler named {kind!r}; known: {sorted(_HANDLERS)}")
+        spec = handler_for(kind)
+        if spec is None:
+            from curation.job_registry import known_kinds
+
+            raise UnknownJobKind(f"no job handler named {kind!r}; known: {known_kinds()}")
     job = Job.objects.create(
         kind=kind,
-        queue=queue or _HANDLERS[kind][1],
+        queue=queue or (spec.queue if spec else "default"),
         params=params or {},
         max_attempts=max_attempts or settings.JOB_MAX_ATTEMPTS,
         created_by=user if getattr(user, "pk", None) else None,
@@ -166,28 +98,52 @@ def enqueue_job(
         target_id=target.pk if target is not None else None,
         schedule=schedule,
     )
-    transaction.on_commit(lambda: dispatch(job.pk))
+    _dispatch_on_commit(job.pk)
     return job
 
 
 def dispatch(job_id: int, run_after: Any = None) -> None:
-    from curation.tasks import run_job
-
+    """Hand job `job_id` to the task backend (after `run_after`, if given); raises if it can't."""
     job = Job.objects.get(pk=job_id)
-    task = run_job.using(queue_name=job.queue, run_after=run_after)
+    task = runner().using(queue_name=job.queue, run_after=run_after)
     result = task.enqueue(job_id)
-    Job.objects.filter(pk=job_id).update(task_result_id=str(result.id)[:64])
+    Job.objects.filter(pk=job_id).update(
+        task_result_id=str(result.id)[:64], dispatched_at=timezone.now()
+    )
+
+
+def _dispatch_on_commit(job_id: int, run_after: Any = None) -> None:
+    """Dispatch after commit; a backend that is down leaves the job to the recovery pass.
+
+    The Job row is committed either way, so a failed send is not lost: it stays without a
+    `dispatched_at`, and the scheduler's recovery pass (redispatch_stranded_jobs) sends it again.
+    """
+
+    def send() -> None:
+        try:
+            dispatch(job_id, run_after=run_after)
+        except Exception as exc:
+            logger.warning(
+                "job %s is saved but could not be handed to the task backend (%s); the "
+                "scheduler will dispatch it again",
+                job_id,
+                exc,
+            )
+
+    transaction.on_commit(send)
 
 
 def execute_job(job_id: int) -> None:
-    """Run one attempt of a job: claim it, beat, call its handler, record the outcome."""
+    """Run one attempt of a job: claim it with a fresh token, beat, run its handler, finish."""
     load_handlers()
     now = timezone.now()
+    token = uuid.uuid4().hex
     claimed = Job.objects.filter(
         pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RETRYING], cancel_requested=False
     ).update(
         status=Job.Status.RUNNING,
         attempt=F("attempt") + 1,
+        attempt_token=token,
         started_at=now,
         heartbeat_at=now,
         worker_id=worker_identity(),
@@ -200,17 +156,18 @@ def execute_job(job_id: int) -> None:
             status=Job.Status.CANCELLED, finished_at=now
         )
         return
-    job = Job.objects.get(pk=job_id)
-    ctx = JobContext(job=job)
+    ctx = JobContext(job=Job.objects.get(pk=job_id))
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(job.pk, ctx, stop), daemon=True)
+    beat = threading.Thread(target=heartbeat, args=(ctx, stop), daemon=True)
     beat.start()
     try:
-        handler = _HANDLERS.get(job.kind, (None, None))[0]
-        if handler is None:
-            raise UnknownJobKind(f"no job handler named {job.kind!r} on this worker")
+        spec = handler_for(ctx.job.kind)
+        if spec is None:
+            raise UnknownJobKind(f"no job handler named {ctx.job.kind!r} on this worker")
         ctx.check_cancelled()
-        result = handler(ctx) or {}
+        result = spec.fn(ctx) or {}
+    except AttemptStopped as exc:
+        _stopped(ctx, exc)
     except JobCancelled as exc:
         _finish(ctx, Job.Status.CANCELLED, error=str(exc))
     except Exception as exc:
@@ -222,46 +179,134 @@ def execute_job(job_id: int) -> None:
         beat.join(timeout=5)
 
 
-def _heartbeat(job_id: int, ctx: JobContext, stop: threading.Event) -> None:
-    interval = settings.JOB_HEARTBEAT_SECONDS
-    try:
-        while not stop.wait(interval):
-            Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(
-                heartbeat_at=timezone.now()
-            )
-            if Job.objects.filter(pk=job_id, cancel_requested=True).exists():
-                ctx._cancel.set()
-    finally:
-        connection.close()
+def _retrying_database(what: str, fn: Callable[[], T]) -> T:
+    """Run `fn` (one transaction), retrying for a while if the database is unreachable."""
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except DatabaseError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _finish(ctx: JobContext, status: str, *, result: dict | None = None, error: str = "") -> None:
+    """Record the outcome of this attempt, if it still owns the job; refused when superseded."""
+    job = ctx.job
     ctx._dirty = True
     ctx._flush(force=True)
-    job = ctx.job
     fields: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error}
     if result is not None:
         fields["result"] = result
     if status == Job.Status.SUCCEEDED:
         fields["progress_done"] = max(job.progress_done, job.progress_total)
-    Job.objects.filter(pk=job.pk).update(**fields, updated_at=timezone.now())
-    _notify_target(job.pk)
+
+    def write() -> bool:
+        with transaction.atomic():
+            if ctx._owned().update(**fields, updated_at=timezone.now()):
+                _notify_target(job.pk)
+                return True
+        # A retry after a commit whose answer was lost finds the outcome already recorded.
+        return Job.objects.filter(
+            pk=job.pk, attempt_token=job.attempt_token, status=status
+        ).exists()
+
+    if not _retrying_database(f"recording the end of job {job.pk}", write):
+        ctx._supersede()
+        logger.warning("job %s: %s; its %s outcome is discarded", job.pk, ctx._stop_reason, status)
 
 
 def _fail(ctx: JobContext, exc: Exception) -> None:
     job = ctx.job
     text = "".join(traceback.format_exception(exc))[-4000:]
     ctx.log(f"attempt {job.attempt} failed: {exc}")
-    if job.attempt < job.max_attempts:
-        delay = settings.JOB_RETRY_BACKOFF_SECONDS * (2 ** (job.attempt - 1))
-        retry_at = timezone.now() + timedelta(seconds=delay)
-        ctx._flush(force=True)
-        Job.objects.filter(pk=job.pk).update(
-            status=Job.Status.RETRYING, error=text, retry_at=retry_at, updated_at=timezone.now()
-        )
-        transaction.on_commit(lambda: dispatch(job.pk, run_after=retry_at))
-    else:
+    if job.attempt >= job.max_attempts:
         _finish(ctx, Job.Status.FAILED, error=text)
+        return
+    delay = settings.JOB_RETRY_BACKOFF_SECONDS * (2 ** (job.attempt - 1))
+    retry_at = timezone.now() + timedelta(seconds=delay)
+    ctx._flush(force=True)
+
+    def write() -> bool:
+        with transaction.atomic():
+            if not ctx._owned().update(
+                status=Job.Status.RETRYING,
+                error=text,
+                retry_at=retry_at,
+                attempt_token="",
+                dispatched_at=None,
+                task_result_id="",
+                updated_at=timezone.now(),
+            ):
+                return False
+            _dispatch_on_commit(job.pk, run_after=retry_at if delay > 0 else None)
+            return True
+
+    if not _retrying_database(f"scheduling the retry of job {job.pk}", write):
+        ctx._supersede()
+        logger.warning("job %s: %s; its failure is discarded", job.pk, ctx._stop_reason)
+
+
+def _stopped(ctx: JobContext, exc: AttemptStopped) -> None:
+    """End an attempt that had to stop: superseded (nothing to do) or heartbeat lost (requeue)."""
+    job = ctx.job
+    if not exc.requeue:
+        logger.warning("job %s: %s", job.pk, exc)
+        return
+    ctx.log(str(exc))
+    ctx._flush(force=True)
+    try:
+        released = _requeue(job.pk, job.attempt_token, job.attempt, job.max_attempts, str(exc))
+    except DatabaseError as db_exc:
+        # Still unreachable: the scheduler requeues the job once its heartbeat is stale.
+        logger.error("job %s: could not requeue after stopping (%s)", job.pk, db_exc)
+        return
+    if not released:
+        logger.warning("job %s: superseded while stopping; nothing to requeue", job.pk)
+
+
+def _requeue(job_id: int, token: str | None, attempt: int, max_attempts: int, why: str) -> bool:
+    """Give a running job back to the queue (or mark it lost when out of attempts).
+
+    `token`: the attempt giving it back; None for the scheduler, which instead matches the
+    heartbeat it saw (the caller's filter). Clearing the token fences out the old attempt.
+    """
+    lost = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
+    if token is not None:
+        lost = lost.filter(attempt_token=token)
+    return _requeue_rows(lost, job_id, attempt, max_attempts, why)
+
+
+def _requeue_rows(lost: Any, job_id: int, attempt: int, max_attempts: int, why: str) -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        if attempt < max_attempts:
+            if not lost.update(
+                status=Job.Status.QUEUED,
+                error=f"{why}; requeued",
+                attempt_token="",
+                dispatched_at=None,
+                task_result_id="",
+                updated_at=now,
+            ):
+                return False
+            _dispatch_on_commit(job_id)
+            return True
+        if not lost.update(
+            status=Job.Status.LOST,
+            error=f"{why}; out of attempts",
+            attempt_token="",
+            finished_at=now,
+            updated_at=now,
+        ):
+            return False
+        _notify_target(job_id)
+        return True
 
 
 def _notify_target(job_id: int) -> None:
@@ -287,10 +332,6 @@ def request_cancel(job: Job) -> Job:
     return job
 
 
-class JobNotRetryable(ValueError):
-    pass
-
-
 def retry_job(job: Job) -> Job:
     """Run a finished job again from its saved state, with a fresh attempt budget."""
     updated = Job.objects.filter(
@@ -301,21 +342,25 @@ def retry_job(job: Job) -> Job:
         max_attempts=F("attempt") + settings.JOB_MAX_ATTEMPTS,
         finished_at=None,
         retry_at=None,
+        attempt_token="",
+        dispatched_at=None,
+        task_result_id="",
         updated_at=timezone.now(),
     )
     if not updated:
         raise JobNotRetryable(
             f"job {job.pk} is {job.status}; only failed, cancelled or lost jobs can be retried"
         )
-    transaction.on_commit(lambda: dispatch(job.pk))
+    _dispatch_on_commit(job.pk)
     job.refresh_from_db()
     return job
 
 
 def recover_lost_jobs(stale_after: timedelta | None = None) -> list[int]:
-    """Requeue running jobs whose heartbeat stopped: their worker died mid-job.
+    """Requeue running jobs whose heartbeat stopped: their worker died or lost the database.
 
-    A compare-and-swap on the heartbeat keeps two schedulers from recovering the same job twice.
+    A compare-and-swap on the heartbeat keeps two schedulers from recovering the same job twice;
+    clearing the attempt token fences out the old attempt if it is in fact still running.
     """
     stale_after = settings.JOB_STALE_AFTER if stale_after is None else stale_after
     cutoff = timezone.now() - stale_after
@@ -324,28 +369,66 @@ def recover_lost_jobs(stale_after: timedelta | None = None) -> list[int]:
         Q(heartbeat_at__lte=cutoff) | Q(heartbeat_at__isnull=True)
     )
     for job in stale.only("pk", "heartbeat_at", "attempt", "max_attempts"):
-        with transaction.atomic():
-            lost = Job.objects.filter(
-                pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at
-            )
-            if job.attempt < job.max_attempts:
-                if lost.update(
-                    status=Job.Status.QUEUED,
-                    error=f"worker lost (no heartbeat since {job.heartbeat_at}); requeued",
-                    updated_at=timezone.now(),
-                ):
-                    recovered.append(job.pk)
-                    transaction.on_commit(lambda pk=job.pk: dispatch(pk))
-            elif lost.update(status=Job.Status.LOST, finished_at=timezone.now()):
-                _notify_target(job.pk)
+        lost = Job.objects.filter(
+            pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at
+        )
+        why = f"worker lost (no heartbeat since {job.heartbeat_at})"
+        requeued = _requeue_rows(lost, job.pk, job.attempt, job.max_attempts, why)
+        if requeued and job.attempt < job.max_attempts:
+            recovered.append(job.pk)
     return recovered
 
 
-def run_pending_inline(limit: int = 100) -> int:
-    """Run queued jobs in this process (management command `run_jobs --inline`, demos)."""
-    done = 0
-    for job_id in Job.objects.filter(status=Job.Status.QUEUED).values_list("pk", flat=True)[:limit]:
-        close_old_connections()
-        execute_job(job_id)
-        done += 1
-    return done
+def redispatch_stranded_jobs(grace: timedelta | None = None) -> list[int]:
+    """Dispatch again the queued and retrying jobs that no live task will ever run.
+
+    A job is stranded when its dispatch failed after commit (Redis down), when the backend lost
+    the task (Redis restarted without persistence), or when its retry time passed long ago and
+    nothing took it. A spare dispatch is harmless: only one delivery can claim a job.
+    """
+    grace = timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS) if grace is None else grace
+    now = timezone.now()
+    cutoff = now - grace
+    candidates = Job.objects.filter(
+        Q(status=Job.Status.QUEUED, updated_at__lte=cutoff)
+        | Q(status=Job.Status.RETRYING, retry_at__lte=cutoff),
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=cutoff),
+        cancel_requested=False,
+    ).only("pk", "status", "task_result_id", "dispatched_at")
+    sent: list[int] = []
+    for job in candidates:
+        if job.dispatched_at is not None:
+            live = _dispatch_is_live(job)
+            if live is None:
+                return sent  # the backend is unreachable: try again next tick
+            if live:
+                continue
+        try:
+            dispatch(job.pk)
+        except Exception as exc:
+            logger.warning("job %s: dispatch failed again (%s)", job.pk, exc)
+            return sent
+        logger.info("job %s: dispatched again (no live task was carrying it)", job.pk)
+        sent.append(job.pk)
+    return sent
+
+
+def _dispatch_is_live(job: Job) -> bool | None:
+    """Whether the task backend still holds a pending delivery of `job`; None if unreachable."""
+    from django_tasks.base import TaskResultStatus
+    from django_tasks.exceptions import TaskResultDoesNotExist
+
+    try:
+        result = runner().get_result(job.task_result_id)
+    except TaskResultDoesNotExist:
+        return False
+    except Exception as exc:
+        logger.warning("cannot ask the task backend about job %s (%s)", job.pk, exc)
+        return None
+    if result.status == TaskResultStatus.READY:
+        return True
+    # Started but never claimed the job: its worker died between the two.
+    return result.status == TaskResultStatus.RUNNING and (
+        job.dispatched_at is not None
+        and job.dispatched_at > timezone.now() - settings.JOB_STALE_AFTER
+    )

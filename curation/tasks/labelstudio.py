@@ -6,7 +6,7 @@ Each loads its rows by id and calls a service; all are safe to retry.
 from __future__ import annotations
 
 from curation.models import AnnotationRound, WebhookEvent
-from curation.services.jobs import JobContext, job_handler
+from curation.services.jobs import JobContext, Param, job_handler
 
 
 @job_handler("labelstudio.push")
@@ -36,7 +36,14 @@ def webhook_job(ctx: JobContext) -> dict:
     return process_webhook_event(event)
 
 
-@job_handler("labelstudio.reconcile")
+@job_handler(
+    "labelstudio.reconcile",
+    params={
+        "round_id": Param(int, help="one round; all active rounds when absent"),
+        "close": Param(bool, help="close that round after reconciling it"),
+        "full_deletion_scan": Param(bool, help="look for annotations deleted in Label Studio"),
+    },
+)
 def reconcile_job(ctx: JobContext) -> dict:
     """One round (`round_id`, optionally `close`), or every active round plus stale events."""
     from curation.services.round_quality import compute_round_quality

@@ -29,8 +29,10 @@ BACKENDS = [
 ]
 
 
-def _worker(backend: str, *extra: str) -> subprocess.Popen:
-    env = subprocess_env(TASK_BACKEND=backend, EXTRA_JOB_HANDLER_MODULES="tests.job_handlers")
+def worker(backend: str, *extra: str, **env_extra: str) -> subprocess.Popen:
+    env = subprocess_env(
+        TASK_BACKEND=backend, EXTRA_JOB_HANDLER_MODULES="tests.job_handlers", **env_extra
+    )
     return subprocess.Popen(
         [PYTHON, str(ROOT / "manage.py"), "worker", "--queues", "cpu", *extra],
         env=env,
@@ -59,16 +61,6 @@ def _wait_for_fifo(path: Path, proc: subprocess.Popen, timeout: float = 120) -> 
         os.close(fd)
 
 
-@pytest.fixture
-def clean_redis_queues():
-    import django_rq
-
-    connection = django_rq.get_connection("default")
-    connection.flushdb()  # the tests' own Redis database (settings.test), never a demo's
-    yield
-    connection.flushdb()
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -84,7 +76,7 @@ def test_sigkilled_worker_job_is_recovered_without_loss(backend, tmp_path, reque
             "test.steps",
             params={"out": str(out), "steps": STEPS, "block_at": BLOCK_AT, "fifo": str(fifo)},
         )
-        first = _worker(backend)
+        first = worker(backend)
         running_pid = int(_wait_for_fifo(fifo, first))
         # The whole machine dies: the worker's group and the process running the job (RQ's work
         # horse calls setsid(), so it is not in the worker's group).
@@ -100,7 +92,7 @@ def test_sigkilled_worker_job_is_recovered_without_loss(backend, tmp_path, reque
 
         # The scheduler does this when the heartbeat is older than JOB_STALE_AFTER.
         assert svc.recover_lost_jobs(stale_after=timedelta(0)) == [job.pk]
-        second = _worker(backend, "--batch")
+        second = worker(backend, "--batch")
         output, _ = second.communicate(timeout=180)
         assert second.returncode == 0, output.decode()[-3000:]
 

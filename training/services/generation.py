@@ -249,13 +249,9 @@ def create_auto_rounds(batch: GenerationBatch, ctx: JobContext | None = None) ->
         if existing is not None:
             made[kind] = existing.pk
             continue
-        factory = getattr(round_services, "create_round_from_batch", None)
-        if factory is not None:
-            round_ = factory(batch, kind=kind, user=user)
-        else:
-            round_ = round_services.create_round(
-                name=f"{batch.name} — {kind}"[:160], kind=kind, generation_batch=batch, user=user
-            )
+        round_ = round_services.create_round(
+            name=f"{batch.name} — {kind}"[:160], kind=kind, generation_batch=batch, user=user
+        )
         made[kind] = round_.pk
         if ctx is not None:
             ctx.log(f"{kind} round {round_.pk} created from batch {batch.pk}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curation.services.jobs import JobContext, job_handler
+from curation.services.jobs import JobContext, Param, job_handler
 from training.models import TrainingRun
 from training.services.runs import TrainingWaiting, execute_training_run
 
@@ -18,7 +18,11 @@ def train_job(ctx: JobContext) -> dict:
     return {"training_run": run.pk, "checkpoint": checkpoint.pk, "step": checkpoint.step}
 
 
-@job_handler("retrain_if_new_version", queue="default")
+@job_handler(
+    "retrain_if_new_version",
+    queue="default",
+    params={"template_run": Param(int, required=True, help="the id of the training run to repeat")},
+)
 def retrain_if_new_version_job(ctx: JobContext) -> dict:
     from training.services.schedules import retrain_if_new_version
 

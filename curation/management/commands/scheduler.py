@@ -1,4 +1,6 @@
-"""The scheduler process: enqueue due cron schedules and requeue jobs whose worker died."""
+"""The scheduler process: enqueue due cron schedules, requeue jobs whose worker died, and
+dispatch again jobs that no live task carries. It survives the database or Redis going away:
+a failed tick is logged and the next one tries again."""
 
 import signal
 import threading
@@ -24,9 +26,9 @@ class Command(BaseCommand):
         while True:
             close_old_connections()
             counts = scheduler_tick()
-            if counts["enqueued"] or counts["recovered"]:
+            if any(counts.values()):
                 self.stdout.write(
-                    f"scheduler: {counts['enqueued']} enqueued, {counts['recovered']} recovered"
+                    "scheduler: " + ", ".join(f"{n} {what}" for what, n in counts.items() if n)
                 )
             if options["once"] or stop.wait(options["interval"]):
                 break

@@ -31,7 +31,10 @@ class Command(BaseCommand):
             # Read by training jobs: the engine picks this device and warns on a CPU fallback.
             os.environ["PLATFORM_DEVICE"] = options["device"]
         if settings.TASK_BACKEND == "rq":
-            kwargs = {"burst": options["batch"]}
+            # The scheduler moves delayed tasks (retries with backoff) from RQ's scheduled
+            # registry to their queue; without it they wait there forever. Every worker runs
+            # one; RQ's lock lets a single one work at a time and another take over if it dies.
+            kwargs = {"burst": options["batch"], "with_scheduler": True}
             if options["worker_id"]:
                 kwargs["name"] = options["worker_id"]
             call_command("rqworker", *queues, **kwargs)
