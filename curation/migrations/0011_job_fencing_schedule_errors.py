@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curation', '0007_prompts_freeze_permission'),
+        ('curation', '0010_recipe_decisions_text_recall'),
     ]
 
     operations = [
