@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -135,6 +135,10 @@ def _dispatch_on_commit(job_id: int, run_after: Any = None) -> None:
 
 def execute_job(job_id: int) -> None:
     """Run one attempt of a job: claim it with a fresh token, beat, run its handler, finish."""
+    if not connection.in_atomic_block:
+        # A long-lived worker's connection may be dead (the database restarted since its
+        # last job): drop it so the claim opens a fresh one.
+        close_old_connections()
     load_handlers()
     now = timezone.now()
     token = uuid.uuid4().hex
@@ -166,17 +170,27 @@ def execute_job(job_id: int) -> None:
             raise UnknownJobKind(f"no job handler named {ctx.job.kind!r} on this worker")
         ctx.check_cancelled()
         result = spec.fn(ctx) or {}
-    except AttemptStopped as exc:
-        _stopped(ctx, exc)
-    except JobCancelled as exc:
-        _finish(ctx, Job.Status.CANCELLED, error=str(exc))
-    except Exception as exc:
-        _fail(ctx, exc)
+    except BaseException as exc:
+        outcome: Callable[[], None] | None = _outcome_of(ctx, exc)
+        if outcome is None:
+            stop.set()
+            raise  # KeyboardInterrupt, SystemExit: the worker is going away
     else:
-        _finish(ctx, Job.Status.SUCCEEDED, result=result)
-    finally:
-        stop.set()
-        beat.join(timeout=5)
+        outcome = lambda: _finish(ctx, Job.Status.SUCCEEDED, result=result)  # noqa: E731
+    # The beat stops before the outcome is written: a beat after it would be refused.
+    stop.set()
+    beat.join(timeout=5)
+    outcome()
+
+
+def _outcome_of(ctx: JobContext, exc: BaseException) -> Callable[[], None] | None:
+    if isinstance(exc, AttemptStopped):
+        return lambda: _stopped(ctx, exc)
+    if isinstance(exc, JobCancelled):
+        return lambda: _finish(ctx, Job.Status.CANCELLED, error=str(exc))
+    if isinstance(exc, Exception):
+        return lambda: _fail(ctx, exc)
+    return None
 
 
 def _retrying_database(what: str, fn: Callable[[], T]) -> T:
@@ -219,6 +233,9 @@ def _finish(ctx: JobContext, status: str, *, result: dict | None = None, error: 
     if not _retrying_database(f"recording the end of job {job.pk}", write):
         ctx._supersede()
         logger.warning("job %s: %s; its %s outcome is discarded", job.pk, ctx._stop_reason, status)
+        return
+    # One line per job that reached an end: the chaos test counts completions from these.
+    logger.info("job %s %s: attempt %s %s", job.pk, job.kind, job.attempt, status)
 
 
 def _fail(ctx: JobContext, exc: Exception) -> None:
