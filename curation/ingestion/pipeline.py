@@ -58,6 +58,7 @@ class IngestSummary:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     refusals: list[dict[str, str]] = field(default_factory=list)
     cancelled: bool = False
+    skipped: int = 0
 
     @property
     def processed(self) -> int:
@@ -73,6 +74,7 @@ class IngestSummary:
             "counts": dict(self.counts),
             "refusals": list(self.refusals),
             "cancelled": self.cancelled,
+            "skipped": self.skipped,
         }
 
 
@@ -124,6 +126,7 @@ def ingest_items(
     total: int | None = None,
     validate_options: dict[str, Any] | None = None,
     refused_before: Mapping[str, str] | None = None,
+    settled: Callable[[str, str], bool] | None = None,
 ) -> IngestSummary:
     """Validate and classify every item, calling `on_result` for each as soon as it is decided.
 
@@ -132,6 +135,8 @@ def ingest_items(
     caller wants back in `duplicate_of` (this run adds its ingested images to it by sha256).
     `on_progress(done, total)` follows each result; `total` is len(items) when it has one.
     `refused_before` maps the sha256 of files refused earlier to how that refusal reads.
+    `settled(origin, sha256)` says an earlier run of the same batch already settled this file
+    (same place, same content): it is then skipped without a result and counted in `skipped`.
     """
     seen: Callable[[str], bool] = (
         already_seen.__contains__ if isinstance(already_seen, Container) else already_seen
@@ -143,7 +148,7 @@ def ingest_items(
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     window = max(2, workers * 4)
     summary = IngestSummary()
-    settled: dict[str, _Settled | _Validation] = {}
+    decided: dict[str, _Settled | _Validation] = {}
     reads: deque[tuple[int, SourceItem, Future[tuple[bytes, str]]]] = deque()
     validations: deque[_Validation] = deque()
     stream = enumerate(items)
@@ -198,14 +203,17 @@ def ingest_items(
                 )
             )
             return
-        first = settled.get(sha256)
+        if settled is not None and settled(item.origin, sha256):
+            summary.skipped += 1
+            return
+        first = decided.get(sha256)
         if isinstance(first, _Validation):
             first.copies.append((position, item))
         elif first is not None:
             emit_copy(position, item, sha256, first)
         elif refused_before is not None and sha256 in refused_before:
             reason = f"same bytes as a file refused before: {refused_before[sha256]}"
-            settled[sha256] = _Settled("quarantined", item.origin, reason)
+            decided[sha256] = _Settled("quarantined", item.origin, reason)
             emit(
                 IngestResult(
                     position, item.origin, "quarantined", sha256, None, item.caption, reason
@@ -213,7 +221,7 @@ def ingest_items(
             )
         elif seen(sha256):
             duplicate = _Settled("duplicate", item.origin)
-            settled[sha256] = duplicate
+            decided[sha256] = duplicate
             emit_copy(position, item, sha256, duplicate)
         else:
             pending = _Validation(
@@ -222,7 +230,7 @@ def ingest_items(
                 sha256,
                 executor.submit(validate_image_bytes, data, item.origin, sha256=sha256, **options),
             )
-            settled[sha256] = pending
+            decided[sha256] = pending
             validations.append(pending)
 
     def handle_validation() -> None:
@@ -265,7 +273,7 @@ def ingest_items(
                 result = IngestResult(
                     pending.position, item.origin, "ingested", sha256, outcome, item.caption
                 )
-        settled[sha256] = first
+        decided[sha256] = first
         emit(result)
         for position, copy in pending.copies:
             emit_copy(position, copy, sha256, first)

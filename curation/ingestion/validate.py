@@ -15,9 +15,12 @@ Rules a person can rely on (and tests assert):
 - EXIF orientation is applied, so `width`/`height` are as a person sees the image.
 - Animated images (GIF, APNG, WebP, multi-page TIFF): the first frame is kept and `frame_count`
   records how many there were.
-- Stored bytes: the original file is kept byte for byte when it already decodes to exactly the
-  normalised pixels (an upright 8-bit RGB JPEG, an RGB/RGBA PNG …). Otherwise anything with alpha
-  or from a lossless source is written as PNG (alpha bit-exact, never flattened); an RGB image
+- Stored bytes carry no metadata (EXIF with GPS, XMP, IPTC, comments, text chunks): they are
+  served to annotators. The original file is kept, metadata stripped byte-wise
+  (`metadata.strip_metadata`, pixels untouched), when it already decodes to exactly the
+  normalised pixels (an upright 8-bit RGB JPEG, an RGB/RGBA PNG …); `original` then holds the
+  file as supplied if stripping changed it, so training can still ask for it. Otherwise
+  anything with alpha or from a lossless source is written as PNG (alpha bit-exact, never flattened); an RGB image
   from a lossy source (JPEG, lossy WebP, AVIF) that had to be rotated or converted is written as
   JPEG at `lossy_quality` with 4:4:4 chroma (pass `lossy_quality=None` for PNG instead).
 - SVG is rasterised with cairosvg only after a defusedxml parse that forbids DOCTYPE, entities and
@@ -47,6 +50,8 @@ from types import SimpleNamespace
 import imagehash
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+
+from curation.ingestion.metadata import strip_metadata
 
 # Pillow's own default, as a constant: reading Image.MAX_IMAGE_PIXELS would follow whatever
 # another library set it to.
@@ -97,6 +102,8 @@ class ValidatedImage:
     frame_count: int
     phash: str  # "" below PHASH_MIN_SIDE: no near-duplicate detection for this image
     source_bytes: int
+    # The file as supplied when `data` is that file with its metadata stripped.
+    original: bytes | None = field(default=None, repr=False)
 
     @property
     def extension(self) -> str:
@@ -388,15 +395,18 @@ def _finish(
     png_compress_level: int,
 ) -> ValidatedImage:
     image = decoded.image
+    original: bytes | None = None
     if decoded.pass_through:
-        stored, stored_format = data, decoded.source_format
+        stored, stored_format = strip_metadata(data, decoded.source_format), decoded.source_format
+        original = None if stored is data else data
     elif image.mode == "RGB" and decoded.lossy_source and lossy_quality is not None:
         buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=lossy_quality, subsampling=0)
+        # Explicitly empty: Pillow would carry a source comment over from image.info.
+        image.save(buffer, "JPEG", quality=lossy_quality, subsampling=0, exif=b"", comment=b"")
         stored, stored_format = buffer.getvalue(), "JPEG"
     else:
         buffer = io.BytesIO()
-        image.save(buffer, "PNG", compress_level=png_compress_level)
+        image.save(buffer, "PNG", compress_level=png_compress_level, exif=b"")
         stored, stored_format = buffer.getvalue(), "PNG"
     return ValidatedImage(
         origin=origin,
@@ -413,6 +423,7 @@ def _finish(
         frame_count=decoded.frame_count,
         phash=perceptual_hash(image) if min(image.size) >= PHASH_MIN_SIDE else "",
         source_bytes=len(data),
+        original=original,
     )
 
 

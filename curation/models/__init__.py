@@ -1,6 +1,6 @@
 from curation.models.datasets import Dataset, DatasetItem, DatasetVersion, FrozenVersionError
 from curation.models.embeddings import EmbeddingShard, EmbeddingSpace, VectorIndex
-from curation.models.images import Image, IngestBatch, Refusal, Source
+from curation.models.images import BatchFile, Image, IngestBatch, Refusal, Source
 from curation.models.jobs import Job, Schedule
 from curation.models.prompts import Prompt, PromptSet, StyleDescriptor
 from curation.models.recipes import Recipe, RecipeDecision, RecipeRun, RecipeScore
@@ -19,6 +19,7 @@ __all__ = [
     "AnnotationRound",
     "AnnotatorAccount",
     "AnnotatorRoundStats",
+    "BatchFile",
     "Dataset",
     "DatasetItem",
     "DatasetVersion",

@@ -22,8 +22,8 @@ class Source(TimeStampedModel):
 class IngestBatch(TimeStampedModel):
     """One `ingest` invocation; counts and refusals are kept so a person can see what happened.
 
-    `position` is how many items of `paths` (in their deterministic order) are settled: their
-    rows and these counts were committed together, so a resumed run skips exactly those.
+    `position` is how many files are settled: each has a BatchFile row, committed together with
+    its Image/Refusal row and these counts, so a resumed run skips exactly those files.
     """
 
     class Status(models.TextChoices):
@@ -103,6 +103,12 @@ class Image(TimeStampedModel):
     )
     origin = models.CharField(max_length=1024, blank=True, help_text="Path, archive member or URL.")
     caption = models.TextField(blank=True)
+    original_key = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The file as supplied, kept when ingest stripped metadata (EXIF, XMP, text) "
+        "from the stored bytes; only a version that asks for original bytes uses it.",
+    )
     quarantine_reason = models.TextField(blank=True)
     quarantined_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -147,3 +153,31 @@ class Refusal(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.origin}: {self.reason}"
+
+
+class BatchFile(models.Model):
+    """One file a batch has settled, identified by where it came from and its content.
+
+    Written in the same transaction as the file's Image or Refusal row and the batch counts, so
+    a resumed run skips exactly the files recorded here (whatever order the files now sort in)
+    and a second attempt of the same batch cannot count a file twice.
+    """
+
+    class Outcome(models.TextChoices):
+        INGESTED = "ingested", "Ingested"
+        DUPLICATE = "duplicate", "Exact duplicate"
+        NEAR_DUPLICATE = "near_duplicate", "Near-duplicate"
+        REFUSED = "quarantined", "Refused"
+
+    batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="files")
+    origin = models.CharField(max_length=1024)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="Blank when unreadable.")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "origin", "sha256"], name="unique_batch_file")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.outcome}"

@@ -25,6 +25,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,12 @@ from curation.ingestion import (
     NearDuplicateIndex,
     SourceItem,
     SourceLimits,
+    ValidatedImage,
     ingest_items,
     iter_items,
 )
 from curation.ingestion.pipeline import DEFAULT_NEAR_DISTANCE
-from curation.models import Image, IngestBatch, Refusal, Source
+from curation.models import BatchFile, Image, IngestBatch, Refusal, Source
 from curation.services.jobs import JobCancelled, JobContext, enqueue_job
 from curation.services.storage import store_bytes
 
@@ -160,44 +162,54 @@ def load_pool_state() -> tuple[NearDuplicateIndex, set[str]]:
     return index, known
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    storage_key: str
+    original_key: str  # blank unless metadata was stripped from the stored bytes
+
+
+def store_image(image: ValidatedImage) -> StoredImage:
+    """Store what annotators may see and, when it differs, the file as supplied (apart)."""
+    key = store_bytes(image.data, image.extension, sha256=image.stored_sha256)
+    original = ""
+    if image.original is not None:
+        original = store_bytes(
+            image.original, image.extension, prefix="originals", sha256=image.sha256
+        )
+    return StoredImage(key, original)
+
+
+def _clip(origin: str) -> str:
+    return origin[:ORIGIN_MAX]
+
+
 class _Persister:
-    """Buffers results until they form a prefix of the input, then commits them in chunks."""
+    """Buffers results and commits them in chunks, each chunk with its files' BatchFile rows."""
 
     def __init__(
         self,
         batch: IngestBatch,
         *,
-        offset: int,
         total: int | None,
         job_ctx: JobContext | None,
         on_progress: ProgressFn | None,
     ) -> None:
         self.batch = batch
-        self.offset = offset
         self.total = total
         self.job_ctx = job_ctx
         self.on_progress = on_progress
-        self.next = offset
-        self.out_of_order: dict[int, IngestResult] = {}
         self.ready: list[IngestResult] = []
         self.last_commit = time.monotonic()
-        self.seen_count = offset
-        self.broken = False
+        self.seen_count = batch.position
         # Storage writes start as soon as a result arrives, in threads (file and network I/O
         # release the GIL), so the commit only waits for them instead of doing them in turn.
         self.writer = ThreadPoolExecutor(STORAGE_THREADS, thread_name_prefix="ingest-store")
-        self.stored: dict[str, Future[str]] = {}
+        self.stored: dict[str, Future[StoredImage]] = {}
 
     def on_result(self, result: IngestResult) -> None:
-        self.out_of_order[self.offset + result.position] = result
+        self.ready.append(result)
         if result.status == "ingested" and result.image is not None:
-            image = result.image
-            self.stored[image.sha256] = self.writer.submit(
-                store_bytes, image.data, image.extension, sha256=image.stored_sha256
-            )
-        while self.next in self.out_of_order:
-            self.ready.append(self.out_of_order.pop(self.next))
-            self.next += 1
+            self.stored[result.image.sha256] = self.writer.submit(store_image, result.image)
         self.seen_count += 1
         if self.on_progress is not None:
             self.on_progress(self.seen_count, self.total)
@@ -207,28 +219,39 @@ class _Persister:
             self.commit()
 
     def commit(self) -> None:
-        if not self.ready or self.broken:
+        if not self.ready:
             return
-        chunk = self.ready
-        position = self.batch.position + len(chunk)
-        try:
-            with transaction.atomic():
-                counts = self._persist(chunk)
-                IngestBatch.objects.filter(pk=self.batch.pk).update(
-                    position=position,
-                    ingested=F("ingested") + counts["ingested"],
-                    duplicates=F("duplicates") + counts["duplicate"],
-                    near_duplicates=F("near_duplicates") + counts["near_duplicate"],
-                    quarantined=F("quarantined") + counts["quarantined"],
-                    updated_at=timezone.now(),
-                )
-                if self.job_ctx is not None:
-                    self.job_ctx.save_state(batch_id=self.batch.pk, position=position)
-        except BaseException:
-            # Later results must not be committed past a hole: the position would lie.
-            self.broken = True
-            raise
-        self.ready = []
+        chunk, self.ready = self.ready, []
+        with transaction.atomic():
+            if self.job_ctx is not None:
+                self.job_ctx.fence()
+            # Commits of one batch take turns: what "already recorded" means must not change
+            # under a commit (two attempts of a job may overlap for a moment).
+            locked = IngestBatch.objects.select_for_update().get(pk=self.batch.pk)
+            fresh = self._unrecorded(chunk)
+            counts = self._persist(fresh)
+            BatchFile.objects.bulk_create(
+                [
+                    BatchFile(
+                        batch=locked,
+                        origin=_clip(r.origin),
+                        sha256=r.sha256 or "",
+                        outcome=outcome,
+                    )
+                    for r, outcome in fresh
+                ]
+            )
+            position = locked.position + len(fresh)
+            IngestBatch.objects.filter(pk=locked.pk).update(
+                position=position,
+                ingested=F("ingested") + counts["ingested"],
+                duplicates=F("duplicates") + counts["duplicate"],
+                near_duplicates=F("near_duplicates") + counts["near_duplicate"],
+                quarantined=F("quarantined") + counts["quarantined"],
+                updated_at=timezone.now(),
+            )
+            if self.job_ctx is not None:
+                self.job_ctx.save_state(batch_id=self.batch.pk, position=position)
         self.batch.position = position
         self.last_commit = time.monotonic()
         if self.job_ctx is not None:
@@ -241,25 +264,51 @@ class _Persister:
     def close(self) -> None:
         self.writer.shutdown(wait=True, cancel_futures=True)
 
-    def _persist(self, chunk: list[IngestResult]) -> dict[str, int]:
+    def _unrecorded(self, chunk: list[IngestResult]) -> list[tuple[IngestResult, str]]:
+        """The results whose file this batch has not recorded yet, each with its outcome."""
+        keys = {(_clip(r.origin), r.sha256 or "") for r in chunk}
+        recorded = set(
+            BatchFile.objects.filter(
+                batch_id=self.batch.pk, origin__in={origin for origin, _ in keys}
+            ).values_list("origin", "sha256")
+        )
+        fresh: list[tuple[IngestResult, str]] = []
+        for result in chunk:
+            key = (_clip(result.origin), result.sha256 or "")
+            if key in recorded:
+                continue
+            recorded.add(key)
+            fresh.append((result, result.status))
+        return fresh
+
+    def _persist(self, chunk: list[tuple[IngestResult, str]]) -> dict[str, int]:
+        """Write the Image and Refusal rows; returns the counts, correcting `fresh` outcomes in
+        place where another batch stored the same bytes a moment ago (then a duplicate)."""
         counts = {"ingested": 0, "duplicate": 0, "near_duplicate": 0, "quarantined": 0}
         batch = self.batch
         fresh: list[Image] = []
         near: list[IngestResult] = []
         refusals: list[Refusal] = []
-        for result in chunk:
+        for result, _ in chunk:
             if result.status == "ingested":
                 image = result.image
                 assert image is not None and result.sha256 is not None
-                key = self.stored.pop(image.sha256).result()
-                fresh.append(self._image_row(result, status=OK, storage_key=key))
+                stored = self.stored.pop(image.sha256).result()
+                fresh.append(
+                    self._image_row(
+                        result,
+                        status=OK,
+                        storage_key=stored.storage_key,
+                        original_key=stored.original_key,
+                    )
+                )
             elif result.status == "near_duplicate":
                 near.append(result)
             elif result.status == "quarantined":
                 refusals.append(
                     Refusal(
                         batch=batch,
-                        origin=result.origin[:ORIGIN_MAX],
+                        origin=_clip(result.origin),
                         sha256=result.sha256 or "",
                         reason=result.reason or "refused",
                     )
@@ -285,17 +334,20 @@ class _Persister:
                 ],
                 ignore_conflicts=True,
             )
+        owners: dict[str, int | None] = {}
         if fresh or near:
             owners = dict(
                 Image.objects.filter(
                     sha256__in=[i.sha256 for i in fresh] + [r.sha256 for r in near]
                 ).values_list("sha256", "batch_id")
             )
-            for sha256, status in [(i.sha256, "ingested") for i in fresh] + [
-                (r.sha256, "near_duplicate") for r in near
-            ]:
-                counts[status if owners.get(sha256) == batch.pk else "duplicate"] += 1
-        Refusal.objects.bulk_create(refusals)
+        for at, (result, outcome) in enumerate(chunk):
+            if outcome in ("ingested", "near_duplicate"):
+                if owners.get(result.sha256 or "") != batch.pk:
+                    outcome = "duplicate"
+                    chunk[at] = (result, outcome)
+                counts[outcome] += 1
+        Refusal.objects.bulk_create(refusals, ignore_conflicts=True)
         return counts
 
     def _image_row(self, result: IngestResult, **fields: Any) -> Image:
@@ -310,10 +362,19 @@ class _Persister:
             has_alpha=image.has_alpha,
             source=self.batch.source,
             batch=self.batch,
-            origin=result.origin[:ORIGIN_MAX],
+            origin=_clip(result.origin),
             caption=result.caption or "",
             **fields,
         )
+
+
+def _settled_files(batch: IngestBatch) -> tuple[set[tuple[str, str]], set[str]]:
+    """(origin, sha256) of every file this batch settled, and the URLs among them."""
+    files = set(
+        BatchFile.objects.filter(batch=batch).values_list("origin", "sha256").iterator(10_000)
+    )
+    urls = {origin for origin, _ in files if _is_url(origin)}
+    return files, urls
 
 
 def run_ingest(
@@ -333,6 +394,10 @@ def run_ingest(
     A bad file never stops the batch: it becomes a Refusal. The batch ends `done`, or
     `cancelled` when `should_cancel` (or the job's cancel flag) said stop; run it again with
     `batch=` to finish it. `on_progress(settled, total)` drives a CLI progress bar.
+
+    Resuming skips the files the batch has settled, by place and content: a local file or
+    archive member whose bytes are unchanged is skipped after hashing (a changed one is
+    ingested anew); a URL is skipped by its address alone, so nothing is downloaded twice.
     """
     if batch is None:
         if not source_name:
@@ -343,16 +408,19 @@ def run_ingest(
     batch.refresh_from_db()
     if batch.status == IngestBatch.Status.DONE:
         return batch
-    if job_ctx is not None and batch.job_id is None:
-        batch.job = job_ctx.job
-    batch.status = IngestBatch.Status.RUNNING
-    batch.finished_at = None
     if batch.total is None:
         batch.total = count_items(batch.paths)
-    batch.save(update_fields=["status", "finished_at", "total", "job", "updated_at"])
+    with transaction.atomic():
+        if job_ctx is not None:
+            job_ctx.fence()
+            if batch.job_id is None:
+                batch.job = job_ctx.job
+        batch.status = IngestBatch.Status.RUNNING
+        batch.finished_at = None
+        batch.save(update_fields=["status", "finished_at", "total", "job", "updated_at"])
     if job_ctx is not None:
         job_ctx.save_state(batch_id=batch.pk, position=batch.position)
-        job_ctx.log(f"ingesting {batch.paths} from item {batch.position}")
+        job_ctx.log(f"ingesting {batch.paths}; {batch.position} files settled before")
 
     def cancel_requested() -> bool:
         return bool(
@@ -360,14 +428,9 @@ def run_ingest(
             or (should_cancel is not None and should_cancel())
         )
 
-    persister = _Persister(
-        batch, offset=batch.position, total=batch.total, job_ctx=job_ctx, on_progress=on_progress
-    )
-    items = _items(batch.paths)
-    for _ in range(batch.position):  # settled by an earlier run: skip without reading
-        if next(items, None) is None:
-            break
-
+    files, urls = _settled_files(batch)
+    persister = _Persister(batch, total=batch.total, job_ctx=job_ctx, on_progress=on_progress)
+    items = (item for item in _items(batch.paths) if _clip(item.origin) not in urls)
     near_index, known = load_pool_state()
     try:
         summary = ingest_items(
@@ -379,22 +442,27 @@ def run_ingest(
             near_distance=near_distance,
             workers=workers,
             refused_before=refused_before(),
+            settled=(lambda origin, sha256: (_clip(origin), sha256) in files) if files else None,
         )
         persister.commit()
     except BaseException:
-        persister.commit()  # keep what was settled; the rest is redone on resume
-        IngestBatch.objects.filter(pk=batch.pk).update(
+        with contextlib.suppress(Exception):
+            persister.commit()  # keep what was settled; the rest is redone on resume
+        IngestBatch.objects.filter(pk=batch.pk, status=IngestBatch.Status.RUNNING).update(
             status=IngestBatch.Status.FAILED, updated_at=timezone.now()
         )
         raise
     finally:
         persister.close()
     status = IngestBatch.Status.CANCELLED if summary.cancelled else IngestBatch.Status.DONE
-    IngestBatch.objects.filter(pk=batch.pk).update(
-        status=status,
-        finished_at=timezone.now() if status == IngestBatch.Status.DONE else None,
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        if job_ctx is not None:
+            job_ctx.fence()  # a superseded attempt leaves the batch to the one that replaced it
+        IngestBatch.objects.filter(pk=batch.pk).update(
+            status=status,
+            finished_at=timezone.now() if status == IngestBatch.Status.DONE else None,
+            updated_at=timezone.now(),
+        )
     batch.refresh_from_db()
     if job_ctx is not None:
         job_ctx.log(

@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max, Value
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from curation.models import Dataset, DatasetItem, DatasetVersion, Image
@@ -95,11 +96,17 @@ MANIFEST_BATCH_ROWS = 50_000
 def build_manifest(version: DatasetVersion) -> bytes:
     """Stream the rows into Parquet in record batches: a million-row version never holds more
     than one batch of Python objects, and no row is saved one by one."""
+    # Stored bytes carry no metadata; a version whose lineage asks for `original_bytes` names
+    # the files as supplied instead, where ingest kept them.
+    key: Any = F("image__storage_key")
+    if version.lineage.get("original_bytes"):
+        key = Coalesce(NullIf("image__original_key", Value("")), "image__storage_key")
     rows = (
         version.items.order_by("image__sha256")
+        .annotate(key=key)
         .values_list(
             "image__sha256",
-            "image__storage_key",
+            "key",
             "caption",
             "label",
             "weight",

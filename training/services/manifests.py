@@ -79,8 +79,20 @@ class StorageResolver:
 
     @classmethod
     def for_versions(cls, versions: Iterable[DatasetVersion]) -> StorageResolver:
+        versions = list(versions)
         items = DatasetItem.objects.filter(version__in=[v.pk for v in versions])
-        return cls._from(Image.objects.filter(pk__in=items.values("image_id")))
+        resolver = cls._from(Image.objects.filter(pk__in=items.values("image_id")))
+        asking = [v.pk for v in versions if v.lineage.get("original_bytes")]
+        if asking:  # these versions train on the files as supplied, metadata and all
+            wanted = DatasetItem.objects.filter(version__in=asking).values("image_id")
+            originals = (
+                Image.objects.filter(pk__in=wanted)
+                .exclude(status=Image.Status.QUARANTINED)
+                .exclude(original_key="")
+                .values_list("sha256", "original_key")
+            )
+            resolver.keys.update(originals)
+        return resolver
 
     @classmethod
     def for_sha256(cls, shas: Iterable[str]) -> StorageResolver:

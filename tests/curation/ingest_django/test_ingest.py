@@ -284,3 +284,39 @@ def test_tiny_images_skip_near_duplicate_detection_but_not_exact(tmp_path):
         "quarantined": 0,
     }
     assert set(Image.objects.values_list("phash", flat=True)) == {""}
+
+
+@pytest.mark.django_db
+def test_resume_finds_files_by_place_and_content_not_position(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_service, "COMMIT_EVERY", 1)
+    for n, name in enumerate(["b.png", "c.png", "d.png", "e.png"]):
+        rgba_sticker(40 + n).save(tmp_path / name)
+    settled: list[int] = []
+    batch = run_ingest(
+        [tmp_path],
+        "grow",
+        workers=0,
+        on_progress=lambda done, total: settled.append(done),
+        should_cancel=lambda: len(settled) >= 2,
+    )
+    assert batch.status == IngestBatch.Status.CANCELLED and batch.position == 2
+    rgba_sticker(50).save(tmp_path / "a.png")  # sorts before everything settled
+    rgba_sticker(51).save(tmp_path / "b.png")  # settled, then replaced by other bytes
+    batch = run_ingest(None, None, batch=batch, workers=0)
+    assert batch.status == IngestBatch.Status.DONE
+    names = sorted(Path(o).name for o in Image.objects.values_list("origin", flat=True))
+    assert names == ["a.png", "b.png", "b.png", "c.png", "d.png", "e.png"]
+    assert (batch.ingested, batch.duplicates, batch.position) == (6, 0, 6)
+
+
+@pytest.mark.django_db
+def test_a_second_attempt_of_a_batch_counts_and_records_nothing_twice(pool):
+    batch = run_ingest([pool], "pool", workers=0)
+    counts = ingest_json("--resume", str(batch.pk))["counts"]  # a done batch is left alone
+    assert counts == POOL_COUNTS
+    # A superseded attempt that wakes up and runs the batch again finds every file recorded.
+    IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.RUNNING)
+    again = run_ingest(None, None, batch=batch, workers=0)
+    assert ingest_json("--resume", str(again.pk))["counts"] == POOL_COUNTS
+    assert again.position == POOL_FILES and again.files.count() == POOL_FILES
+    _assert_pool_rows()
