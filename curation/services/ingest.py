@@ -48,7 +48,7 @@ from curation.ingestion import (
 )
 from curation.ingestion.pipeline import DEFAULT_NEAR_DISTANCE
 from curation.models import BatchFile, Image, IngestBatch, Refusal, Source
-from curation.services.jobs import JobCancelled, JobContext, enqueue_job
+from curation.services.jobs import AttemptStopped, JobCancelled, JobContext, enqueue_job
 from curation.services.storage import store_bytes
 
 COMMIT_EVERY = 256
@@ -445,6 +445,8 @@ def run_ingest(
             settled=(lambda origin, sha256: (_clip(origin), sha256) in files) if files else None,
         )
         persister.commit()
+    except AttemptStopped:
+        raise  # superseded: the batch belongs to the attempt that replaced this one
     except BaseException:
         with contextlib.suppress(Exception):
             persister.commit()  # keep what was settled; the rest is redone on resume

@@ -12,7 +12,7 @@ RESULT_REFUSALS = 100
 
 @job_handler("ingest", queue="cpu")
 def ingest_job(ctx: JobContext) -> dict:
-    # A retried attempt finds the batch in its state; the batch's own position says where to go on.
+    # A retried attempt finds the batch in its state; the batch's recorded files say what is left.
     batch_id = ctx.state.get("batch_id") or ctx.params["batch_id"]
     batch = run_ingest(None, None, job_ctx=ctx, batch=IngestBatch.objects.get(pk=batch_id))
     if batch.status == IngestBatch.Status.CANCELLED:

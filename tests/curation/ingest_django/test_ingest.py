@@ -320,3 +320,36 @@ def test_a_second_attempt_of_a_batch_counts_and_records_nothing_twice(pool):
     assert ingest_json("--resume", str(again.pk))["counts"] == POOL_COUNTS
     assert again.position == POOL_FILES and again.files.count() == POOL_FILES
     _assert_pool_rows()
+
+
+@pytest.mark.django_db
+def test_a_superseded_attempt_commits_nothing_and_the_next_one_finishes(
+    pool, monkeypatch, no_dispatch
+):
+    from datetime import timedelta
+
+    monkeypatch.setattr(ingest_service, "COMMIT_EVERY", 2)
+    batch = ingest_service.enqueue_ingest([pool], "pool")
+    job = batch.job
+    real_save_state = job_service.JobContext.save_state
+    superseded: list[int] = []
+
+    def lose_heartbeat_at_ten(ctx, **values):
+        real_save_state(ctx, **values)
+        if values.get("position", 0) >= 10 and not superseded:
+            # The scheduler gives up on this attempt while it keeps running.
+            superseded.extend(job_service.recover_lost_jobs(stale_after=timedelta(0)))
+
+    monkeypatch.setattr(job_service.JobContext, "save_state", lose_heartbeat_at_ten)
+    job_service.execute_job(job.pk)
+    batch.refresh_from_db()
+    assert superseded == [job.pk]
+    assert 10 <= batch.position < POOL_FILES  # the stale attempt's later commits were refused
+    stale_position = batch.position
+    monkeypatch.setattr(job_service.JobContext, "save_state", real_save_state)
+    job_service.execute_job(job.pk)
+    job.refresh_from_db()
+    batch.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and job.attempt == 2
+    assert job.result["counts"] == POOL_COUNTS and batch.position == POOL_FILES > stale_position
+    _assert_pool_rows()
