@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 
 from curation import models as m
 from curation.admin_base import PlatformAdmin, summarised
@@ -69,6 +70,22 @@ class DatasetVersionAdmin(PlatformAdmin):
     def checksum_short(self, obj: m.DatasetVersion) -> str:
         return obj.checksum[:12]
 
+    @admin.display(description="downloads")
+    def downloads(self, obj: m.DatasetVersion) -> str:
+        from curation.media import signed_path
+        from curation.selectors.exports import version_downloads
+
+        if obj.pk is None or not obj.is_frozen:
+            return "freeze the version, then export it"
+        found = version_downloads(obj)
+        if not found:
+            return 'none yet: run the "Export selected frozen versions" action from the list'
+        return format_html_join(
+            " · ",
+            '<a href="{}" download class="export-download" data-format="{}">{} ({} rows, zip)</a>',
+            ((signed_path(d["key"]), d["format"], d["format"], d["rows"]) for d in found),
+        )
+
     def get_readonly_fields(
         self, request: HttpRequest, obj: m.DatasetVersion | None = None
     ) -> list[str]:
@@ -85,7 +102,7 @@ class DatasetVersionAdmin(PlatformAdmin):
         ]
         if obj and obj.is_frozen:
             always = [f.name for f in self.model._meta.fields]
-        return summarised(always, ("diff", "lineage"))
+        return summarised([*always, "downloads"], ("diff", "lineage"))
 
     def has_delete_permission(
         self, request: HttpRequest, obj: m.DatasetVersion | None = None
@@ -108,11 +125,13 @@ class DatasetVersionAdmin(PlatformAdmin):
         permissions=["freeze"],
     )
     def freeze(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from curation.services.versions import freeze_version
+        from curation.services.versions import VersionUnchanged, freeze_version
 
         for version in queryset.filter(state=m.DatasetVersion.State.DRAFT):
             try:
                 version = freeze_version(version, user=request.user, reason=version.reason)
+            except VersionUnchanged as exc:
+                self.message_user(request, str(exc), messages.WARNING)
             except ValueError as exc:
                 self.message_user(request, f"{version}: {exc}", messages.ERROR)
             else:
@@ -149,5 +168,6 @@ class DatasetVersionAdmin(PlatformAdmin):
             self.message_user(
                 request,
                 f"{version}: export job #{job.pk} queued; files go under "
-                f"{exports_root() / f'{version.dataset.name}-v{version.number}'}.",
+                f"{exports_root() / f'{version.dataset.name}-v{version.number}'} and download "
+                "links appear on the version's page when it finishes.",
             )

@@ -24,6 +24,7 @@ from curation.services.recipes import (
     start_recipe_run,
 )
 from curation.services.review import freeze_domain_version
+from curation.services.versions import VersionUnchanged
 
 DEMO_SPACE = "demo-tiny-clip"
 DEMO_RECIPE = "demo-stickers"
@@ -67,11 +68,23 @@ def demo_domain_dataset(user: Any) -> DatasetVersion:
         .values_list("pk", flat=True)[:DEMO_ACCEPT_LIMIT]
     )
     RecipeScore.objects.filter(pk__in=chosen).update(decision=RecipeScore.Decision.ACCEPTED)
-    return freeze_domain_version(
-        run,
-        dataset_name=DEMO_DATASET,
-        reason=f"demo: top {len(chosen)} images of {recipe.name} run #{run.pk} above "
-        f"threshold {recipe.threshold}, accepted programmatically in place of a data lead",
-        user=user,
-        default_caption="a sticker",
-    )
+    try:
+        return freeze_domain_version(
+            run,
+            dataset_name=DEMO_DATASET,
+            reason=f"demo: top {len(chosen)} images of {recipe.name} run #{run.pk} above "
+            f"threshold {recipe.threshold}, accepted programmatically in place of a data lead",
+            user=user,
+            default_caption="a sticker",
+        )
+    except VersionUnchanged:
+        # A rerun picked the same images: the version frozen last time is the demo's version.
+        latest = (
+            DatasetVersion.objects.filter(
+                dataset__name=DEMO_DATASET, state=DatasetVersion.State.FROZEN
+            )
+            .order_by("-number")
+            .first()
+        )
+        assert latest is not None  # VersionUnchanged means a frozen parent exists
+        return latest

@@ -159,11 +159,19 @@ def _diff(version: DatasetVersion) -> dict[str, Any]:
     }
 
 
+class VersionUnchanged(ValueError):
+    """Freezing would make a version identical to its parent: nothing is created."""
+
+
 @transaction.atomic
 def freeze_version(
     version: DatasetVersion, *, user: Any = None, reason: str = ""
 ) -> DatasetVersion:
-    """Write the manifest, record its checksum and diff, and make the version immutable."""
+    """Write the manifest, record its checksum and diff, and make the version immutable.
+
+    Raises VersionUnchanged when the rows are exactly the parent's (same manifest checksum):
+    a second version with nothing new would only blur the lineage.
+    """
     version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
     if version.is_frozen:
         raise ValueError(f"{version} is already frozen")
@@ -175,6 +183,12 @@ def freeze_version(
         raise ValueError(f"{version} has no rows; add images before freezing")
     data = build_manifest(version)
     checksum = hashlib.sha256(data).hexdigest()
+    parent = version.parent
+    if parent is not None and parent.is_frozen and parent.checksum == checksum:
+        raise VersionUnchanged(
+            f"{version} is identical to its parent {parent} (same {version.items.count()} rows, "
+            f"checksum {checksum[:12]}); nothing was frozen"
+        )
     version.manifest_path = store_bytes(data, "parquet", prefix="manifests", sha256=checksum)
     version.checksum = checksum
     version.row_count = version.items.count()

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from curation.models import DatasetVersion
-from curation.services.exports import FORMATS, default_out_dir, export_version
+from curation.services.exports import (
+    FORMATS,
+    default_out_dir,
+    export_version,
+    package_for_download,
+)
 from curation.services.jobs import JobContext, job_handler
 
 
@@ -26,6 +31,7 @@ def export_version_job(ctx: JobContext) -> dict:
             out_dir,
             on_progress=lambda n, total, fmt=fmt: ctx.progress(n, total, f"{fmt}: {n} of {total}"),
         )
-        done[fmt] = result.to_json()
+        ctx.log(f"packing the {fmt} export for download")
+        done[fmt] = {**result.to_json(), "download": package_for_download(version, fmt, out_dir)}
         ctx.save_state(done=done)
     return {"exports": done}

@@ -73,6 +73,37 @@ def test_child_version_diff_and_deterministic_checksum():
 
 
 @pytest.mark.django_db
+def test_a_version_identical_to_its_parent_is_refused(client, data_lead):
+    from curation.models import DatasetVersion
+    from curation.services.versions import VersionUnchanged
+
+    dataset = Dataset.objects.create(name="same", kind="style")
+    images = _images(2)
+    v1 = create_draft_version(dataset)
+    add_items(v1, [{"image": img, "caption": "c"} for img in images])
+    v1 = freeze_version(v1)
+    copy = create_draft_version(dataset, parent=v1)
+    with pytest.raises(VersionUnchanged, match="identical to its parent"):
+        freeze_version(copy)
+    copy.refresh_from_db()
+    assert not copy.is_frozen and DatasetVersion.objects.filter(state="frozen").count() == 1
+
+    client.force_login(data_lead)
+    response = client.post(
+        reverse("admin:curation_datasetversion_changelist"),
+        {"action": "freeze", "_selected_action": [copy.pk]},
+        follow=True,
+    )
+    shown = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert any(tag == "warning" and "nothing was frozen" in text for tag, text in shown), shown
+    copy.refresh_from_db()
+    assert not copy.is_frozen
+    # A changed caption is a real change: it freezes.
+    copy.items.update(caption="new caption")
+    assert freeze_version(copy).is_frozen
+
+
+@pytest.mark.django_db
 def test_empty_version_cannot_be_frozen():
     version = create_draft_version(Dataset.objects.create(name="e", kind="eval"))
     with pytest.raises(ValueError, match="no rows"):

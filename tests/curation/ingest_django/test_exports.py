@@ -175,3 +175,31 @@ def test_admin_export_action_enqueues_a_job(
     assert (root / "folder" / "train" / "metadata.jsonl").exists()
     assert (root / "webdataset" / "train-000000.tar").exists()
     assert (root / "parquet" / "export.json").exists()
+
+    # The version page links each export as a zip behind a signed URL a browser downloads.
+    import re
+    import zipfile
+
+    page = client.get(reverse("admin:curation_datasetversion_change", args=[version.pk]))
+    links = dict(
+        re.findall(
+            r'href="([^"]+)" download class="export-download" data-format="(\w+)"',
+            page.content.decode(),
+        )
+    )
+    assert sorted(links.values()) == ["folder", "parquet", "webdataset"]
+    folder_url = next(url for url, fmt in links.items() if fmt == "folder")
+    assert folder_url.startswith("/media/s/")
+    download = client.get(folder_url)
+    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+    names = set(archive.namelist())
+    assert (
+        "alpha-v1/folder/export.json" in names and "alpha-v1/folder/train/metadata.jsonl" in names
+    )
+    png = next(n for n in names if n.endswith(".png"))
+    assert png.startswith("alpha-v1/folder/train/")
+    assert archive.read(png) == (root / png.split("/", 1)[1]).read_bytes()
+    client.logout()
+    assert client.get(folder_url).status_code == 200  # the signed URL is the credential
+    assert client.get(folder_url[:-3] + "xyz").status_code == 404

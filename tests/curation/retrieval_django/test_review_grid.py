@@ -125,6 +125,13 @@ def test_decide_accept_above_and_freeze(client, run, data_lead, pool):
     assert second.parent == version and second.row_count == len(above)
     assert second.diff["added"] == len(above) - 2 and second.diff["removed"] == 0
 
+    # Freezing the same selection again would copy version 2: refused, nothing created.
+    again = client.post(freeze, {"dataset_name": "stickers-domain", "reason": "same again"})
+    assert again.status_code == 400
+    assert "identical to its parent" in again.content.decode()
+    assert "nothing was frozen" in again.content.decode()
+    assert DatasetVersion.objects.filter(dataset__name="stickers-domain").count() == 2
+
 
 def test_decisions_need_the_csrf_token(run, data_lead):
     client = Client(enforce_csrf_checks=True)
