@@ -167,6 +167,13 @@ INGEST_URL_TIMEOUT_SECONDS = env.float("INGEST_URL_TIMEOUT_SECONDS", default=10.
 INGEST_URL_DEADLINE_SECONDS = env.float("INGEST_URL_DEADLINE_SECONDS", default=120.0)
 # Folders a manifest may name local files in, besides the manifest's own folder.
 INGEST_LOCAL_ROOTS = env.list("INGEST_LOCAL_ROOTS", default=[])
+# Folders the admin's "start an ingest" page may name (nothing else on the server's disk), and
+# where archives and manifests uploaded there are written for the ingest job to read.
+INGEST_ROOTS = env.list("INGEST_ROOTS", default=[])
+INGEST_UPLOAD_DIR = Path(
+    env.str("INGEST_UPLOAD_DIR", default=str(ARTIFACTS_ROOT / "ingest-uploads"))
+)
+INGEST_UPLOAD_MAX_BYTES = env.int("INGEST_UPLOAD_MAX_BYTES", default=2 * 1024**3)
 
 # --- Jobs: Django's tasks API through the django-tasks backport -------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

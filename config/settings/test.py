@@ -20,6 +20,7 @@ EXPORTS_ROOT = ARTIFACTS_ROOT / "exports"
 TRAINING_RUNS_DIR = ARTIFACTS_ROOT / "runs"
 TRAINING_MODELS_DIR = ARTIFACTS_ROOT / "models"
 TRAINING_CACHE_DIR = ARTIFACTS_ROOT / "cache" / "training"
+INGEST_UPLOAD_DIR = ARTIFACTS_ROOT / "ingest-uploads"
 if STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
     STORAGES["default"]["OPTIONS"]["location"] = str(MEDIA_ROOT)
 

@@ -78,9 +78,32 @@ class IngestBatchAdmin(PlatformAdmin):
         "refusals_table",
     ]
     readonly_fields = fields
+    change_list_template = "admin/curation/ingestbatch/change_list.html"
+    change_form_template = "admin/curation/ingestbatch/change_form.html"
+    # Seconds between reloads of a batch page while its job runs.
+    refresh_seconds = 3
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # batches come from `manage.py ingest` or its job
+        return False  # batches come from `manage.py ingest`, its job, or the start page below
+
+    def get_urls(self) -> list:
+        from curation.admin.ingest_start import start_ingest_urls
+
+        return start_ingest_urls(self) + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ) -> HttpResponse:
+        batch = self.get_object(request, object_id)
+        running = batch is not None and batch.status in (
+            m.IngestBatch.Status.QUEUED,
+            m.IngestBatch.Status.RUNNING,
+        )
+        context = {
+            **(extra_context or {}),
+            "refresh_seconds": self.refresh_seconds if running else 0,
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
