@@ -84,6 +84,7 @@ class VectorIndexAdmin(PlatformAdmin):
         "index_type",
         "vector_count",
         "recall_at_k",
+        "text_recall_at_k",
         "recall_k",
         "created_at",
     ]
@@ -97,6 +98,7 @@ class VectorIndexAdmin(PlatformAdmin):
         "path",
         "vector_count",
         "recall_at_k",
+        "text_recall_at_k",
         "recall_k",
     ]
 

@@ -8,6 +8,10 @@ Vectors are unit length and compared by inner product (cosine). What is chosen a
   budget forces it, because PQ caps recall (~0.4 at 512-d/64 bytes) whatever nprobe.
 Every build measures recall@k of the index against exact search on held-out queries and picks
 the smallest nprobe that reaches the target recall; both go into the JSON beside the index.
+Held-out image vectors are the easy case: each lies inside the clusters the lists were trained
+on. Text queries, as search and recipes use them, lie elsewhere (CLIP's modality gap keeps
+text and image embeddings apart), so a build given text-query embeddings measures their recall
+too, and raises nprobe until both kinds reach the target.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class IndexParams:
     recall_at_k: float = 1.0
     target_recall: float = 0.95
     n_queries: int = 0
+    text_recall_at_k: float | None = None  # None when no text queries were given
+    n_text_queries: int = 0
     train_points: int = 0
     seed: int = 0
     exact_qps: float = 0.0
@@ -215,8 +221,12 @@ def build_index(
     n_queries: int = 1000,
     target_recall: float = 0.95,
     memory_budget: int | None = None,
+    text_queries: np.ndarray | None = None,
 ) -> VectorIndex:
     """Train on a sample, add every shard, measure recall@k against exact search, save.
+
+    `text_queries` (unit text embeddings of the same space, one per row) are measured as well:
+    recall@k of text→image search, stored as `text_recall_at_k`, and part of the nprobe choice.
 
     `shard_paths` are shard sidecars (or folders of shards). `spec` is a faiss factory string
     ("Flat", "IVF1024,SQ8", …); None lets `choose_index_spec` decide. Queries for the recall
@@ -258,6 +268,14 @@ def build_index(
     _, truth = exact_search(shards, queries, k)
     exact_qps = len(queries) / max(time.perf_counter() - exact_started, 1e-9)
 
+    texts = None
+    text_truth = None
+    if text_queries is not None and len(text_queries):
+        texts = _as_f32(np.atleast_2d(text_queries))
+        if texts.shape[1] != dim:
+            raise ValueError(f"text queries have dim {texts.shape[1]}, the shards have {dim}")
+        _, text_truth = exact_search(shards, texts, k)
+
     params = IndexParams(
         spec=spec,
         dim=dim,
@@ -265,22 +283,35 @@ def build_index(
         k=k,
         target_recall=target_recall,
         n_queries=len(queries),
+        n_text_queries=0 if texts is None else len(texts),
         train_points=train_points,
         seed=seed,
         exact_qps=exact_qps,
         shards=[str(s) for s in shards],
     )
+
+    def text_recall() -> float | None:
+        if texts is None or text_truth is None:
+            return None
+        return recall_at_k(index.search(texts, k)[1], text_truth)
+
     if ivf is None:
         found, params.index_qps = _timed_search(index, queries, k)
         params.recall_at_k = recall_at_k(found, truth)
+        params.text_recall_at_k = text_recall()
     else:
         for nprobe in [n for n in NPROBE_CANDIDATES if n <= ivf.nlist] or [ivf.nlist]:
             ivf.nprobe = nprobe
             found, qps = _timed_search(index, queries, k)
             recall = recall_at_k(found, truth)
-            params.nprobe_sweep.append({"nprobe": nprobe, "recall": recall, "qps": qps})
+            from_text = text_recall()
+            step = {"nprobe": nprobe, "recall": recall, "qps": qps}
+            if from_text is not None:
+                step["text_recall"] = from_text
+            params.nprobe_sweep.append(step)
             params.nprobe, params.recall_at_k, params.index_qps = nprobe, recall, qps
-            if recall >= target_recall:
+            params.text_recall_at_k = from_text
+            if recall >= target_recall and (from_text is None or from_text >= target_recall):
                 break
     params.build_seconds = time.perf_counter() - started
     path = Path(index_path)

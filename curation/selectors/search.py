@@ -52,24 +52,37 @@ def default_index(space: EmbeddingSpace | None = None) -> VectorIndex:
 
 
 def image_vectors(space: EmbeddingSpace, image_ids: Sequence[int]) -> np.ndarray:
-    """Stored vectors of embedded images, read from the one shard that holds each."""
+    """Stored vectors of embedded images, in the order given; KeyError names a missing one."""
+    wanted = [int(i) for i in image_ids]
+    rows = image_vectors_by_id(space, wanted)
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        raise KeyError(f"image {missing[0]} is not embedded in space {space.name!r}")
+    return np.stack([rows[i] for i in wanted])
+
+
+def image_vectors_by_id(space: EmbeddingSpace, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Stored vectors of those `image_ids` that are embedded: one query, each shard read once."""
     from curation.retrieval.embedding import read_shard
 
-    wanted = [int(i) for i in image_ids]
-    rows: dict[int, np.ndarray] = {}
-    shards = EmbeddingShard.objects.filter(space=space, status=EmbeddingShard.Status.DONE)
-    for image_id in wanted:
-        if image_id in rows:
+    wanted = np.unique(np.asarray(list(image_ids), dtype=np.int64))
+    shards = (
+        EmbeddingShard.objects.filter(space=space, status=EmbeddingShard.Status.DONE)
+        .exclude(path="")
+        .order_by("first_image_id")
+        .values_list("first_image_id", "last_image_id", "path")
+    )
+    out: dict[int, np.ndarray] = {}
+    for first, last, path in shards:
+        inside = wanted[(wanted >= first) & (wanted <= last)]
+        if not len(inside):
             continue
-        shard = shards.filter(first_image_id__lte=image_id, last_image_id__gte=image_id).first()
-        if shard is None or not shard.path:
-            raise KeyError(f"image {image_id} is not embedded in space {space.name!r}")
-        ids, vectors = read_shard(shard.path)
-        at = int(np.searchsorted(ids, image_id))
-        if at >= len(ids) or ids[at] != image_id:
-            raise KeyError(f"image {image_id} failed to embed in space {space.name!r}")
-        rows[image_id] = np.asarray(vectors[at], dtype=np.float32)
-    return np.stack([rows[i] for i in wanted])
+        ids, vectors = read_shard(path)
+        at = np.searchsorted(ids, inside).clip(max=max(len(ids) - 1, 0))
+        hit = (ids[at] == inside) if len(ids) else np.zeros(len(inside), bool)
+        rows = np.asarray(vectors[at[hit]], dtype=np.float32)
+        out.update(zip(inside[hit].tolist(), rows, strict=True))
+    return out
 
 
 def _decode(image: Image) -> Any:

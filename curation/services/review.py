@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 
-from curation.models import Dataset, DatasetVersion, Image, RecipeRun, RecipeScore
+from curation.models import Dataset, DatasetVersion, RecipeRun, RecipeScore
 from curation.models.images import usable_q
 from curation.services.versions import add_items, create_draft_version, freeze_version
 
 Decision = RecipeScore.Decision
+ADD_CHUNK = 50_000
 
 
 def set_decision(
@@ -55,19 +56,18 @@ def _best_text_captions(run: RecipeRun, image_ids: list[int]) -> dict[int, str]:
     if not texts or run.index is None or not image_ids:
         return {}
     from curation.retrieval.clip_models import encode_texts
-    from curation.selectors.search import image_vectors
+    from curation.selectors.search import image_vectors_by_id
     from curation.services.embeddings import bundle_for
 
     space = run.index.space
     text_vectors = encode_texts(bundle_for(space), texts)
-    captions = {}
-    for image_id in image_ids:
-        try:
-            vector = image_vectors(space, [image_id])[0]
-        except KeyError:
-            continue  # not embedded: the default caption applies
-        captions[image_id] = texts[int(np.argmax(text_vectors @ vector))]
-    return captions
+    # One pass over the shards that hold these images; unembedded ones get the default caption.
+    found = image_vectors_by_id(space, image_ids)
+    if not found:
+        return {}
+    ids = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
+    best = np.argmax(np.stack(list(found.values())) @ text_vectors.T, axis=1)
+    return {int(i): texts[int(b)] for i, b in zip(ids, best, strict=True)}
 
 
 def freeze_domain_version(
@@ -99,8 +99,9 @@ def freeze_domain_version(
             f"accepted images: none usable yet{detail}; accept images in the grid before freezing"
         )
     image_ids = [image_id for image_id, _ in accepted]
+    # A join, not `pk__in` a million ids (SQLite caps a statement's parameters).
     own = dict(
-        Image.objects.filter(pk__in=image_ids).exclude(caption="").values_list("pk", "caption")
+        chosen.exclude(image__caption="").values_list("image_id", "image__caption").iterator()
     )
     matched = _best_text_captions(run, [i for i in image_ids if i not in own])
     index = run.index
@@ -128,16 +129,18 @@ def freeze_domain_version(
             dataset.versions.filter(state=DatasetVersion.State.FROZEN).order_by("-number").first()
         )
         version = create_draft_version(dataset, parent=parent, reason=reason, lineage=lineage)
-        add_items(
-            version,
-            (
-                {
-                    "image": image_id,
-                    "caption": own.get(image_id) or matched.get(image_id) or default_caption,
-                    "label": "sticker",
-                    "weight": 1.0,
-                }
-                for image_id in image_ids
-            ),
-        )
+        # In chunks, so a million accepted images never sit in memory as model objects at once.
+        for start in range(0, len(image_ids), ADD_CHUNK):
+            add_items(
+                version,
+                [
+                    {
+                        "image": image_id,
+                        "caption": own.get(image_id) or matched.get(image_id) or default_caption,
+                        "label": "sticker",
+                        "weight": 1.0,
+                    }
+                    for image_id in image_ids[start : start + ADD_CHUNK]
+                ],
+            )
         return freeze_version(version, user=user, reason=reason)

@@ -41,6 +41,7 @@ class Command(BaseCommand):
             "index_type": index.index_type,
             "vector_count": index.vector_count,
             f"recall_at_{index.recall_k}": index.recall_at_k,
+            f"text_recall_at_{index.recall_k}": index.text_recall_at_k,
             "path": index.path,
         }
         if options["json"]:

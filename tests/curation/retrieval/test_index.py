@@ -125,3 +125,40 @@ def test_bad_inputs_are_named(tmp_path, data) -> None:
         load_index(tmp_path / "nope.faiss")
     results = search(built, np.ones(DIM, dtype=np.float64), 5)  # float64 is cast, 1-D accepted
     assert results.ids.shape == (1, 5)
+
+
+def test_text_query_recall_is_measured_and_drives_nprobe(tmp_path, data) -> None:
+    folder, ids, vectors = data
+    # Text-like queries: near the pool's directions but shifted by one shared offset, as CLIP's
+    # modality gap shifts text embeddings away from the image cone.
+    rng = np.random.default_rng(9)
+    gap = rng.standard_normal(DIM)
+    gap *= 1.2 / np.linalg.norm(gap)
+    texts = vectors[rng.choice(N, 120, replace=False)] + gap
+    texts = (texts / np.linalg.norm(texts, axis=1, keepdims=True)).astype(np.float32)
+    built = build_index(
+        [folder],
+        tmp_path / "ivf.faiss",
+        "IVF64,SQ8",
+        k=50,
+        n_queries=200,
+        target_recall=0.9,
+        seed=1,
+        text_queries=texts,
+    )
+    params = built.params
+    assert params.n_text_queries == 120 and params.text_recall_at_k is not None
+    measured = recall_at_k(search(built, texts, 50).ids, exact(vectors, ids, texts, 50))
+    assert params.text_recall_at_k == pytest.approx(measured, abs=0.02)
+    assert params.text_recall_at_k >= 0.9 and params.recall_at_k >= 0.9
+    sweep = params.nprobe_sweep
+    assert all("text_recall" in step for step in sweep)
+    # Both kinds must reach the target: the sweep stopped at the first nprobe where both did.
+    assert all(min(s["recall"], s["text_recall"]) < 0.9 for s in sweep[:-1])
+    assert sweep[0]["text_recall"] < sweep[0]["recall"]  # text→image is the harder search
+    stored = json.loads(params_path_for(built.path).read_text())
+    assert stored["text_recall_at_k"] == params.text_recall_at_k
+    flat = build_index([folder], tmp_path / "flat.faiss", k=20, n_queries=50, text_queries=texts)
+    assert flat.params.text_recall_at_k == 1.0
+    with pytest.raises(ValueError, match="text queries have dim 5"):
+        build_index([folder], tmp_path / "x.faiss", k=5, n_queries=5, text_queries=texts[:, :5])

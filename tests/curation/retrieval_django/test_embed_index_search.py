@@ -12,7 +12,7 @@ from curation.models import EmbeddingShard, Image, Job, Source, VectorIndex
 from curation.retrieval.search import VectorStore, text_query
 from curation.selectors.search import SearchFilters, image_vectors, search_images
 from curation.services import embeddings as emb
-from curation.services.indexes import enqueue_build_index
+from curation.services.indexes import GENERIC_QUERIES, enqueue_build_index, recall_texts
 from curation.services.jobs import enqueue_job, execute_job
 from curation.services.storage import store_bytes
 
@@ -110,6 +110,9 @@ def test_index_built_with_recall_and_search_by_text_exemplar_and_id(pool):
     assert (index.version, index.index_type, index.vector_count) == (1, "Flat", 20)
     assert index.recall_at_k == pytest.approx(1.0) and index.recall_k == 20
     assert index.params["n_queries"] == 20 and Path(index.path).is_file()
+    # Text-query recall is measured too (exact here: a flat index), with the generic phrasings.
+    assert index.text_recall_at_k == pytest.approx(1.0)
+    assert index.params["n_text_queries"] == len(recall_texts()) == len(GENERIC_QUERIES)
     assert index.built_from.count() == 3
     assert _run(enqueue_build_index(space)).result["version"] == 2
 
@@ -159,3 +162,16 @@ def test_commands_embed_and_build_index(pool, capsys):
     call_command("build_index", "--space", "cmd", "--json")
     built = json.loads(capsys.readouterr().out)
     assert built["vector_count"] == 20 and built["recall_at_20"] == pytest.approx(1.0)
+    assert built["text_recall_at_20"] == pytest.approx(1.0)
+
+
+def test_recall_texts_put_recipe_queries_and_prompts_first(db):
+    from curation.models import Prompt, PromptSet, Recipe
+
+    Recipe.objects.create(
+        name="q", text_queries=["a cute sticker", {"text": "an emoji"}], negative_queries=[]
+    )
+    prompts = PromptSet.objects.create(name="p")
+    Prompt.objects.create(prompt_set=prompts, text="a corgi surfing")
+    texts = recall_texts(limit=5)
+    assert texts[:3] == ["a cute sticker", "an emoji", "a corgi surfing"] and len(texts) == 5

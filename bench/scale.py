@@ -1,0 +1,364 @@
+"""Benchmark: the platform's pages and jobs on synthetic pools of 10k, 100k and 1M images.
+
+Usage: python bench/scale.py [--quick | --full] [--sizes 10000,100000] [--database-url URL]
+Default sizes 10,000 and 100,000 (a few minutes on 2 cores); --full adds 1,000,000 (tens of
+minutes: the rows are really inserted); --quick 2,000 and 10,000. Each size runs in its own
+process on a fresh database (a new SQLite file, or a new PostgreSQL database named after the
+--database-url one with `_<size>` appended, dropped afterwards).
+
+A pool is rows, not files: N Image rows (a handful of real stored PNGs shared by all, so
+thumbnails and exports have bytes to read), their cached LF features, and an embedding space
+with N synthetic vectors in shards. Per size it times, in this order:
+- admin_list_s: the images admin changelist (superuser, first page), median of 3 after a warm-up;
+- recipe_run_s: the built-in heuristics recipe over the whole pool (features read back from the
+  cache, label model, N RecipeScore rows written);
+- review_page_s: a review grid page 90 % deep into that run (keyset cursor), median of 3;
+- freeze_review_s: freezing every image of the run from the grid (draft + N rows + manifest);
+- freeze_s: `freeze_version` of an equal draft (manifest, checksum, diff), vs
+  pyarrow_manifest_s: a raw cursor reading the same rows and pyarrow writing the same manifest;
+- export_parquet_s: the Parquet export of the frozen version (image bytes embedded per row).
+The last line is one JSON object: per-size figures and the ratios `admin_list_1m_vs_10k`,
+`review_page_1m_vs_10k` (largest size vs smallest when 1M was not run; the key says which)
+and `freeze_1m_vs_pyarrow` (freeze_s / pyarrow_manifest_s at the largest size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARD_ROWS = 100_000
+CHUNK = 20_000
+FEATURES = {
+    "width": 256.0,
+    "height": 256.0,
+    "has_alpha": 1.0,
+    "transparent_fraction": 0.4,
+    "border_transparent_fraction": 1.0,
+    "border_uniformity": 1.0,
+    "colours_90": 4.0,
+    "flat_fraction": 0.9,
+    "white_fraction": 0.4,
+    "chroma_mean": 90.0,
+    "edge_cells": 0.3,
+    "h_lines": 0.0,
+    "v_lines": 0.0,
+    "opaque_fraction": 0.6,
+}
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def _median_of(fn: Any, times: int = 3) -> float:
+    fn()  # warm-up: templates, caches, the first connection
+    return statistics.median(_timed(fn)[0] for _ in range(times))
+
+
+# ---------------------------------------------------------------- one size, in a child process
+
+
+def _setup_django(var_dir: Path) -> None:
+    os.environ["PLATFORM_VAR_DIR"] = str(var_dir)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def _pictures() -> list[tuple[str, str, bool]]:
+    """A few real stored PNGs: (sha256, storage key, has_alpha)."""
+    import hashlib
+
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    from curation.services.storage import store_bytes
+
+    out = []
+    for n in range(8):
+        image = PILImage.new("RGBA", (256, 256), (0, 0, 0, 0))
+        ImageDraw.Draw(image).ellipse([20 + n, 20, 236, 236 - n], fill=(30 * n, 120, 200, 255))
+        data = io.BytesIO()
+        image.save(data, "PNG")
+        digest = hashlib.sha256(data.getvalue()).hexdigest()
+        out.append((digest, store_bytes(data.getvalue(), "png", sha256=digest), True))
+    return out
+
+
+def _build_pool(n: int, var_dir: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from curation.models import EmbeddingShard, Image, Source
+    from curation.models.recipes import ImageFeatures
+    from curation.retrieval.embedding import write_shard
+    from curation.services.embeddings import ensure_space, space_dir
+    from curation.services.recipes import FEATURES_VERSION
+
+    source = Source.objects.create(name="synthetic")
+    pictures = _pictures()
+    started = time.perf_counter()
+    for start in range(0, n, CHUNK):
+        count = min(CHUNK, n - start)
+        Image.objects.bulk_create(
+            [
+                Image(
+                    sha256=f"{start + i:064x}",
+                    width=256,
+                    height=256,
+                    format="PNG",
+                    has_alpha=(start + i) % 3 != 0,
+                    storage_key=pictures[(start + i) % len(pictures)][1],
+                    source=source,
+                    origin=f"synthetic/{start + i}.png",
+                )
+                for i in range(count)
+            ],
+            batch_size=2000,
+        )
+    ids = np.fromiter(Image.objects.order_by("pk").values_list("pk", flat=True), np.int64)
+    rng = np.random.default_rng(0)
+    for start in range(0, n, CHUNK):
+        chunk = ids[start : start + CHUNK]
+        noise = rng.random(len(chunk))
+        ImageFeatures.objects.bulk_create(
+            [
+                ImageFeatures(
+                    image_id=int(i),
+                    version=FEATURES_VERSION,
+                    # Half sticker-like, half photo-like, so the label model has work to do.
+                    values={**FEATURES, "flat_fraction": float(u), "colours_90": 4 + 200 * u},
+                )
+                for i, u in zip(chunk.tolist(), noise, strict=True)
+            ],
+            batch_size=2000,
+        )
+    rows_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    space = ensure_space("tiny-clip", name="scale")
+    folder = space_dir(space)
+    for s, start in enumerate(range(0, n, SHARD_ROWS)):
+        chunk = ids[start : start + SHARD_ROWS]
+        vectors = rng.standard_normal((len(chunk), space.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        sidecar = write_shard(folder, f"shard-{s:05d}", chunk, vectors)
+        EmbeddingShard.objects.create(
+            space=space,
+            index=s,
+            first_image_id=int(chunk[0]),
+            last_image_id=int(chunk[-1]),
+            path=str(sidecar),
+            count=len(chunk),
+            status=EmbeddingShard.Status.DONE,
+        )
+    return {
+        "insert_rows_s": round(rows_s, 2),
+        "write_shards_s": round(time.perf_counter() - started, 2),
+    }
+
+
+def _run_size(n: int, var_dir: Path) -> dict[str, Any]:
+    _setup_django(var_dir)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.urls import reverse
+
+    from curation.models import RecipeScore, VectorIndex
+    from curation.services.exports import export_version
+    from curation.services.recipes import ensure_heuristics_recipe, run_recipe_job, start_recipe_run
+    from curation.services.review import freeze_domain_version
+    from curation.services.versions import MANIFEST_SCHEMA, create_draft_version, freeze_version
+
+    figures: dict[str, Any] = {"images": n}
+    figures.update(_build_pool(n, var_dir))
+    user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-pw")
+    client = Client()
+    client.force_login(user)
+
+    def admin_list() -> None:
+        response = client.get(reverse("admin:curation_image_changelist"))
+        assert response.status_code == 200, response.status_code
+
+    figures["admin_list_s"] = round(_median_of(admin_list), 4)
+
+    recipe = ensure_heuristics_recipe(top_k=n)  # score the whole pool, not the default top 1,000
+    space_index = VectorIndex.objects.create(
+        space_id=1, version=1, index_type="Flat", path=str(var_dir / "unused.faiss")
+    )
+    seconds, run = _timed(lambda: run_recipe_job(start_recipe_run(recipe, run_async=False)))
+    figures["recipe_run_s"] = round(seconds, 2)
+
+    deep = int(n * 0.9)
+    row = RecipeScore.objects.filter(run=run).order_by("-score", "pk").values("score", "pk")[deep]
+    url = reverse("curation-review", args=[run.pk]) + f"?after={row['score']!r}_{row['pk']}"
+
+    def review_page() -> None:
+        response = client.get(url)
+        assert response.status_code == 200 and b'class="tile"' in response.content, url
+
+    figures["review_page_s"] = round(_median_of(review_page), 4)
+
+    # Freeze every scored image from the grid, with text captions from the run's queries.
+    RecipeScore.objects.filter(run=run).update(decision=RecipeScore.Decision.ACCEPTED)
+    run.index = space_index
+    run.config = {**run.config, "text_queries": [{"text": "a sticker"}, {"text": "a photo"}]}
+    run.save(update_fields=["index", "config"])
+    seconds, version = _timed(
+        lambda: freeze_domain_version(run, dataset_name="scale", reason="bench", user=user)
+    )
+    figures["freeze_review_s"] = round(seconds, 2)
+    assert version.row_count == n
+
+    # The freeze step proper on an equal draft, against pyarrow writing the same manifest.
+    draft = create_draft_version(version.dataset, parent=version, reason="bench again")
+    seconds, again = _timed(lambda: freeze_version(draft, user=user, reason="bench again"))
+    figures["freeze_s"] = round(seconds, 2)
+
+    def bare() -> bytes:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT i.sha256, i.storage_key, d.caption, d.label, d.weight, d.split, i.width,"
+                " i.height, i.has_alpha FROM curation_datasetitem d JOIN curation_image i"
+                " ON i.id = d.image_id WHERE d.version_id = %s ORDER BY i.sha256",
+                [again.pk],
+            )
+            columns = list(zip(*cursor.fetchall(), strict=True))
+        table = pa.Table.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(columns, MANIFEST_SCHEMA, strict=True)],
+            schema=MANIFEST_SCHEMA,
+        )
+        sink = io.BytesIO()
+        pq.write_table(
+            table, sink, compression="zstd", write_statistics=False, use_dictionary=False
+        )
+        return sink.getvalue()
+
+    seconds, manifest = _timed(bare)
+    figures["pyarrow_manifest_s"] = round(seconds, 2)
+    assert len(manifest) > 0
+
+    seconds, exported = _timed(
+        lambda: export_version(again, "parquet", var_dir / "export" / "parquet")
+    )
+    figures["export_parquet_s"] = round(seconds, 2)
+    assert exported.rows == n
+    figures["database"] = connection.vendor
+    return figures
+
+
+# ---------------------------------------------------------------- the parent: sizes, databases
+
+
+def _database_for(base_url: str | None, n: int, var_dir: Path) -> tuple[str, Any]:
+    """A fresh database URL for one size, and a function that drops it afterwards."""
+    if not base_url or base_url.startswith("sqlite"):
+        return f"sqlite:///{var_dir / 'scale.sqlite3'}", lambda: None
+    import psycopg
+
+    head, name = base_url.rsplit("/", 1)
+    name = f"{name}_{n}"
+    admin = f"{head}/postgres"
+
+    def run(sql: str) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql)
+
+    run(f'DROP DATABASE IF EXISTS "{name}"')
+    run(f'CREATE DATABASE "{name}"')
+    return f"{head}/{name}", lambda: run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _child(n: int, url: str | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"scale-{n}-") as folder:
+        var_dir = Path(folder)
+        database, drop = _database_for(url, n, var_dir)
+        env = {**os.environ, "DATABASE_URL": database, "PLATFORM_VAR_DIR": folder}
+        try:
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", str(n)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            drop()
+        if done.returncode:
+            raise SystemExit(f"size {n} failed:\n{done.stderr[-4000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ratio(figures: dict[int, dict[str, Any]], key: str) -> tuple[str, float]:
+    small, large = min(figures), max(figures)
+    label = "1m" if large == 1_000_000 else f"{large // 1000}k"
+    base = "10k" if small == 10_000 else f"{small // 1000}k"
+    return f"{label}_vs_{base}", round(figures[large][key] / figures[small][key], 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="2,000 and 10,000 images")
+    mode.add_argument("--full", action="store_true", help="10k, 100k and 1M images")
+    parser.add_argument("--sizes", default=None, help="comma-separated pool sizes")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL base URL (default SQLite)")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(_run_size(args.child, Path(os.environ["PLATFORM_VAR_DIR"]))))
+        return
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    else:
+        sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
+        if args.full:
+            sizes.append(1_000_000)
+    started = time.perf_counter()
+    figures: dict[int, dict[str, Any]] = {}
+    for n in sizes:
+        figures[n] = _child(n, args.database_url)
+        print(f"{n:>9} images: " + ", ".join(f"{k} {v}" for k, v in figures[n].items()), flush=True)
+    largest = figures[max(figures)]
+    admin_key, admin_ratio = _ratio(figures, "admin_list_s")
+    page_key, page_ratio = _ratio(figures, "review_page_s")
+    summary = {
+        "bench": "scale",
+        "database": largest["database"],
+        "sizes": sizes,
+        f"admin_list_{admin_key}": admin_ratio,
+        f"review_page_{page_key}": page_ratio,
+        f"freeze_{'1m' if max(figures) == 1_000_000 else f'{max(figures) // 1000}k'}_vs_pyarrow": round(
+            largest["freeze_s"] / largest["pyarrow_manifest_s"], 3
+        ),
+        "per_size": {str(n): f for n, f in figures.items()},
+        "total_s": round(time.perf_counter() - started, 1),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
