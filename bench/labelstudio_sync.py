@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from curation.labelstudio import configs, server  # noqa: E402
+from curation.labelstudio.accounts import LabelStudioAccounts  # noqa: E402
 from curation.labelstudio.client import LabelStudioClient  # noqa: E402
 from curation.labelstudio.receiver import WebhookReceiver  # noqa: E402
 
@@ -82,12 +83,13 @@ def bench_push(client: LabelStudioClient, n: int, repeats: int = 3) -> dict[str,
     }
 
 
-def bench_webhooks(client: LabelStudioClient, url: str, n: int) -> dict[str, float]:
+def bench_webhooks(client: LabelStudioClient, url: str, key: str, n: int) -> dict[str, float]:
     project = client.ensure_project(
         f"bench hooks {secrets.token_hex(3)}", configs.alignment_config()
     )
     ids = client.push_tasks(project, tasks_for(n, "hook")).task_ids
-    annotator = client.ensure_annotator(f"bench-{project}@example.com", secrets.token_urlsafe(12))
+    accounts = LabelStudioAccounts(url, key)
+    annotator = accounts.ensure_annotator(f"bench-{project}@example.com", secrets.token_urlsafe(12))
     as_annotator = LabelStudioClient(url, annotator.token or "")
     lags, calls = [], []
     with WebhookReceiver("X-Platform-Webhook-Secret", secrets.token_urlsafe(16)) as hook:
@@ -243,7 +245,7 @@ def main() -> None:
         client = LabelStudioClient(url, key)
         figures |= bench_push(client, n)
         print(json.dumps(figures), flush=True)
-        figures |= bench_webhooks(client, url, args.webhooks)
+        figures |= bench_webhooks(client, url, key, args.webhooks)
         print(json.dumps(figures), flush=True)
         figures |= bench_reconcile(client, n)
     finally:

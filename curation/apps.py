@@ -9,12 +9,14 @@ class CurationConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        from curation import receivers
         from curation.compat import rq_callbacks
 
         # No sender: post_migrate fires once per app, and each app's permissions are created by
         # its own post_migrate; the roles are synced after the last app's.
         post_migrate.connect(_sync_roles_after_migrate, dispatch_uid="curation.sync_roles")
         rq_callbacks.install()
+        receivers.connect()
 
 
 def _sync_roles_after_migrate(app_config: AppConfig, **kwargs) -> None:

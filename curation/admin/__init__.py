@@ -3,7 +3,15 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from curation.admin import datasets, images, jobs, prompts, retrieval, rounds  # noqa: F401
+from curation.admin import (  # noqa: F401
+    annotators,
+    datasets,
+    images,
+    jobs,
+    prompts,
+    retrieval,
+    rounds,
+)
 
 
 def _restrict_rq_dashboard() -> None:

@@ -1,4 +1,4 @@
-"""Admin pages: rounds, their tasks, annotations, annotator accounts and webhook events.
+"""Admin pages: rounds, their tasks, annotations and webhook events (accounts: annotators.py).
 
 Starting work (push, reconcile, close, curate, annotator sync) enqueues a job; the round page
 shows counts, agreement and the annotators flagged by gold checks (their annotations are kept
@@ -361,18 +361,6 @@ class AnnotationAdmin(PlatformAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-@admin.register(m.AnnotatorAccount)
-class AnnotatorAccountAdmin(PlatformAdmin):
-    list_display = ["email", "user", "labelstudio_user_id", "active", "last_error", "updated_at"]
-    list_filter = ["active"]
-    search_fields = ["email"]
-    list_select_related = ["user"]
-    readonly_fields = ["user", "email", "labelstudio_user_id", "active", "last_error"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 

@@ -1,8 +1,8 @@
 """The platform's Label Studio operations, over `label-studio-sdk` 2.1.2.
 
 Everything here is idempotent so a job can be retried after any crash: projects are found by title,
-tasks by the `task_key` in their data, annotators by e-mail, webhooks by URL. Reconcile reads only
-tasks updated since a watermark (with keyset paging, so concurrent edits cannot make it skip rows)
+tasks by the `task_key` in their data, webhooks by URL; accounts live in `accounts.py`. Reconcile
+reads only tasks updated since a watermark (with keyset paging, so concurrent edits cannot make it skip rows)
 and reports deletions by comparing with the annotation ids the caller already holds.
 """
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -43,13 +42,6 @@ class PushResult:
     created: int
     skipped_existing: int
     errors: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class AnnotatorAccount:
-    user_id: int
-    email: str
-    token: str | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True)
@@ -291,59 +283,7 @@ class LabelStudioClient:
             errors=errors,
         )
 
-    # -- people and hooks ------------------------------------------------------------------
-
-    def find_user(self, email: str) -> int | None:
-        email = email.lower()
-        for user in self.sdk.users.list():
-            if (user.email or "").lower() == email:
-                return int(user.id)
-        return None
-
-    def ensure_annotator(
-        self, email: str, password: str, *, first_name: str = "", last_name: str = ""
-    ) -> AnnotatorAccount:
-        """An account in the admin's organization that can log in to the browser with `password`.
-
-        Label Studio Community's user API ignores passwords (such users can never log in), so
-        new accounts go through the organization's invite-link signup, as a person would; the
-        signed-in session then yields the annotator's own API token. For an existing account
-        the token is fetched by logging in (None when the password does not match).
-        """
-        email = email.lower()
-        user_id = self.find_user(email)
-        with httpx.Client(base_url=self.base_url, timeout=30.0) as session:
-            if user_id is None:
-                invite = self.sdk.organizations.invites.get_invite_link()
-                params = {"token": invite.token}
-                session.get("/user/signup/", params=params)
-                response = session.post(
-                    "/user/signup/",
-                    params=params,
-                    data={
-                        "email": email,
-                        "password": password,
-                        "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
-                    },
-                    headers={"Referer": f"{self.base_url}/user/signup/"},
-                )
-                if response.status_code != 302:
-                    raise LabelStudioError(
-                        f"signup of {email} failed ({response.status_code}): "
-                        + _form_errors(response.text)
-                    )
-                user_id = self.find_user(email)
-                if user_id is None:
-                    raise LabelStudioError(f"signup of {email} reported success but no user exists")
-            elif not _login(session, self.base_url, email, password):
-                return AnnotatorAccount(user_id=user_id, email=email, token=None)
-            token_response = session.get("/api/current-user/token")
-            token = (
-                token_response.json().get("token") if token_response.status_code == 200 else None
-            )
-        if first_name or last_name:
-            self.sdk.users.update(user_id, first_name=first_name, last_name=last_name)
-        return AnnotatorAccount(user_id=user_id, email=email, token=token)
+    # -- hooks --------------------------------------------------------------------------
 
     def ensure_webhook(
         self,
@@ -543,23 +483,3 @@ def _check_task(task: Any, required: set[str]) -> tuple[str | None, str | None]:
     if meta is not None and not isinstance(meta, Mapping):
         return "meta: not an object", str(key)
     return None, str(key)
-
-
-def _login(session: httpx.Client, base_url: str, email: str, password: str) -> bool:
-    session.get("/user/login/")
-    response = session.post(
-        "/user/login/",
-        data={
-            "email": email,
-            "password": password,
-            "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
-        },
-        headers={"Referer": f"{base_url}/user/login/"},
-    )
-    return response.status_code == 302
-
-
-def _form_errors(html: str) -> str:
-    # Django re-renders the form with an errorlist; enough of it to say why.
-    marker = html.find("errorlist")
-    return html[marker : marker + 300] if marker >= 0 else html[:200]

@@ -175,16 +175,34 @@ class Judgement(models.Model):
 
 
 class AnnotatorAccount(TimeStampedModel):
-    """A platform user's Label Studio account; its password is derived, never stored."""
+    """A platform user's Label Studio account and what the platform last saw of it.
+
+    No password is kept: one is shown once to whoever issues it. The account's own API token is
+    kept so the platform can act as the annotator (the demo script) without knowing a password.
+    """
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labelstudio_account"
     )
-    email = models.CharField(max_length=254)
+    email = models.CharField(max_length=254, help_text="What the annotator types to log in.")
     labelstudio_user_id = models.PositiveIntegerField(unique=True)
     active = models.BooleanField(
         default=True, help_text="False once the user left the annotator role: not counted."
     )
+    labelstudio_active = models.BooleanField(
+        default=True,
+        help_text="Whether the account can log in to Label Studio (switched off on revoke).",
+    )
+    password_issued_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a password was last issued (shown once); empty: nobody has one yet.",
+    )
+    last_activity = models.DateTimeField(
+        null=True, blank=True, help_text="Last activity in Label Studio, read at each sync."
+    )
+    synced_at = models.DateTimeField(null=True, blank=True)
+    api_token = models.CharField(max_length=80, blank=True, editable=False)
     last_error = models.TextField(blank=True)
 
     class Meta:

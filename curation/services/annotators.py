@@ -3,24 +3,23 @@
 Label Studio Community has no roles: every account in its organization can open every project,
 annotate, delete tasks and edit configs. The platform therefore enforces roles on its own side:
 
-- Accounts are created here, only for active platform users in the `annotator` group.
+- Accounts are created here (invite-link sign-up), only for active users in the `annotator` group.
+  A new account gets a random password nobody sees; a data lead issues a usable one from the
+  admin (`issue_password`: set in Label Studio, shown once, never stored).
 - An annotation counts (agreement, gold, aggregation, curated versions) only when its Label Studio
   author is such an account *now*; anything else (the Label Studio admin, an account made by hand,
   a user who left the role) is stored raw and visible in the admin, but never counted.
-- Task deletions in Label Studio are recorded and undone by the next push; labeling configs are
-  re-applied on every push; gold answers never leave the platform (task data carries no hint).
+- A user who leaves the role (or is made inactive) stops counting at once and is switched off in
+  Label Studio by the next sync, which a signal enqueues (`curation/signals.py`).
 
-No password is stored: each account's Label Studio password is derived from SECRET_KEY and the
-user's id, so the platform can show it to its owner (`annotator_credentials`) or log in as the
-account (the demo script) whenever needed. Rotating SECRET_KEY means re-running the sync with
-new passwords (the old accounts then report `last_error` until reset in Label Studio).
+The platform keeps each account's own API token (read when the account is created or a password
+issued), so it can act as the annotator (the demo script) without knowing any password.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +27,17 @@ import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
+from django.utils import timezone
 from label_studio_sdk.core.api_error import ApiError
 
+from curation.labelstudio.accounts import LabelStudioAccountError, LabelStudioAccounts
 from curation.labelstudio.client import LabelStudioClient, LabelStudioError
 from curation.models import AnnotatorAccount
 from curation.roles import ANNOTATOR
 
 # Label Studio logs in by e-mail; users without one get an address that can never receive mail.
 FALLBACK_EMAIL_DOMAIN = "annotators.platform.invalid"
+_ERRORS = (LabelStudioAccountError, LabelStudioError, ApiError, httpx.HTTPError)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,17 @@ class SyncReport:
     accounts: list[AnnotatorAccount]
     deactivated: int
     errors: list[str]
+    created: int = 0
+    reactivated: int = 0
+
+
+@dataclass(frozen=True)
+class IssuedPassword:
+    """What to tell the annotator, once: where to log in, with which e-mail and password."""
+
+    url: str
+    email: str
+    password: str
 
 
 def annotator_users() -> QuerySet:
@@ -54,20 +67,12 @@ def annotator_users() -> QuerySet:
     )
 
 
+def is_annotator(user: Any) -> bool:
+    return bool(user.is_active and user.groups.filter(name=ANNOTATOR).exists())
+
+
 def labelstudio_email(user: Any) -> str:
     return (user.email or f"{user.get_username()}@{FALLBACK_EMAIL_DOMAIN}").strip().lower()
-
-
-def labelstudio_password(user: Any) -> str:
-    """The account's Label Studio password: derived, so never stored anywhere."""
-    message = f"labelstudio-annotator:{user.pk}".encode()
-    digest = hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:18]).decode()
-
-
-def annotator_credentials(user: Any) -> tuple[str, str]:
-    """(e-mail, password) to show the user themself so they can log in to Label Studio."""
-    return labelstudio_email(user), labelstudio_password(user)
 
 
 def labelstudio_client() -> LabelStudioClient:
@@ -78,56 +83,157 @@ def labelstudio_client() -> LabelStudioClient:
     return LabelStudioClient(settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_API_KEY)
 
 
-def sync_annotators(client: LabelStudioClient | None = None) -> SyncReport:
-    """Create Label Studio accounts for annotators; mark accounts of users who left as inactive.
+def labelstudio_accounts() -> LabelStudioAccounts:
+    """Account operations as the Label Studio admin (`manage.py labelstudio start` uses the
+    same password rule: LABEL_STUDIO_ADMIN_PASSWORD, else the API key)."""
+    if not settings.LABEL_STUDIO_API_KEY:
+        raise LabelStudioError(
+            "LABEL_STUDIO_API_KEY is not set; the platform cannot reach Label Studio"
+        )
+    return LabelStudioAccounts(
+        settings.LABEL_STUDIO_URL,
+        settings.LABEL_STUDIO_API_KEY,
+        admin_email=settings.LABEL_STUDIO_ADMIN_EMAIL,
+        admin_password=settings.LABEL_STUDIO_ADMIN_PASSWORD or settings.LABEL_STUDIO_API_KEY,
+    )
 
-    One failing user never stops the others: the error is reported and kept on their account row.
+
+def _save(user: Any, **values: Any) -> AnnotatorAccount:
+    # Single statements rather than update_or_create's read-then-write transaction, which
+    # SQLite refuses to upgrade while a job's heartbeat writes.
+    if not AnnotatorAccount.objects.filter(user=user).update(**values):
+        AnnotatorAccount.objects.create(user=user, **values)
+    return AnnotatorAccount.objects.get(user=user)
+
+
+def sync_annotators(
+    accounts: LabelStudioAccounts | None = None,
+    *,
+    passwords: Mapping[int, str] | None = None,
+) -> SyncReport:
+    """Create Label Studio accounts for annotators; switch off those of users who left the role.
+
+    `passwords` ({user id: password}) gives new accounts a known password (the demo's); others
+    get a random one nobody sees until a data lead issues one. One failing user never stops the
+    others: the error is reported and kept on their account row.
     """
-    client = client or labelstudio_client()
-    accounts: list[AnnotatorAccount] = []
+    accounts = accounts or labelstudio_accounts()
+    passwords = passwords or {}
+    now = timezone.now()
     errors: list[str] = []
+    synced: list[AnnotatorAccount] = []
+    created = reactivated = 0
+    try:
+        present = accounts.users()
+    except _ERRORS as exc:
+        return SyncReport(accounts=[], deactivated=0, errors=[f"listing Label Studio users: {exc}"])
     wanted = list(annotator_users())
+    existing = {a.user_id: a for a in AnnotatorAccount.objects.filter(user__in=wanted)}
     for user in wanted:
         email = labelstudio_email(user)
+        row = existing.get(user.pk)
+        found = present.get(email)
+        values: dict[str, Any] = {"email": email, "active": True, "synced_at": now}
         try:
-            account = client.ensure_annotator(
-                email,
-                labelstudio_password(user),
-                first_name=getattr(user, "first_name", "") or "",
-                last_name=getattr(user, "last_name", "") or "",
-            )
-        except (LabelStudioError, ApiError, httpx.HTTPError) as exc:
+            if found is None:
+                password = passwords.get(user.pk) or secrets.token_urlsafe(15)
+                signed = accounts.sign_up(email, password)
+                created += 1
+                values.update(
+                    labelstudio_user_id=signed.user_id,
+                    api_token=signed.token or "",
+                    labelstudio_active=True,
+                    password_issued_at=now if user.pk in passwords else None,
+                    last_error="",
+                )
+            else:
+                values.update(labelstudio_user_id=found.user_id, last_activity=found.last_activity)
+                if row is not None and not row.labelstudio_active:
+                    accounts.set_active(found.user_id, True)
+                    reactivated += 1
+                    values["labelstudio_active"] = True
+                values["last_error"] = (
+                    ""
+                    if row is not None and row.api_token
+                    else "the Label Studio account was not made by the platform: issue a "
+                    "password to take it over"
+                )
+            names = {"first_name": user.first_name or "", "last_name": user.last_name or ""}
+            if found is None and any(names.values()):
+                accounts.sdk.users.update(values["labelstudio_user_id"], **names)
+        except _ERRORS as exc:
             errors.append(f"user {user.get_username()} ({email}): {exc}")
             AnnotatorAccount.objects.filter(user=user).update(last_error=str(exc)[:2000])
             continue
-        problem = (
-            ""
-            if account.token
-            else "the Label Studio account exists with another password; reset it there"
-        )
-        if problem:
-            errors.append(f"user {user.get_username()} ({email}): {problem}")
+        if values["last_error"]:
+            errors.append(f"user {user.get_username()} ({email}): {values['last_error']}")
         # A Label Studio id re-used by another platform user (e-mail moved) moves with it.
-        AnnotatorAccount.objects.filter(labelstudio_user_id=account.user_id).exclude(
+        AnnotatorAccount.objects.filter(labelstudio_user_id=values["labelstudio_user_id"]).exclude(
             user=user
         ).delete()
-        values = {
-            "email": email,
-            "labelstudio_user_id": account.user_id,
-            "active": True,
-            "last_error": problem,
-        }
-        # Single statements rather than update_or_create's read-then-write transaction, which
-        # SQLite refuses to upgrade while a job's heartbeat writes.
-        if not AnnotatorAccount.objects.filter(user=user).update(**values):
-            AnnotatorAccount.objects.create(user=user, **values)
-        accounts.append(AnnotatorAccount.objects.get(user=user))
-    deactivated = (
-        AnnotatorAccount.objects.filter(active=True)
-        .exclude(user__in=[u.pk for u in wanted])
-        .update(active=False)
+        synced.append(_save(user, **values))
+    deactivated = 0
+    leaving = AnnotatorAccount.objects.exclude(user__in=[u.pk for u in wanted]).filter(
+        labelstudio_active=True
     )
-    return SyncReport(accounts=accounts, deactivated=deactivated, errors=errors)
+    AnnotatorAccount.objects.exclude(user__in=[u.pk for u in wanted]).update(active=False)
+    for row in leaving.select_related("user"):
+        try:
+            accounts.set_active(row.labelstudio_user_id, False)
+        except _ERRORS as exc:
+            errors.append(f"switching off {row.email} in Label Studio: {exc}")
+            AnnotatorAccount.objects.filter(pk=row.pk).update(
+                last_error=f"still active in Label Studio: {exc}"[:2000]
+            )
+            continue
+        AnnotatorAccount.objects.filter(pk=row.pk).update(
+            labelstudio_active=False, synced_at=now, last_error=""
+        )
+        deactivated += 1
+    return SyncReport(
+        accounts=synced,
+        deactivated=deactivated,
+        errors=errors,
+        created=created,
+        reactivated=reactivated,
+    )
+
+
+def issue_password(
+    user: Any, *, password: str | None = None, accounts: LabelStudioAccounts | None = None
+) -> IssuedPassword:
+    """Give the annotator a Label Studio password (random unless given) and return it, once.
+
+    Creates the account when it does not exist yet; any earlier password stops working. The
+    password is not stored: lose it and issue another.
+    """
+    if not is_annotator(user):
+        raise ValueError(f"{user.get_username()}: not an active annotator; no Label Studio login")
+    accounts = accounts or labelstudio_accounts()
+    email = labelstudio_email(user)
+    password = password or secrets.token_urlsafe(12)
+    user_id = accounts.find_user(email)
+    if user_id is None:
+        signed = accounts.sign_up(email, password)
+        user_id, token = signed.user_id, signed.token
+    else:
+        accounts.set_active(user_id, True)
+        accounts.set_password(user_id, password)
+        token = accounts.token_for(email, password)
+    if not token:
+        raise LabelStudioAccountError(f"{email}: the new password does not log in")
+    AnnotatorAccount.objects.filter(labelstudio_user_id=user_id).exclude(user=user).delete()
+    _save(
+        user,
+        email=email,
+        labelstudio_user_id=user_id,
+        active=True,
+        labelstudio_active=True,
+        api_token=token,
+        password_issued_at=timezone.now(),
+        last_error="",
+    )
+    return IssuedPassword(url=accounts.base_url + "/user/login/", email=email, password=password)
 
 
 def counted_labelstudio_users() -> dict[int, tuple[int, str]]:
@@ -139,11 +245,12 @@ def counted_labelstudio_users() -> dict[int, tuple[int, str]]:
 
 
 def annotator_client(user: Any, client: LabelStudioClient | None = None) -> LabelStudioClient:
-    """A client acting as the user's own Label Studio account (by logging in as them)."""
-    client = client or labelstudio_client()
-    account = client.ensure_annotator(labelstudio_email(user), labelstudio_password(user))
-    if not account.token:
+    """A client acting as the user's own Label Studio account (with its stored API token)."""
+    account = AnnotatorAccount.objects.filter(user=user).first()
+    if account is None or not account.api_token:
         raise LabelStudioError(
-            f"cannot log in to Label Studio as {account.email}: its password was changed there"
+            f"{user.get_username()} has no Label Studio token on the platform: sync annotators "
+            "or issue a password first"
         )
-    return LabelStudioClient(client.base_url, account.token)
+    base_url = client.base_url if client is not None else settings.LABEL_STUDIO_URL
+    return LabelStudioClient(base_url, account.api_token)

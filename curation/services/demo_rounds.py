@@ -41,7 +41,7 @@ def demo_rating_rounds(
 ) -> list[AnnotationRound]:
     """Create an alignment and a style round over the batch and push both to Label Studio."""
     client = labelstudio_client()
-    sync_annotators(client)
+    sync_annotators()
     rounds = [
         create_round(
             name=f"{generation_batch.name} · alignment",
@@ -103,7 +103,7 @@ def demo_annotate(
     """DEMO ONLY: each annotator rates every pushed task once (skipping what they already rated)
     with pseudo-ratings, then the round is reconciled, scored and (optionally) curated."""
     client = client or labelstudio_client()
-    sync_annotators(client)
+    sync_annotators()
     round_ = AnnotationRound.objects.get(pk=round_.pk)
     reconcile_round(round_, client=client)
     tasks = list(round_.tasks.filter(labelstudio_task_id__isnull=False).order_by("pk"))

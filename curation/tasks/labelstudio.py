@@ -99,6 +99,8 @@ def sync_annotators_job(ctx: JobContext) -> dict:
         ctx.log(line)
     return {
         "accounts": len(report.accounts),
+        "created": report.created,
+        "reactivated": report.reactivated,
         "deactivated": report.deactivated,
         "errors": report.errors[:100],
     }

@@ -9,6 +9,7 @@ the next rounds, run by the worker) → report.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -43,6 +44,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.MIGRATE_HEADING(f"demo: {text}"))
 
     def handle(self, *args, **options) -> None:
+        from curation.services.demo import ensure_demo_logins
         from curation.services.demo_domain import demo_domain_dataset
         from curation.services.demo_rounds import demo_annotate, demo_rating_rounds
         from curation.services.ingest import demo_ingest_pool
@@ -50,6 +52,10 @@ class Command(BaseCommand):
         from training.services.demo_training import demo_generate, demo_train_domain
         from training.services.loops import start_retrain_round
 
+        logins = ensure_demo_logins(Path(settings.BASE_DIR) / "fixtures" / "demo.json")
+        self.say(f"annotators log in to Label Studio at {settings.LABEL_STUDIO_URL}/user/login/:")
+        for email, password in logins:
+            self.say(f"  {email} / {password}")
         existing = RetrainRound.objects.filter(name=DEMO_ROUND).first()
         if existing is None:
             User = get_user_model()

@@ -13,6 +13,7 @@ import secrets
 import pytest
 
 from curation.labelstudio import configs, server
+from curation.labelstudio.accounts import LabelStudioAccounts
 from curation.labelstudio.client import LabelStudioClient
 from curation.labelstudio.parsing import (
     AnnotationEvent,
@@ -137,11 +138,12 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
         )
         == hook_id
     )
-    alice = ls_client.ensure_annotator(f"alice-{project_id}@example.com", "alice-pass-123")
-    bob = ls_client.ensure_annotator(f"bob-{project_id}@example.com", "bob-pass-1234")
+    accounts = LabelStudioAccounts(ls_server.url, ls_server.token)
+    alice = accounts.ensure_annotator(f"alice-{project_id}@example.com", "alice-pass-123")
+    bob = accounts.ensure_annotator(f"bob-{project_id}@example.com", "bob-pass-1234")
     assert alice.token and bob.token and alice.user_id != bob.user_id
-    assert ls_client.ensure_annotator(alice.email, "alice-pass-123").token == alice.token
-    assert ls_client.ensure_annotator(alice.email, "not-her-password").token is None
+    assert accounts.ensure_annotator(alice.email, "alice-pass-123").token == alice.token
+    assert accounts.ensure_annotator(alice.email, "not-her-password").token is None
     as_alice = LabelStudioClient(ls_server.url, alice.token)
     as_bob = LabelStudioClient(ls_server.url, bob.token)
 

@@ -8,7 +8,7 @@ import secrets
 import pytest
 
 from curation.models import Annotation, Job
-from curation.services.annotators import annotator_credentials, sync_annotators
+from curation.services.annotators import issue_password, sync_annotators
 from curation.services.jobs import execute_job, load_handlers
 from curation.services.rounds import create_round, push_round
 from tests.browser import chromium_page, screenshot
@@ -25,6 +25,8 @@ def test_annotator_rates_in_label_studio_and_the_platform_receives_it(
 ):
     settings.LABEL_STUDIO_URL = ls_server.url  # also the media view's CORS origin
     settings.LABEL_STUDIO_API_KEY = ls_server.token
+    settings.LABEL_STUDIO_ADMIN_EMAIL = ls_server.username
+    settings.LABEL_STUDIO_ADMIN_PASSWORD = ls_server.password
     settings.LABEL_STUDIO_WEBHOOK_SECRET = secrets.token_urlsafe(16)
     settings.PLATFORM_PUBLIC_URL = live_server.url
     # A running web process has imported every job module long before; the first import (torch)
@@ -37,7 +39,8 @@ def test_annotator_rates_in_label_studio_and_the_platform_receives_it(
     push_round(round_)
     round_.refresh_from_db()
     task = round_.tasks.get()
-    email, password = annotator_credentials(user)
+    issued = issue_password(user)
+    email, password = issued.email, issued.password
 
     with chromium_page(ls_server.url) as page:
         page.goto("/user/login/")
