@@ -1,9 +1,11 @@
-"""ASGI entry point; production deployments set DJANGO_SETTINGS_MODULE=config.settings.production."""
+"""ASGI entry point; defaults to the production settings; the demo sets config.settings.local."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Production unless told otherwise: a server started without the variable must not run with
+# DEBUG on and a known SECRET_KEY (the production settings refuse both).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 application = get_asgi_application()
