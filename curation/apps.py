@@ -7,16 +7,24 @@ class CurationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
+        from django.db.models.signals import m2m_changed, post_migrate
 
         from curation import receivers
         from curation.compat import rq_callbacks
+        from curation.models import AnnotationRound
+        from curation.services.round_media import on_members_changed
 
         # No sender: post_migrate fires once per app, and each app's permissions are created by
         # its own post_migrate; the roles are synced after the last app's.
         post_migrate.connect(_sync_roles_after_migrate, dispatch_uid="curation.sync_roles")
         rq_callbacks.install()
         receivers.connect()
+        # Removing an annotator from a round ends the media links they could have kept.
+        m2m_changed.connect(
+            on_members_changed,
+            sender=AnnotationRound.members.through,
+            dispatch_uid="curation.round_media",
+        )
 
 
 def _sync_roles_after_migrate(app_config: AppConfig, **kwargs) -> None:

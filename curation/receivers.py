@@ -47,14 +47,17 @@ def revoke_if_not_annotator(user_ids: list[int]) -> int:
     from curation.services.annotators import is_annotator
     from curation.services.jobs import enqueue_job
 
-    revoked = 0
+    revoked_users: list[int] = []
     for account in AnnotatorAccount.objects.filter(
         user_id__in=user_ids, active=True
     ).select_related("user"):
         if is_annotator(account.user):
             continue
         AnnotatorAccount.objects.filter(pk=account.pk).update(active=False)
-        revoked += 1
-    if revoked:
+        revoked_users.append(account.user_id)
+    if revoked_users:
         enqueue_job("labelstudio.sync_annotators")
-    return revoked
+        from curation.services.round_media import revoke_rounds_of
+
+        revoke_rounds_of(revoked_users)  # image links they may have copied end too
+    return len(revoked_users)

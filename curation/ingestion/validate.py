@@ -20,13 +20,10 @@ Rules a person can rely on (and tests assert):
   (`metadata.strip_metadata`, pixels untouched), when it already decodes to exactly the
   normalised pixels (an upright 8-bit RGB JPEG, an RGB/RGBA PNG …); `original` then holds the
   file as supplied if stripping changed it, so training can still ask for it. Otherwise
-  anything with alpha or from a lossless source is written as PNG (alpha bit-exact, never flattened); an RGB image
-  from a lossy source (JPEG, lossy WebP, AVIF) that had to be rotated or converted is written as
-  JPEG at `lossy_quality` with 4:4:4 chroma (pass `lossy_quality=None` for PNG instead).
-- SVG is rasterised with cairosvg only after a defusedxml parse that forbids DOCTYPE, entities and
-  any reference outside the document (href, CSS url(), @import); embedded data: rasters are size
-  checked. Rendering uses the intrinsic size, scaled up so the longer side is at least
-  `svg_min_side`, and is refused above the pixel limit.
+  anything with alpha or from a lossless source is written as PNG (alpha bit-exact, never
+  flattened); an RGB image from a lossy source (JPEG, lossy WebP, AVIF) that had to be rotated
+  or converted is written as JPEG at `lossy_quality` with 4:4:4 chroma (pass `lossy_quality=None` for PNG instead).
+- SVG is refused unless self-contained, then rasterised (curation.ingestion.svg).
 - The perceptual hash is imagehash.phash of the image composited on white (as CLIP sees it).
   Below `PHASH_MIN_SIDE` pixels on the shorter side there is none (`phash` is ""): phash
   resamples to 32x32 before its DCT, so a smaller image's hash describes the interpolation
@@ -36,22 +33,19 @@ Rules a person can rely on (and tests assert):
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import hashlib
 import io
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from curation.ingestion.metadata import strip_metadata
+from curation.ingestion.pixels import Refused, bomb_reason, check_pixels
+from curation.ingestion.svg import looks_like_svg, rasterise_svg
 
 # Pillow's own default, as a constant: reading Image.MAX_IMAGE_PIXELS would follow whatever
 # another library set it to.
@@ -72,7 +66,6 @@ _PASS_THROUGH_FORMATS = {"JPEG", "PNG", "WEBP"}
 _PHASH_BACKGROUND = (255, 255, 255)
 _PHASH_REDUCE_TO = 128
 _ORIENTATION_TAG = 0x0112
-_SVG_MAX_ELEMENTS = 200_000
 
 
 @dataclass(frozen=True)
@@ -147,11 +140,12 @@ def validate_image_bytes(
         )
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
     try:
-        if _looks_like_svg(data):
-            decoded = _rasterise_svg(data, max_pixels=max_pixels, min_side=svg_min_side)
+        if looks_like_svg(data):
+            rendered = rasterise_svg(data, max_pixels=max_pixels, min_side=svg_min_side)
+            decoded = _Decoded(_normalise_mode(rendered), "SVG", "vector", 1, False, False)
         else:
             decoded = _decode_raster(data, max_pixels=max_pixels)
-    except _Refused as refused:
+    except Refused as refused:
         return Refusal(origin, str(refused), sha256)
     except Exception as exc:  # a hostile file may trip anything inside a decoder
         return Refusal(origin, f"could not decode image: {type(exc).__name__}: {exc}", sha256)
@@ -163,10 +157,6 @@ def validate_image_bytes(
         lossy_quality=lossy_quality,
         png_compress_level=png_compress_level,
     )
-
-
-class _Refused(Exception):
-    """Carries a human reason out of the decoding helpers."""
 
 
 @dataclass
@@ -184,12 +174,12 @@ def _decode_raster(data: bytes, *, max_pixels: int) -> _Decoded:
     fmt = image.format or "unknown"
     width, height = image.size
     if width <= 0 or height <= 0:
-        raise _Refused(f"{fmt} header gives an empty size {width}x{height}")
-    _check_pixels(width, height, max_pixels)
+        raise Refused(f"{fmt} header gives an empty size {width}x{height}")
+    check_pixels(width, height, max_pixels)
     try:
         image.verify()
     except Exception as exc:
-        raise _Refused(_decode_failure(fmt, exc)) from exc
+        raise Refused(_decode_failure(fmt, exc)) from exc
 
     # verify() leaves the object unusable, so decode from a fresh parse.
     image = _open(data, max_pixels)
@@ -197,7 +187,7 @@ def _decode_raster(data: bytes, *, max_pixels: int) -> _Decoded:
     try:
         image.load()
     except Exception as exc:
-        raise _Refused(_decode_failure(fmt, exc)) from exc
+        raise Refused(_decode_failure(fmt, exc)) from exc
     source_mode = image.mode
 
     oriented = _apply_orientation(image)
@@ -219,12 +209,12 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     except Image.DecompressionBombError as exc:
         size = _header_size(data)
         if size is not None:
-            _check_pixels(*size, min(max_pixels, _pillow_limit(str(exc))))
-        raise _Refused(_bomb_reason(str(exc))) from exc
+            check_pixels(*size, min(max_pixels, _pillow_limit(str(exc))))
+        raise Refused(bomb_reason(str(exc))) from exc
     except UnidentifiedImageError:
         pass
     except Exception as exc:
-        raise _Refused(_decode_failure(_sniff_format(data), exc)) from exc
+        raise Refused(_decode_failure(_sniff_format(data), exc)) from exc
     try:  # only to name what it is; opening reads the header and decodes nothing
         other = Image.open(io.BytesIO(data))
         name = other.format
@@ -233,16 +223,8 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         name = None
     if name:
         accepted = ", ".join(ACCEPTED_FORMATS + ("SVG",))
-        raise _Refused(f"{name} images are not accepted (accepted formats: {accepted})")
-    raise _Refused(f"not an image: {_describe_unknown(data)}")
-
-
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise _Refused(
-            f"image is {width}x{height} = {_mpx(width * height)}, above the "
-            f"{_mpx(max_pixels)} limit (possible decompression bomb)"
-        )
+        raise Refused(f"{name} images are not accepted (accepted formats: {accepted})")
+    raise Refused(f"not an image: {_describe_unknown(data)}")
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
@@ -262,16 +244,6 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 def _pillow_limit(message: str) -> int:
     numbers = [int(n) for n in re.findall(r"\d+", message)]
     return numbers[1] if len(numbers) >= 2 else DEFAULT_MAX_PIXELS
-
-
-def _bomb_reason(message: str) -> str:
-    numbers = [int(n) for n in re.findall(r"\d+", message)]
-    if len(numbers) >= 2:
-        return (
-            f"image is {_mpx(numbers[0])}, above Pillow's {_mpx(numbers[1])} "
-            "decompression-bomb limit"
-        )
-    return f"refused as a possible decompression bomb: {message}"
 
 
 def _decode_failure(fmt: str, exc: BaseException) -> str:
@@ -444,163 +416,6 @@ def perceptual_hash(image: Image.Image) -> str:
     if factor >= 2:
         gray = gray.reduce(factor)
     return str(imagehash.phash(gray))
-
-
-# --- SVG -----------------------------------------------------------------------------------------
-
-_SVG_SNIFF = re.compile(rb"<svg[\s>/]", re.IGNORECASE)
-_CSS_URL = re.compile(r"url\(\s*['\"]?\s*([^'\")\s]*)", re.IGNORECASE)
-_HREF_NAMES = ("href", "{http://www.w3.org/1999/xlink}href")
-
-
-def _looks_like_svg(data: bytes) -> bool:
-    head = data[:4096]
-    if head.startswith(b"\x1f\x8b"):
-        head = _gunzip_head(data)
-    head = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"<") and _SVG_SNIFF.search(head) is not None
-
-
-def _gunzip_head(data: bytes) -> bytes:
-    try:
-        return zlib.decompressobj(wbits=31).decompress(data[:65536], 4096)
-    except zlib.error:
-        return b""
-
-
-def _rasterise_svg(data: bytes, *, max_pixels: int, min_side: int) -> _Decoded:
-    try:
-        import cairosvg  # imported here: a host without libcairo still ingests raster images
-        from cairosvg.helpers import node_format
-        from cairosvg.parser import Tree
-        from cairosvg.surface import PNGSurface
-    except (ImportError, OSError) as exc:
-        raise _Refused(f"SVG files cannot be rasterised on this host (cairosvg: {exc})") from exc
-
-    if data.startswith(b"\x1f\x8b"):
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-                data = stream.read(DEFAULT_MAX_BYTES + 1)
-        except (OSError, EOFError) as exc:
-            raise _Refused(f"corrupt compressed SVG (svgz): {exc}") from exc
-        if len(data) > DEFAULT_MAX_BYTES:
-            raise _Refused("compressed SVG expands beyond the per-file limit")
-    _check_svg_is_self_contained(data, max_pixels)
-
-    def refuse_fetch(url: str, resource_type: str) -> bytes:
-        if url.startswith("data:"):
-            return cairosvg.url.fetch(url, resource_type)
-        raise _Refused(f"SVG refused: it references an external resource ({url[:120]})")
-
-    class _LimitedPNGSurface(PNGSurface):
-        def _create_surface(self, width: float, height: float):  # type: ignore[override]
-            _check_pixels(int(round(width)), int(round(height)), max_pixels)
-            return super()._create_surface(width, height)
-
-    try:
-        tree = Tree(bytestring=data, unsafe=False, url_fetcher=refuse_fetch)
-        units = SimpleNamespace(dpi=96, font_size=16.0, context_width=0, context_height=0)
-        width, height, _ = node_format(units, tree)
-    except _Refused:
-        raise
-    except Exception as exc:
-        raise _Refused(f"corrupt SVG: {type(exc).__name__}: {exc}") from exc
-    if not width or not height or width <= 0 or height <= 0:
-        raise _Refused("SVG has no usable size (needs width and height, or a viewBox)")
-    scale = max(1.0, min_side / max(width, height))
-    out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
-    _check_pixels(out_w, out_h, max_pixels)
-    try:
-        png = _LimitedPNGSurface.convert(
-            bytestring=data,
-            unsafe=False,
-            url_fetcher=refuse_fetch,
-            output_width=out_w,
-            output_height=out_h,
-        )
-    except _Refused:
-        raise
-    except Exception as exc:
-        raise _Refused(f"SVG could not be rendered: {type(exc).__name__}: {exc}") from exc
-    rendered = Image.open(io.BytesIO(png))
-    rendered.load()
-    image = _normalise_mode(rendered.convert("RGBA"))
-    return _Decoded(image, "SVG", "vector", 1, lossy_source=False, pass_through=False)
-
-
-def _check_svg_is_self_contained(data: bytes, max_pixels: int) -> None:
-    """Refuse anything that would make the renderer read outside the document."""
-    from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
-    from defusedxml.ElementTree import ParseError, fromstring
-
-    try:
-        root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DTDForbidden as exc:
-        raise _Refused(
-            "SVG refused: it declares a DOCTYPE (entities and external DTDs are not allowed)"
-        ) from exc
-    except EntitiesForbidden as exc:
-        raise _Refused(
-            "SVG refused: it declares XML entities (possible XXE or entity bomb)"
-        ) from exc
-    except ExternalReferenceForbidden as exc:
-        raise _Refused("SVG refused: it references an external XML resource") from exc
-    except ParseError as exc:
-        raise _Refused(f"corrupt SVG: not well-formed XML ({exc})") from exc
-    if root.tag.rsplit("}", 1)[-1] != "svg":
-        raise _Refused(f"not an SVG: the root element is <{root.tag}>")
-    for count, element in enumerate(root.iter()):
-        if count > _SVG_MAX_ELEMENTS:
-            raise _Refused(f"SVG refused: more than {_SVG_MAX_ELEMENTS:,} elements")
-        for name, value in element.attrib.items():
-            if name in _HREF_NAMES:
-                _check_reference(value.strip(), max_pixels)
-            for target in _CSS_URL.findall(value):
-                _check_reference(target, max_pixels)
-        tag = element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
-        if tag == "style" and element.text:
-            if "@import" in element.text.lower():
-                raise _Refused("SVG refused: its stylesheet uses @import (external resource)")
-            for target in _CSS_URL.findall(element.text):
-                _check_reference(target, max_pixels)
-
-
-def _check_reference(target: str, max_pixels: int) -> None:
-    if not target or target.startswith("#"):
-        return
-    if target.lower().startswith("data:"):
-        _check_embedded_raster(target, max_pixels)
-        return
-    raise _Refused(f"SVG refused: it references an external resource ({target[:120]})")
-
-
-def _check_embedded_raster(url: str, max_pixels: int) -> None:
-    header, _, payload = url.partition(",")
-    if not header.lower().startswith("data:image/") or "svg" in header.lower():
-        return  # nested SVG data is parsed by cairosvg with the same safe settings
-    try:
-        raw = base64.b64decode(payload, validate=False) if ";base64" in header.lower() else b""
-    except (binascii.Error, ValueError):
-        return
-    if not raw:
-        return
-    try:
-        embedded = Image.open(io.BytesIO(raw))
-        width, height = embedded.size
-    except Image.DecompressionBombError as exc:
-        raise _Refused(f"SVG refused: embedded image: {_bomb_reason(str(exc))}") from exc
-    except Exception:
-        return  # cairosvg will skip what it cannot read
-    if width * height > max_pixels:
-        raise _Refused(
-            f"SVG refused: embedded image is {width}x{height} = {_mpx(width * height)}, "
-            f"above the {_mpx(max_pixels)} limit"
-        )
-
-
-def _mpx(pixels: int) -> str:
-    megapixels = pixels / 1_000_000
-    return f"{megapixels:.0f} Mpx" if megapixels >= 10 else f"{megapixels:.2g} Mpx"
 
 
 def _mb(size: int) -> str:

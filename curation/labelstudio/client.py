@@ -207,6 +207,15 @@ class LabelStudioClient:
                     keys.setdefault(str(key), int(task["id"]))
         return keys
 
+    def update_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
+        """Replace a task's data (its media links, when a round's links were revoked)."""
+        try:
+            self.sdk.tasks.update(id=str(task_id), data=dict(data))
+        except ApiError as exc:
+            raise LabelStudioError(
+                f"updating task {task_id} failed ({exc.status_code}): {str(exc.body)[:300]}"
+            ) from exc
+
     def push_tasks(
         self,
         project_id: int,

@@ -76,6 +76,11 @@ class AnnotationRound(TimeStampedModel):
     )
     # Rounds are never deleted (their annotations are the record); archiving hides them.
     archived = models.BooleanField(default=False, db_index=True)
+    media_generation = models.PositiveIntegerField(
+        default=0,
+        help_text="Signed into the round's media links; raising it (a member removed, the "
+        "round closed) ends every link issued before.",
+    )
 
     class Meta:
         ordering = ["-id"]

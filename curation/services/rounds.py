@@ -16,13 +16,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.urls import reverse
 
 from curation.api.webhooks import SECRET_HEADER
 from curation.labelstudio import configs
 from curation.labelstudio.client import TASK_KEY, LabelStudioClient
-from curation.media import signed_url
+from curation.media import round_url
 from curation.models import AnnotationRound, Image, LabelTask
 from curation.services.annotators import annotator_users, labelstudio_client
 
@@ -385,12 +385,12 @@ def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
             batch_a=left.batch_id,
             batch_b=right.batch_id,
             seed=left.seed,
-            image_a=_image_url(left.image, f"task {task.key} generation {left.pk}"),
-            image_b=_image_url(right.image, f"task {task.key} generation {right.pk}"),
+            image_a=_image_url(left.image, f"task {task.key} generation {left.pk}", round_),
+            image_b=_image_url(right.image, f"task {task.key} generation {right.pk}", round_),
         )
         return {"data": data}
     image = task.generation.image if task.generation is not None else task.image
-    data["image"] = _image_url(image, f"task {task.key}")
+    data["image"] = _image_url(image, f"task {task.key}", round_)
     data["generation_id"] = task.generation_id
     data["image_id"] = image.pk if image is not None else None
     if round_.kind == Kind.STYLE:
@@ -398,12 +398,12 @@ def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
     return {"data": data}
 
 
-def _image_url(image: Image | None, where: str) -> str:
+def _image_url(image: Image | None, where: str, round_: AnnotationRound) -> str:
     if image is None or not image.storage_key:
         raise ValueError(f"{where}: image has no stored file (storage_key is empty)")
     if image.status == Image.Status.QUARANTINED:
         raise ValueError(f"{where}: image {image.sha256[:12]} is quarantined, not pushed")
-    return signed_url(image.storage_key, settings.LABEL_STUDIO_MEDIA_MAX_AGE)
+    return round_url(image.storage_key, round_)
 
 
 def register_webhook(round_: AnnotationRound, client: LabelStudioClient) -> int | None:
@@ -455,7 +455,7 @@ def push_round(
     say(f"project {project_id} ({round_.labelstudio_title})")
 
     exemplar_urls = [
-        signed_url(image.storage_key, settings.LABEL_STUDIO_MEDIA_MAX_AGE)
+        round_url(image.storage_key, round_)
         for image in round_.style_exemplars.usable().order_by("pk")
     ]
     tasks = list(
@@ -512,6 +512,9 @@ def close_round(round_: AnnotationRound) -> AnnotationRound:
         raise ValueError(
             f"round {round_.pk} is {round_.state}; only pushed or annotating rounds close"
         )
-    AnnotationRound.objects.filter(pk=round_.pk).update(state=State.CLOSED)
+    # Its media links end with it (curation.media checks the state and the generation).
+    AnnotationRound.objects.filter(pk=round_.pk).update(
+        state=State.CLOSED, media_generation=F("media_generation") + 1
+    )
     round_.refresh_from_db()
     return round_

@@ -26,6 +26,14 @@ def push_job(ctx: JobContext) -> dict:
     return result
 
 
+@job_handler("labelstudio.refresh_media")
+def refresh_media_job(ctx: JobContext) -> dict:
+    from curation.services.round_media import refresh_media_links
+
+    round_ = AnnotationRound.objects.get(pk=ctx.params["round_id"])
+    return refresh_media_links(round_, log=ctx.log)
+
+
 @job_handler("labelstudio.webhook")
 def webhook_job(ctx: JobContext) -> dict:
     from curation.services.sync import process_webhook_event
