@@ -80,3 +80,25 @@ def test_label_studio_tasks_get_fresh_links_after_a_removal(
     after = ls_client.sdk.tasks.get(str(task.labelstudio_task_id)).data["image"]
     assert after != before and httpx.get(after).status_code == 200
     assert refresh_media_links(round_, client=ls_client)["updated"] == 3  # safe to repeat
+
+
+@pytest.mark.django_db
+def test_an_annotator_taken_off_the_platform_ends_their_rounds_links(
+    client, make_annotators, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Group
+
+    from curation.models import AnnotatorAccount
+    from curation.roles import ANNOTATOR
+
+    (rater,) = make_annotators(1)
+    AnnotatorAccount.objects.create(
+        user=rater, email=rater.email, labelstudio_user_id=77, active=True
+    )
+    round_ = create_round(name="gone", kind="style", images=[make_image(930)], members=[rater])
+    AnnotationRound.objects.filter(pk=round_.pk).update(state=AnnotationRound.State.ANNOTATING)
+    link = _first_image_url(round_)
+    assert client.get(_path(link)).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        rater.groups.remove(Group.objects.get(name=ANNOTATOR))
+    assert client.get(_path(link)).status_code == 404
