@@ -1,9 +1,10 @@
-"""Command line: `python -m training.engine {train,generate,tiny-base,toy-data,train-alpha}`, no Django.
+"""Command line: `python -m training.engine {train,generate,export,tiny-base,toy-data,train-alpha}`.
 
-python -m training.engine tiny-base var/tiny-base
+python -m training.engine tiny-base var/tiny-base [--family sd|sdxl|sd3]
 python -m training.engine toy-data var/toy --count 24        # prints a datasets JSON block
 python -m training.engine train run.json [--resume-from latest|CHECKPOINT_DIR]
 python -m training.engine generate --checkpoint DIR --prompt "a cat" --seeds 0 1 --out imgs/
+python -m training.engine export CHECKPOINT_DIR --format diffusers|kohya --out DIR
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from pathlib import Path
 
 import training.engine  # noqa: F401  (torchvision shim first)
 
+TINY_FAMILIES = (
+    "sd",
+    "sdxl",
+    "sd3",
+)  # = training.engine.tiny.TINY_FAMILIES, without importing torch
+
 
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from training.engine.config import TrainConfig
-    from training.engine.loop import run_training
+    from training.engine.run import run_training
 
     config = TrainConfig.from_json(args.config)
     bar = tqdm(total=config.steps, desc=f"{config.recipe}/{config.adapter}", unit="step")
@@ -96,10 +103,28 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from training.engine.export import export_checkpoint
+
+    path = export_checkpoint(
+        args.checkpoint,
+        args.format,
+        args.out,
+        base_model=args.base_model,
+        use_ema=not args.no_ema,
+    )
+    print(path)
+    return 0
+
+
 def _tiny_base(args: argparse.Namespace) -> int:
     from training.engine.tiny import save_tiny_base_model
 
-    print(save_tiny_base_model(args.out_dir, seed=args.seed))
+    print(
+        save_tiny_base_model(
+            args.out_dir, seed=args.seed, family=args.family, prediction_type=args.prediction_type
+        )
+    )
     return 0
 
 
@@ -164,9 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--device")
     gen.set_defaults(handler=_generate)
 
+    export = commands.add_parser(
+        "export", help="a checkpoint as diffusers or kohya (A1111/ComfyUI) files"
+    )
+    export.add_argument("checkpoint")
+    export.add_argument("--format", choices=("diffusers", "kohya"), required=True)
+    export.add_argument("--out", required=True, help="folder to write")
+    export.add_argument("--base-model", help="the base folder, if it moved since training")
+    export.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA")
+    export.set_defaults(handler=_export)
+
     tiny = commands.add_parser("tiny-base", help="write the tiny random base model")
     tiny.add_argument("out_dir")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--family", choices=TINY_FAMILIES, default="sd")
+    tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
     tiny.set_defaults(handler=_tiny_base)
 
     toy = commands.add_parser("toy-data", help="write synthetic domain/alignment/style datasets")
@@ -190,7 +227,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.handler(args)
+    from training.engine.errors import BaseModelError, ConfigError
+    from training.engine.export import ExportError
+
+    try:
+        return args.handler(args)
+    except (BaseModelError, ConfigError, ExportError) as error:
+        # A bad config, folder or export request is the user's to fix: say what, no traceback.
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ so a folder that exists is complete):
                                   python and numpy RNG states
     training_state/rng_<rank>.safetensors   torch CPU/CUDA RNG and the run's noise generator
 
-`load_checkpoint_for_inference(path)` rebuilds the base model with the adapter (and EMA) applied.
+`save_training_checkpoint(trainer)` / `restore_training_checkpoint(trainer, path)` write and
+read that folder for the loop's Trainer; `load_checkpoint_for_inference(path)` rebuilds the base
+model with the adapter (and EMA) applied, refusing a base model of another family.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.engine.config import TrainConfig
+from training.engine.config import ConfigError, TrainConfig
+from training.engine.errors import BaseModelError
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -120,31 +123,154 @@ def read_lineage(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / "lineage.json").read_text())
 
 
+def save_training_checkpoint(trainer: Any) -> Path | None:
+    """Write the Trainer's state as the next checkpoint folder (on the main process only)."""
+    from safetensors.torch import save_file
+
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+
+    def fill(folder: Path) -> None:
+        trainer.config.to_json(folder / "config.json")
+        (folder / "lineage.json").write_text(
+            json.dumps(trainer.lineage_record(), indent=2, default=str)
+        )
+        (folder / "adapter").mkdir()
+        trainer.adapter.save(trainer.unwrapped_denoiser(), folder / "adapter")
+        if trainer.ema is not None:
+            (folder / "ema").mkdir()
+            names = list(trainer.named_trainable())
+            shadow = {
+                n: t.detach().cpu().contiguous()
+                for n, t in zip(names, trainer.ema.shadow_params, strict=True)
+            }
+            save_file(shadow, folder / "ema" / "ema.safetensors")
+            scalars = {k: v for k, v in trainer.ema.state_dict().items() if k != "shadow_params"}
+            (folder / "ema" / "ema_state.json").write_text(json.dumps(scalars, indent=2))
+        state = folder / "training_state"
+        state.mkdir()
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        torch.save(
+            {
+                "optimizer": trainer.optimizer.state_dict(),
+                "lr_scheduler": trainer.lr_scheduler.state_dict(),
+                "grad_scaler": scaler,
+            },
+            state / "optimizer.pt",
+        )
+        trainer_state = {
+            "step": trainer.step,
+            "micro_step": trainer.micro_step,
+            "data_position": {role: order.state_dict() for role, order in trainer.orders.items()},
+            "losses": trainer.losses,
+            "role_losses": trainer.role_losses,
+            "skipped_images": trainer.skipped,
+            "rng": python_numpy_rng_state(),
+        }
+        (state / "trainer.json").write_text(json.dumps(trainer_state))
+        save_file(
+            torch_rng_tensors(trainer.generator),
+            state / f"rng_{accelerator.process_index}.safetensors",
+        )
+
+    return write_checkpoint_folder(
+        trainer.config.output_dir, trainer.step, fill, trainer.config.keep_checkpoints
+    )
+
+
+def restore_training_checkpoint(trainer: Any, path: str | Path, may_change: frozenset[str]) -> None:
+    """Load a checkpoint's weights, optimizer, schedule, EMA, data position and RNG into
+    `trainer`; every config field but `may_change` must equal the checkpoint's."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    saved = read_checkpoint_config(path).to_dict()
+    current = trainer.config.to_dict()
+    for name in sorted(current):
+        if name not in may_change and saved.get(name) != current[name]:
+            raise ConfigError(
+                name,
+                f"differs from the checkpoint being resumed ({path}): "
+                f"{saved.get(name)!r} there, {current[name]!r} here",
+            )
+    trainer.adapter.load(trainer.unwrapped_denoiser(), path / "adapter")
+    state = torch.load(
+        path / "training_state" / "optimizer.pt", map_location="cpu", weights_only=True
+    )
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    scaler = trainer.accelerator.scaler
+    if state["grad_scaler"] is not None and scaler is not None:
+        scaler.load_state_dict(state["grad_scaler"])
+    if trainer.ema is not None:
+        ema_file = path / "ema" / "ema.safetensors"
+        if not ema_file.is_file():
+            raise FileNotFoundError(f"{ema_file}: use_ema is on but the checkpoint has no EMA")
+        shadow = load_file(ema_file, device=str(trainer.device))
+        scalars = json.loads((path / "ema" / "ema_state.json").read_text())
+        names = list(trainer.named_trainable())
+        trainer.ema.load_state_dict({**scalars, "shadow_params": [shadow[n] for n in names]})
+    trainer_state = json.loads((path / "training_state" / "trainer.json").read_text())
+    trainer.step = trainer_state["step"]
+    trainer.micro_step = trainer_state["micro_step"]
+    for role, position in trainer_state["data_position"].items():
+        trainer.orders[role].load_state_dict(position)
+    trainer.losses = list(trainer_state["losses"])
+    trainer.role_losses = list(trainer_state["role_losses"])
+    trainer.skipped = list(trainer_state["skipped_images"])
+    trainer._bad = set(trainer.skipped)
+    restore_python_numpy_rng(trainer_state["rng"])
+    rank = trainer.accelerator.process_index
+    rng_file = path / "training_state" / f"rng_{rank}.safetensors"
+    if rng_file.is_file():
+        restore_torch_rng(load_file(rng_file), trainer.generator)
+    else:  # other ranks of a multi-GPU run: a fresh stream per (seed, rank, step)
+        trainer.generator.manual_seed(trainer.config.seed * 7919 + rank + 104729 * trainer.step)
+
+
+def checkpoint_family(path: str | Path) -> str:
+    """The family a checkpoint was trained on (lineage; checkpoints from before families
+    existed are SD 1.x)."""
+    family = read_lineage(path).get("family")
+    return family.get("name", "sd") if isinstance(family, dict) else "sd"
+
+
 def load_checkpoint_for_inference(
     path: str | Path, *, base_model: str | Path | None = None, use_ema: bool = True
 ) -> dict[str, Any]:
-    """Base components with the checkpoint's adapter loaded into the UNet (EMA weights when the
-    run kept them and `use_ema`), plus `config` and `lineage`. `base_model` overrides the path
-    stored in the config, for checkpoints moved to another machine."""
+    """Base components with the checkpoint's adapter loaded into the denoiser (EMA weights when
+    the run kept them and `use_ema`), plus `config` and `lineage`. `base_model` overrides the
+    path stored in the config, for checkpoints moved to another machine; one of another family
+    than the checkpoint's is refused."""
     from safetensors.torch import load_file
 
     from training.engine.adapters import get_adapter
     from training.engine.base_model import load_base_components
+    from training.engine.families import inspect_model_folder
 
     path = Path(path)
     config = read_checkpoint_config(path)
-    components = load_base_components(base_model or config.base_model)
-    unet = components["unet"]
-    get_adapter(config.adapter).load(unet, path / "adapter")
+    base = base_model or config.base_model
+    trained_on, found = checkpoint_family(path), inspect_model_folder(base).family
+    if trained_on != found:
+        raise BaseModelError(
+            f"base_model: {base} is a {found} model, but checkpoint {path} was trained on a "
+            f"{trained_on} model"
+        )
+    components = load_base_components(base)
+    denoiser = components[components["family"].denoiser]
+    get_adapter(config.adapter).load(denoiser, path / "adapter")
     ema_file = path / "ema" / "ema.safetensors"
     if use_ema and ema_file.is_file():
-        parameters = dict(unet.named_parameters())
+        parameters = dict(denoiser.named_parameters())
         with torch.no_grad():
             for name, tensor in load_file(ema_file).items():
                 if name not in parameters:
-                    raise ValueError(f"{ema_file}: EMA weight {name!r} has no UNet parameter")
+                    raise ValueError(f"{ema_file}: EMA weight {name!r} has no denoiser parameter")
                 parameters[name].copy_(tensor)
-    unet.requires_grad_(False).eval()
+    denoiser.requires_grad_(False).eval()
     components["config"] = config
     components["lineage"] = read_lineage(path)
     return components

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.engine.errors import ConfigError
+
+__all__ = ["ConfigError", "DatasetSpec", "TrainConfig"]
+
 RECIPES = ("domain", "sequential", "style_tailoring", "styledrop_iterative")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = (
@@ -25,14 +29,6 @@ LR_SCHEDULERS = (
 )
 # "references" (styledrop_iterative) comes last: loop.py seeds batch order by the role's index.
 DATASET_ROLES = ("domain", "alignment", "style", "references")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; `field` is its dotted path."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
 
 
 @dataclass

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from training.engine.families.base import Geometry
+
 logger = logging.getLogger(__name__)
 
 # A resolver turns a manifest row into something Pillow can open: a path, raw bytes or an Image.
@@ -138,8 +140,7 @@ def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> str:
     return file_sha256(path)
 
 
-def load_pixels(source: ImageSource, resolution: int) -> torch.Tensor:
-    """[3, R, R] float tensor in [-1, 1]: shorter side resized to R, centre-cropped, alpha on white."""
+def open_image(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, bytes):
@@ -147,6 +148,14 @@ def load_pixels(source: ImageSource, resolution: int) -> torch.Tensor:
     else:
         image = Image.open(source)
     image.load()
+    return image
+
+
+def load_image(source: ImageSource, resolution: int) -> tuple[torch.Tensor, Geometry]:
+    """[3, R, R] float tensor in [-1, 1] (shorter side resized to R, centre-cropped, alpha on
+    white) and its Geometry: the source's size, the crop's top-left in resized pixels, the
+    target size (what SDXL's time_ids say about the image)."""
+    image = open_image(source)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*TRAINING_BACKGROUND, 255))
@@ -161,7 +170,13 @@ def load_pixels(source: ImageSource, resolution: int) -> torch.Tensor:
     top = (image.height - resolution) // 2
     image = image.crop((left, top, left + resolution, top + resolution))
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    geometry = Geometry((height, width), (top, left), (resolution, resolution))
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous(), geometry
+
+
+def load_pixels(source: ImageSource, resolution: int) -> torch.Tensor:
+    """The pixels of `load_image`."""
+    return load_image(source, resolution)[0]
 
 
 class ImageCaptionDataset(torch.utils.data.Dataset):
@@ -208,16 +223,21 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
             path = self.image_root / path
         return path
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    def load(self, index: int) -> tuple[torch.Tensor, str, Geometry]:
+        """(pixels, caption, geometry) of row `index`; ImageLoadError names a bad sample."""
         row = self.rows[index]
         try:
-            pixels = load_pixels(self.source(row), self.resolution)
+            pixels, geometry = load_image(self.source(row), self.resolution)
         except ImageLoadError:
             raise
         except Exception as error:
             where = row.image_path or "via resolver"
             raise ImageLoadError(f"image {row.image_sha256} ({where}): {error}") from error
-        return pixels, row.caption
+        return pixels, row.caption, geometry
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        pixels, caption, _ = self.load(index)
+        return pixels, caption
 
 
 class EpochBatchOrder:
@@ -280,19 +300,24 @@ def encode_latent_parameters(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def sample_latents(
-    parameters: torch.Tensor, scaling_factor: float, generator: torch.Generator | None
+    parameters: torch.Tensor,
+    scaling_factor: float,
+    generator: torch.Generator | None,
+    shift_factor: float = 0.0,
 ) -> torch.Tensor:
-    """Draw from the cached posterior the way diffusers' `latent_dist.sample()` does."""
+    """Draw from the cached posterior the way diffusers' `latent_dist.sample()` does, then
+    normalise as the family's pipeline does ((z - shift) * scale; shift is 0 before SD3)."""
     mean, logvar = torch.chunk(parameters.float(), 2, dim=1)
     std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
     noise = torch.randn(
         mean.shape, generator=generator, device=generator.device if generator else mean.device
     ).to(mean.device)
-    return (mean + std * noise) * scaling_factor
+    return (mean + std * noise - shift_factor) * scaling_factor
 
 
 class LatentCache:
-    """VAE posterior parameters on disk, one safetensors file per (VAE checksum, resolution, image)."""
+    """VAE posterior parameters and the image's Geometry on disk, one safetensors file per
+    (VAE checksum, resolution, image)."""
 
     def __init__(self, root: str | Path, vae_checksum: str, resolution: int) -> None:
         self.directory = Path(root) / vae_checksum[:16] / f"r{resolution}"
@@ -302,7 +327,7 @@ class LatentCache:
     def path(self, image_sha256: str) -> Path:
         return self.directory / image_sha256[:2] / f"{image_sha256}.safetensors"
 
-    def get(self, image_sha256: str) -> torch.Tensor | None:
+    def get(self, image_sha256: str) -> tuple[torch.Tensor, Geometry] | None:
         from safetensors.torch import load_file
 
         path = self.path(image_sha256)
@@ -310,19 +335,27 @@ class LatentCache:
             self.misses += 1
             return None
         try:
-            tensor = load_file(path)["parameters"]
-        except Exception as error:  # a torn or corrupt file is re-encoded, not fatal
-            logger.warning("latent cache: unreadable %s (%s); re-encoding", path, error)
+            tensors = load_file(path)
+            parameters, geometry = (
+                tensors["parameters"],
+                Geometry.from_list(tensors["geometry"].tolist()),
+            )
+        except Exception as error:  # a torn, corrupt or older-format file is re-encoded
+            logger.warning("latent cache: unusable %s (%s); re-encoding", path, error)
             self.misses += 1
             return None
         self.hits += 1
-        return tensor
+        return parameters, geometry
 
-    def put(self, image_sha256: str, parameters: torch.Tensor) -> None:
+    def put(self, image_sha256: str, parameters: torch.Tensor, geometry: Geometry) -> None:
         from safetensors.torch import save_file
 
         path = self.path(image_sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"parameters": parameters.detach().cpu().contiguous()}, temporary)
+        tensors = {
+            "parameters": parameters.detach().cpu().contiguous(),
+            "geometry": torch.tensor(geometry.as_list(), dtype=torch.int64),
+        }
+        save_file(tensors, temporary)
         os.replace(temporary, path)  # atomic: concurrent runs never read half a file

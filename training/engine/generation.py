@@ -28,6 +28,7 @@ SCHEDULERS = {
     "euler_ancestral": "EulerAncestralDiscreteScheduler",
     "dpmpp_2m": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "flow_euler": "FlowMatchEulerDiscreteScheduler",
 }
 
 
@@ -98,10 +99,9 @@ def build_pipeline(
     use_ema: bool = True,
     transparency_decoder: str | Path | None = None,
 ) -> Any:
-    """A StableDiffusionPipeline from a training checkpoint (adapter and EMA applied) or a base
-    model folder; `transparency_decoder` names a folder written by `transparency.save_decoder`."""
-    from diffusers import StableDiffusionPipeline
-
+    """The family's diffusers pipeline from a training checkpoint (adapter and EMA applied) or a
+    base model folder; `transparency_decoder` names a folder written by
+    `transparency.save_decoder`. `pipeline.engine_family` is the ModelFamily."""
     from training.engine.base_model import load_base_components
     from training.engine.checkpoint import load_checkpoint_for_inference
 
@@ -113,21 +113,15 @@ def build_pipeline(
         )
     else:
         components = load_base_components(base_model)  # type: ignore[arg-type]
+    family = components["family"]
     # Any: engine_source and alpha_decoder are attached ad hoc, and mypy resolves the top-level
     # diffusers name to its dummy placeholder class, which hides the pipeline's methods.
-    pipeline: Any = StableDiffusionPipeline(
-        unet=components["unet"],
-        vae=components["vae"],
-        text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"],
-        scheduler=components["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipeline: Any = family.pipeline(components)
+    pipeline.engine_family = family
     pipeline.engine_source = {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "base_model": str(base_model or components.get("config").base_model),  # type: ignore[union-attr]
+        "family": family.name,
         "adapter": components["config"].adapter if "config" in components else None,
         "transparency_decoder": str(transparency_decoder) if transparency_decoder else None,
     }
@@ -136,7 +130,6 @@ def build_pipeline(
         from training.engine.transparency import load_decoder
 
         pipeline.alpha_decoder = load_decoder(transparency_decoder)
-    pipeline.set_progress_bar_config(disable=True)
     resolved = (
         torch.device(device)
         if device
@@ -148,9 +141,43 @@ def build_pipeline(
     return pipeline
 
 
+def adopt_pipeline(pipeline: Any) -> Any:
+    """Make a plain diffusers pipeline (of a family the engine knows) usable by `generate`, so
+    an exported model can be compared with the engine's own generations."""
+    from training.engine.families import BY_PIPELINE
+
+    if getattr(pipeline, "engine_family", None) is not None:
+        return pipeline
+    family = BY_PIPELINE.get(type(pipeline).__name__)
+    if family is None:
+        raise ValueError(f"pipeline: {type(pipeline).__name__} is not a family the engine knows")
+    pipeline.engine_family = family
+    pipeline.engine_source = {
+        "checkpoint": None,
+        "base_model": str(pipeline.config.get("_name_or_path", "")),
+        "family": family.name,
+        "adapter": None,
+        "transparency_decoder": None,
+    }
+    pipeline.alpha_decoder = None
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def denoiser_of(pipeline: Any) -> Any:
+    """The pipeline's UNet or transformer, whichever its family trains."""
+    return getattr(pipeline, pipeline.engine_family.denoiser)
+
+
 def _scheduler_for(pipeline: Any, name: str) -> Any:
     import diffusers
 
+    family = pipeline.engine_family
+    if name not in family.schedulers:
+        raise ValueError(
+            f"sampler.scheduler: {name!r} does not sample the {family.name} family; "
+            f"use one of {list(family.schedulers)}"
+        )
     return getattr(diffusers, SCHEDULERS[name]).from_config(pipeline.scheduler.config)
 
 
@@ -189,11 +216,14 @@ def generate(
             device=device,
             transparency_decoder=transparency_decoder,
         )
+    adopt_pipeline(pipeline)
     pipeline.scheduler = _scheduler_for(pipeline, settings.scheduler)
     run_device = pipeline.device
+    denoiser = denoiser_of(pipeline)
+    scaling, shift = pipeline.engine_family.latent_scale(pipeline.vae)
     vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
     latent_shape = (
-        pipeline.unet.config.in_channels,
+        denoiser.config.in_channels,
         settings.resolution // vae_scale,
         settings.resolution // vae_scale,
     )
@@ -207,7 +237,7 @@ def generate(
                 torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(seed))
                 for _, seed in chunk
             ]
-        ).to(run_device, pipeline.unet.dtype)
+        ).to(run_device, denoiser.dtype)
         generators = [torch.Generator(run_device).manual_seed(seed) for _, seed in chunk]
         negative = [settings.negative_prompt] * len(chunk) if settings.negative_prompt else None
         output = pipeline(
@@ -221,7 +251,7 @@ def generate(
             generator=generators,
             output_type="latent",
         )
-        scaled = output.images / pipeline.vae.config.scaling_factor
+        scaled = output.images / scaling + shift
         images = _to_images(decoder.decode(scaled.to(decoder.dtype), return_dict=False)[0])
         for (prompt, seed), image in zip(chunk, images, strict=True):
             metadata = {

@@ -1,21 +1,21 @@
-"""The training loop: recipe-planned batches through an adapter-wrapped UNet, with accelerate.
+"""The training loop: recipe-planned batches through an adapter-wrapped denoiser, with accelerate.
 
-`run_training(config, progress=, should_cancel=, resume_from=)` is the entry point the Django job
-and the CLI call. Resuming is exact on one process: every source of randomness (python, numpy,
-torch, the run's own noise generator), the optimizer, the lr schedule, the EMA and the read
-position in each dataset are saved with the weights, and the recipe plans batches from step
+The loop knows no model family: prompt encoding, extra conditioning, noising, the loss target
+and the denoiser's forward all come from the base model's `ModelFamily` (`families/`).
+Resuming is exact on one process: every source of randomness (python, numpy, torch, the run's
+own noise generator), the optimizer, the lr schedule, the EMA and the read position in each
+dataset are saved with the weights (`checkpoint.py`), and the recipe plans batches from step
 counters alone, so step k+1 after a resume is the step k+1 an uninterrupted run would take.
+`run.run_training` is the entry point callers use.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -25,14 +25,7 @@ import torch.nn.functional as F
 
 from training.engine.adapters import get_adapter
 from training.engine.base_model import load_base_components
-from training.engine.checkpoint import (
-    python_numpy_rng_state,
-    read_checkpoint_config,
-    restore_python_numpy_rng,
-    restore_torch_rng,
-    torch_rng_tensors,
-    write_checkpoint_folder,
-)
+from training.engine.checkpoint import restore_training_checkpoint, save_training_checkpoint
 from training.engine.config import DATASET_ROLES, ConfigError, TrainConfig
 from training.engine.data import (
     EpochBatchOrder,
@@ -44,53 +37,53 @@ from training.engine.data import (
     module_checksum,
     sample_latents,
 )
+from training.engine.families import Geometry, ModelFamily, cast_conditioning
 from training.engine.recipes import BatchPart, build_recipe
+from training.engine.run_types import (
+    RESUME_MAY_CHANGE,
+    CancelFn,
+    DataError,
+    ProgressFn,
+    TrainResult,
+)
 from training.engine.timesteps import sample_timesteps
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int, float], None]
-CancelFn = Callable[[], bool]
-
-# Fields a resumed run may change: where it writes and how often, not what it computes.
-RESUME_MAY_CHANGE = frozenset(
-    {"output_dir", "checkpoint_every", "keep_checkpoints", "latent_cache_dir"}
-)
-
-
-class DataError(RuntimeError):
-    """A dataset yielded no usable sample at all."""
-
-
-@dataclass
-class TrainResult:
-    status: str  # "completed" or "cancelled"
-    step: int
-    total_steps: int
-    checkpoint_path: str | None
-    checkpoints: list[str]
-    losses: list[float]
-    role_losses: list[dict[str, float]]
-    skipped_images: list[str]
-    device: str
-    mixed_precision: str
-    output_dir: str
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "RESUME_MAY_CHANGE",
+    "DataError",
+    "Trainer",
+    "TrainingBatch",
+    "TrainResult",
+    "build_optimizer",
+    "code_version",
+]
 
 
 @dataclass
 class TrainingBatch:
-    """One micro-batch as the UNet sees it; `roles`/`timesteps` are what tests assert on."""
+    """One micro-batch as the denoiser sees it; `roles`/`timesteps` are what tests assert on.
+    `conditioning` holds the family's forward arguments (text embeddings, pooled embeddings,
+    SDXL's added_cond_kwargs)."""
 
     latents: torch.Tensor
-    encoder_hidden_states: torch.Tensor
+    conditioning: dict[str, Any]
     timesteps: torch.Tensor
     weights: torch.Tensor
     roles: list[str]
     image_sha256: list[str] = field(default_factory=list)
+    geometry: list[Geometry] = field(default_factory=list)
+
+
+@dataclass
+class _Sample:
+    sha256: str
+    weight: float
+    caption: str
+    pixels: torch.Tensor | None  # None when the latent cache had it
+    parameters: torch.Tensor | None
+    geometry: Geometry
 
 
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
@@ -168,8 +161,11 @@ class Trainer:
         self.lineage = dict(lineage or {})
         self.resumed_from: str | None = None
         components = load_base_components(config.base_model)
+        self.family: ModelFamily = components["family"]
+        self.model_folder = components["model_folder"]
+        self._check_family_options()
         self.noise_scheduler = components["noise_scheduler"]
-        self.num_train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
+        self.num_train_timesteps = self.family.num_train_timesteps(self.noise_scheduler)
         self.recipe = build_recipe(config, self.num_train_timesteps)
         self.datasets = {
             role: ImageCaptionDataset.from_manifest(
@@ -193,6 +189,9 @@ class Trainer:
             # One process may run many jobs (a GPU worker); accelerate keeps its settings in a
             # process-wide singleton that refuses a second mixed-precision setting otherwise.
             AcceleratorState._reset_state()
+            if wanted.type == "cuda" and wanted.index is not None:
+                # Accelerator() takes the current CUDA device; one worker per GPU names its own.
+                torch.cuda.set_device(wanted)
         self.accelerator = Accelerator(
             mixed_precision=self.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -205,23 +204,27 @@ class Trainer:
         )
 
         self._seed_everything(config.seed)
-        unet = components["unet"]
+        denoiser = components[self.family.denoiser]
         self.adapter = get_adapter(config.adapter)
         try:
-            self.trainable = self.adapter.apply(unet, dict(config.adapter_params))
+            self.trainable = self.adapter.apply(denoiser, dict(config.adapter_params))
         except ValueError as error:
+            if isinstance(error, ConfigError):
+                raise
             raise ConfigError("adapter_params", str(error)) from error
         if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        self.vae = components["vae"].requires_grad_(False).eval().to(self.device)
-        self.text_encoder = components["text_encoder"].requires_grad_(False).eval().to(self.device)
-        if (
-            self.weight_dtype != torch.float32
-        ):  # frozen parts run in half precision, UNet stays fp32
-            self.vae.to(dtype=self.weight_dtype)
-            self.text_encoder.to(dtype=self.weight_dtype)
-        self.tokenizer = components["tokenizer"]
-        unet.to(self.device)
+            denoiser.enable_gradient_checkpointing()
+        # Frozen parts run in half precision under mixed precision; the denoiser stays fp32.
+        for name, module in components.items():
+            if name == self.family.denoiser or not isinstance(module, torch.nn.Module):
+                continue
+            module.requires_grad_(False).eval().to(self.device)
+            if self.weight_dtype != torch.float32:
+                module.to(dtype=self.weight_dtype)
+        self.vae = components["vae"]
+        denoiser.to(self.device)
+        # The family's pipeline encodes prompts exactly as it will at generation time.
+        self.pipeline = self.family.pipeline(components)
         optimizer = build_optimizer(self.trainable, config)
         processes = accelerator.num_processes
         lr_scheduler = get_scheduler(
@@ -230,8 +233,8 @@ class Trainer:
             num_warmup_steps=config.lr_warmup_steps * processes,
             num_training_steps=config.steps * processes,
         )
-        self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(
-            unet, optimizer, lr_scheduler
+        self.denoiser, self.optimizer, self.lr_scheduler = accelerator.prepare(
+            denoiser, optimizer, lr_scheduler
         )
         self.ema = None
         if config.use_ema:
@@ -252,7 +255,7 @@ class Trainer:
             self.latent_cache = LatentCache(
                 config.latent_cache_dir, module_checksum(self.vae), config.resolution
             )
-        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.scaling_factor, self.shift_factor = self.family.latent_scale(self.vae)
         self.step = 0
         self.micro_step = 0
         self.losses: list[float] = []
@@ -261,6 +264,17 @@ class Trainer:
         self._bad: set[str] = set()
         self.checkpoints: list[str] = []
 
+    @property
+    def unet(self) -> Any:
+        """The (prepared) denoiser under its old name; a transformer for flow families."""
+        return self.denoiser
+
+    def _check_family_options(self) -> None:
+        for name, reason in self.family.unsupported_options.items():
+            value = getattr(self.config, name, None)
+            if value not in (None, False, 0):
+                raise ConfigError(name, reason)
+
     @staticmethod
     def _seed_everything(seed: int) -> None:
         random.seed(seed)
@@ -268,11 +282,9 @@ class Trainer:
         torch.manual_seed(seed)
 
     # ---- data ------------------------------------------------------------------------------
-    def _load_sample(
-        self, role: str, index: int
-    ) -> tuple[str, float, str, torch.Tensor | None, torch.Tensor | None]:
-        """(sha, weight, caption, pixels, cached latent parameters) for `index`, stepping to the
-        next row when an image cannot be opened, so one bad file never stops a run."""
+    def _load_sample(self, role: str, index: int) -> _Sample:
+        """The sample at `index` (pixels, or cached latent parameters), stepping to the next row
+        when an image cannot be opened, so one bad file never stops a run."""
         dataset = self.datasets[role]
         for attempt in range(len(dataset)):
             row = dataset.rows[(index + attempt) % len(dataset)]
@@ -281,21 +293,37 @@ class Trainer:
             if self.latent_cache is not None:
                 cached = self.latent_cache.get(row.image_sha256)
                 if cached is not None:
-                    return row.image_sha256, row.weight, row.caption, None, cached
+                    parameters, geometry = cached
+                    return _Sample(
+                        row.image_sha256, row.weight, row.caption, None, parameters, geometry
+                    )
             try:
-                pixels, caption = dataset[(index + attempt) % len(dataset)]
+                pixels, caption, geometry = dataset.load((index + attempt) % len(dataset))
             except ImageLoadError as error:
                 logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
                 self._bad.add(row.image_sha256)
                 self.skipped.append(row.image_sha256)
                 continue
-            return row.image_sha256, row.weight, caption, pixels, None
+            return _Sample(row.image_sha256, row.weight, caption, pixels, None, geometry)
         raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
 
     def _part_indices(self, part: BatchPart) -> list[int]:
         rank, processes = self.accelerator.process_index, self.accelerator.num_processes
         taken = self.orders[part.role].take(part.count * processes)
         return taken[rank * part.count : (rank + 1) * part.count]
+
+    def _encode_pending(self, samples: list[_Sample]) -> None:
+        pending = [s for s in samples if s.parameters is None]
+        if not pending:
+            return
+        pixels = torch.stack([s.pixels for s in pending])  # type: ignore[misc]
+        encoded = encode_latent_parameters(
+            self.vae, pixels.to(self.device, self.weight_dtype)
+        ).float()
+        for sample, tensor in zip(pending, encoded, strict=True):
+            sample.parameters = tensor
+            if self.latent_cache is not None:
+                self.latent_cache.put(sample.sha256, tensor, sample.geometry)
 
     @torch.no_grad()
     def draw_batch(self, step: int | None = None, micro_step: int | None = None) -> TrainingBatch:
@@ -304,50 +332,39 @@ class Trainer:
             self.step if step is None else step,
             self.micro_step if micro_step is None else micro_step,
         )
-        samples, roles, timesteps, weights = [], [], [], []
+        samples: list[_Sample] = []
+        roles: list[str] = []
+        timesteps, weights = [], []
         for part in parts:
             for index in self._part_indices(part):
                 samples.append(self._load_sample(part.role, index))
                 roles.append(part.role)
-        parameters: list[torch.Tensor | None] = [s[4] for s in samples]
-        pending = [i for i, s in enumerate(samples) if s[4] is None]
-        if pending:
-            pending_pixels: list[torch.Tensor] = []
-            for i in pending:
-                loaded = samples[i][3]
-                assert loaded is not None  # a sample without cached latents carries its pixels
-                pending_pixels.append(loaded)
-            pixels = torch.stack(pending_pixels).to(self.device, self.weight_dtype)
-            encoded = encode_latent_parameters(self.vae, pixels).float()
-            for row_index, tensor in zip(pending, encoded, strict=True):
-                parameters[row_index] = tensor
-                if self.latent_cache is not None:
-                    self.latent_cache.put(samples[row_index][0], tensor)
-        stacked = torch.stack([p.to(self.device) for p in parameters])  # type: ignore[union-attr]
-        latents = sample_latents(stacked, self.scaling_factor, self.generator)
+        self._encode_pending(samples)
+        stacked = torch.stack([s.parameters.to(self.device) for s in samples])  # type: ignore[union-attr]
+        latents = sample_latents(
+            stacked, self.scaling_factor, self.generator, shift_factor=self.shift_factor
+        )
         for part in parts:
             timesteps.append(
                 sample_timesteps(part.count, part.t_min, part.t_max, self.generator, self.device)
             )
             weights.extend([part.loss_weight] * part.count)
         sample_weights = torch.tensor(
-            [s[1] if self.config.use_sample_weights else 1.0 for s in samples], device=self.device
+            [s.weight if self.config.use_sample_weights else 1.0 for s in samples],
+            device=self.device,
         )
-        tokens = self.tokenizer(
-            [s[2] for s in samples],
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
-        hidden = self.text_encoder(tokens, return_dict=False)[0]
+        geometry = [s.geometry for s in samples]
+        conditioning = self.family.condition(
+            self.pipeline, [s.caption for s in samples], geometry, self.device
+        )
         return TrainingBatch(
             latents=latents,
-            encoder_hidden_states=hidden,
+            conditioning=conditioning,
             timesteps=torch.cat(timesteps),
             weights=torch.tensor(weights, device=self.device) * sample_weights,
             roles=roles,
-            image_sha256=[s[0] for s in samples],
+            image_sha256=[s.sha256 for s in samples],
+            geometry=geometry,
         )
 
     # ---- steps -----------------------------------------------------------------------------
@@ -358,19 +375,17 @@ class Trainer:
             device=self.device,
             dtype=batch.latents.dtype,
         )
-        noisy = self.noise_scheduler.add_noise(batch.latents, noise, batch.timesteps)
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(batch.latents, noise, batch.timesteps)
-        else:
-            target = noise
-        prediction = self.unet(
+        noisy, model_timesteps, target = self.family.noise(
+            self.noise_scheduler, batch.latents, noise, batch.timesteps
+        )
+        prediction = self.family.predict(
+            self.denoiser,
             noisy,
-            batch.timesteps,
-            batch.encoder_hidden_states.to(self.weight_dtype),
-            return_dict=False,
-        )[0]
+            model_timesteps,
+            cast_conditioning(batch.conditioning, self.weight_dtype),
+        )
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
-            dim=(1, 2, 3)
+            dim=tuple(range(1, prediction.ndim))
         )
         return per_sample
 
@@ -378,12 +393,12 @@ class Trainer:
         """One optimizer step (gradient_accumulation_steps micro-batches); returns the mean loss
         and the mean unweighted loss per dataset role."""
         accelerator = self.accelerator
-        self.unet.train()
+        self.denoiser.train()
         total = 0.0
         per_role: dict[str, list[float]] = {}
         for _ in range(self.config.gradient_accumulation_steps):
             batch = self.draw_batch()
-            with accelerator.accumulate(self.unet):
+            with accelerator.accumulate(self.denoiser):
                 per_sample = self._micro_step(batch)
                 loss = (per_sample * batch.weights).mean()
                 accelerator.backward(loss)
@@ -442,10 +457,14 @@ class Trainer:
         )
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def _named_trainable(self) -> dict[str, torch.nn.Parameter]:
-        unet = self.accelerator.unwrap_model(self.unet)
-        ids = {id(p) for p in self.trainable}
-        return {name: p for name, p in unet.named_parameters() if id(p) in ids}
+    def unwrapped_denoiser(self) -> Any:
+        return self.accelerator.unwrap_model(self.denoiser)
+
+    def named_trainable(self) -> dict[str, torch.nn.Parameter]:
+        """The trainable parameters by name, in the optimizer's (and the EMA's) order: an
+        adapter may return them in another order than `named_parameters` walks them."""
+        names = {id(p): name for name, p in self.unwrapped_denoiser().named_parameters()}
+        return {names[id(p)]: p for p in self.trainable}
 
     def lineage_record(self) -> dict[str, Any]:
         import accelerate
@@ -461,6 +480,15 @@ class Trainer:
             "recipe": config.recipe,
             "adapter": config.adapter,
             "base_model": config.base_model,
+            "family": {
+                "name": self.family.name,
+                "pipeline_class": self.family.pipeline_class,
+                "denoiser": self.family.denoiser,
+                "prediction_type": self.family.prediction_type(self.noise_scheduler),
+                "noise_axis": self.family.noise_axis,
+                "num_train_timesteps": self.num_train_timesteps,
+                "variant": self.model_folder.variant,
+            },
             "datasets": {
                 role: {
                     "manifest": spec.manifest,
@@ -480,144 +508,12 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        from safetensors.torch import save_file
-
-        accelerator = self.accelerator
-        accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:
-            return None
-
-        def fill(folder: Path) -> None:
-            self.config.to_json(folder / "config.json")
-            (folder / "lineage.json").write_text(
-                json.dumps(self.lineage_record(), indent=2, default=str)
-            )
-            (folder / "adapter").mkdir()
-            self.adapter.save(accelerator.unwrap_model(self.unet), folder / "adapter")
-            if self.ema is not None:
-                (folder / "ema").mkdir()
-                names = list(self._named_trainable())
-                shadow = {
-                    n: t.detach().cpu().contiguous()
-                    for n, t in zip(names, self.ema.shadow_params, strict=True)
-                }
-                save_file(shadow, folder / "ema" / "ema.safetensors")
-                scalars = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
-                (folder / "ema" / "ema_state.json").write_text(json.dumps(scalars, indent=2))
-            state = folder / "training_state"
-            state.mkdir()
-            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "lr_scheduler": self.lr_scheduler.state_dict(),
-                    "grad_scaler": scaler,
-                },
-                state / "optimizer.pt",
-            )
-            trainer_state = {
-                "step": self.step,
-                "micro_step": self.micro_step,
-                "data_position": {role: order.state_dict() for role, order in self.orders.items()},
-                "losses": self.losses,
-                "role_losses": self.role_losses,
-                "skipped_images": self.skipped,
-                "rng": python_numpy_rng_state(),
-            }
-            (state / "trainer.json").write_text(json.dumps(trainer_state))
-            save_file(
-                torch_rng_tensors(self.generator),
-                state / f"rng_{accelerator.process_index}.safetensors",
-            )
-
-        path = write_checkpoint_folder(
-            self.config.output_dir, self.step, fill, self.config.keep_checkpoints
-        )
-        self.checkpoints.append(str(path))
+        path = save_training_checkpoint(self)
+        if path is not None:
+            self.checkpoints.append(str(path))
         return path
 
     def restore(self, path: str | Path) -> None:
         """Continue from a checkpoint this config (up to RESUME_MAY_CHANGE fields) produced."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        saved = read_checkpoint_config(path).to_dict()
-        current = self.config.to_dict()
-        for name in sorted(current):
-            if name not in RESUME_MAY_CHANGE and saved.get(name) != current[name]:
-                raise ConfigError(
-                    name,
-                    f"differs from the checkpoint being resumed ({path}): "
-                    f"{saved.get(name)!r} there, {current[name]!r} here",
-                )
-        self.adapter.load(self.accelerator.unwrap_model(self.unet), path / "adapter")
-        state = torch.load(
-            path / "training_state" / "optimizer.pt", map_location="cpu", weights_only=True
-        )
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if state["grad_scaler"] is not None and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state["grad_scaler"])
-        if self.ema is not None:
-            ema_file = path / "ema" / "ema.safetensors"
-            if not ema_file.is_file():
-                raise FileNotFoundError(f"{ema_file}: use_ema is on but the checkpoint has no EMA")
-            shadow = load_file(ema_file, device=str(self.device))
-            scalars = json.loads((path / "ema" / "ema_state.json").read_text())
-            names = list(self._named_trainable())
-            self.ema.load_state_dict({**scalars, "shadow_params": [shadow[n] for n in names]})
-        trainer_state = json.loads((path / "training_state" / "trainer.json").read_text())
-        self.step = trainer_state["step"]
-        self.micro_step = trainer_state["micro_step"]
-        for role, position in trainer_state["data_position"].items():
-            self.orders[role].load_state_dict(position)
-        self.losses = list(trainer_state["losses"])
-        self.role_losses = list(trainer_state["role_losses"])
-        self.skipped = list(trainer_state["skipped_images"])
-        self._bad = set(self.skipped)
-        restore_python_numpy_rng(trainer_state["rng"])
-        rank = self.accelerator.process_index
-        rng_file = path / "training_state" / f"rng_{rank}.safetensors"
-        if rng_file.is_file():
-            restore_torch_rng(load_file(rng_file), self.generator)
-        else:  # other ranks of a multi-GPU run: a fresh stream per (seed, rank, step)
-            self.generator.manual_seed(self.config.seed * 7919 + rank + 104729 * self.step)
+        restore_training_checkpoint(self, path, RESUME_MAY_CHANGE)
         self.resumed_from = str(path)
-
-
-def run_training(
-    config: TrainConfig | dict[str, Any],
-    *,
-    progress: ProgressFn | None = None,
-    should_cancel: CancelFn | None = None,
-    resume_from: str | Path | None = None,
-    lineage: dict[str, Any] | None = None,
-    resolver: Resolver | None = None,
-    device: str | None = None,
-) -> TrainResult:
-    """Train per `config` (a TrainConfig or its dict), from scratch or from `resume_from`
-    (a checkpoint folder, or "latest" for the newest one in output_dir)."""
-    from training.engine.checkpoint import latest_checkpoint
-
-    if isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    if config.recipe == "styledrop_iterative":
-        # One engine run per iteration with generation and feedback in between; human feedback
-        # needs a callback, so the Django job calls run_styledrop_iterative_training directly.
-        from training.engine.styledrop_iterative import run_styledrop_iterative_training
-
-        return run_styledrop_iterative_training(
-            config,
-            progress=progress,
-            should_cancel=should_cancel,
-            resume_from=resume_from,
-            lineage=lineage,
-            resolver=resolver,
-            device=device,
-        )
-    trainer = Trainer(config, lineage=lineage, resolver=resolver, device=device)
-    if resume_from == "latest":
-        resume_from = latest_checkpoint(config.output_dir)
-    if resume_from is not None:
-        trainer.restore(resume_from)
-    return trainer.run(progress=progress, should_cancel=should_cancel)

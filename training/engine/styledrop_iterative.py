@@ -49,7 +49,14 @@ from training.engine.adapters.styledrop import (
 )
 from training.engine.config import ConfigError, TrainConfig
 from training.engine.data import ImageCaptionDataset, Resolver, write_manifest
-from training.engine.loop import RESUME_MAY_CHANGE, CancelFn, DataError, ProgressFn, TrainResult
+from training.engine.loop import Trainer
+from training.engine.run_types import (
+    RESUME_MAY_CHANGE,
+    CancelFn,
+    DataError,
+    ProgressFn,
+    TrainResult,
+)
 from training.engine.styledrop_settings import StyleDropIterativeSettings
 
 logger = logging.getLogger(__name__)
@@ -300,8 +307,7 @@ def initialize_adapter_from(trainer: Any, checkpoint: str | Path) -> None:
     The adapter loads in place into the parameters the optimizer already holds; an EMA is
     rebuilt around the loaded values so it does not pull back towards the fresh init.
     """
-    unet = trainer.accelerator.unwrap_model(trainer.unet)
-    trainer.adapter.load(unet, Path(checkpoint) / "adapter")
+    trainer.adapter.load(trainer.unwrapped_denoiser(), Path(checkpoint) / "adapter")
     if trainer.ema is not None:
         from diffusers.training_utils import EMAModel
 
@@ -322,7 +328,6 @@ def _train_iteration(
     device: str | None,
 ) -> TrainResult:
     from training.engine.checkpoint import latest_checkpoint
-    from training.engine.loop import Trainer
 
     inner = iteration_config(config, root, iteration, record["manifest"])
     trainer = Trainer(inner, lineage=lineage, device=device)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from training.engine.config import ConfigError
+from training.engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from training.engine.config import TrainConfig

@@ -69,18 +69,74 @@ def build_clip_tokenizer(num_merges: int | None = TINY_MERGES) -> Any:
     )
 
 
-def build_tiny_components(seed: int = 0) -> dict[str, Any]:
-    """UNet, VAE, text encoder, tokenizer and schedulers, randomly initialised from `seed`.
+TINY_FAMILIES = ("sd", "sdxl", "sd3")
+
+
+def _text_config(tokenizer: Any, **extra: Any) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        **extra,
+    )
+
+
+def _tiny_vae(seed: int, **extra: Any) -> Any:
+    import torch
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=TINY_RESOLUTION,
+        **extra,
+    )
+
+
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+}
+
+
+def build_tiny_components(
+    seed: int = 0, family: str = "sd", prediction_type: str = "epsilon"
+) -> dict[str, Any]:
+    """The components of a tiny random model of `family` ("sd", "sdxl" or "sd3"), named as that
+    family's diffusers pipeline names them, plus `noise_scheduler` for training.
 
     Same seed, same weights: each model is built right after re-seeding torch's global RNG.
+    `prediction_type` ("epsilon" or "v_prediction") applies to the DDPM-style families.
     """
+    if family == "sdxl":
+        return _tiny_sdxl(seed, prediction_type)
+    if family == "sd3":
+        return _tiny_sd3(seed)
+    if family != "sd":
+        raise ValueError(f"family: {family!r} is not one of {TINY_FAMILIES}")
     import torch
     from diffusers import DDIMScheduler, DDPMScheduler
 
     # Concrete modules: mypy resolves the top-level names to diffusers' dummy placeholder classes.
-    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     tokenizer = build_clip_tokenizer()
     torch.manual_seed(seed)
@@ -95,38 +151,10 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
         cross_attention_dim=32,
         attention_head_dim=8,
     )
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=TINY_RESOLUTION,
-    )
+    vae = _tiny_vae(seed + 1)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=TOKENIZER_MAX_LENGTH,
-        )
-    )
-    schedule = {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "clip_sample": False,
-    }
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    schedule = {**SCHEDULE, "prediction_type": prediction_type}
     return {
         "unet": unet.eval(),
         "vae": vae.eval(),
@@ -137,28 +165,124 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     }
 
 
-def save_tiny_base_model(path: str | Path, seed: int = 0) -> Path:
-    """Write a Stable-Diffusion-layout diffusers folder usable as a local base model.
+def _tiny_sdxl(seed: int, prediction_type: str) -> dict[str, Any]:
+    """SDXL as diffusers' own SDXL pipeline tests build it: a `text_time` UNet whose added
+    embedding takes 6 time ids x 8 + the second encoder's 32-d pooled projection, a CLIP text
+    model and a CLIP text model with projection (hidden states concatenated: 64-d context)."""
+    import torch
+    from diffusers import DDPMScheduler, EulerDiscreteScheduler
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    Loadable with `StableDiffusionPipeline.from_pretrained(path, local_files_only=True)` or per
-    component with `subfolder=`; the engine's `load_base_components` reads it.
-    """
-    from diffusers import StableDiffusionPipeline
-
-    components = build_tiny_components(seed)
-    pipeline = StableDiffusionPipeline(
-        unet=components["unet"],
-        vae=components["vae"],
-        text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"],
-        scheduler=components["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=TINY_RESOLUTION // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64,
     )
+    vae = _tiny_vae(seed + 1)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_act="gelu", projection_dim=32))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _text_config(tokenizer, hidden_act="gelu", projection_dim=32)
+    )
+    schedule = {**SCHEDULE, "prediction_type": prediction_type}
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "text_encoder_2": text_encoder_2.eval(),
+        "tokenizer": tokenizer,
+        "tokenizer_2": build_clip_tokenizer(),
+        "scheduler": EulerDiscreteScheduler(
+            **{k: v for k, v in schedule.items() if k != "clip_sample"},
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        "noise_scheduler": DDPMScheduler(**schedule),
+    }
+
+
+def _tiny_sd3(seed: int) -> dict[str, Any]:
+    """SD3 as diffusers' SD3 pipeline tests build it, without T5 (the pipeline feeds zeros in
+    its place): a one-layer MMDiT, two CLIP text models with projection (32 + 32 = 64-d pooled
+    and context), a VAE with SD3's shift and scale, flow-matching Euler."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=TINY_RESOLUTION // 2,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=64,
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    vae = _tiny_vae(seed + 1, shift_factor=0.0609, scaling_factor=1.5035)
+    config = _text_config(tokenizer, hidden_act="gelu", projection_dim=32)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModelWithProjection(config)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(config)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    return {
+        "transformer": transformer.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "text_encoder_2": text_encoder_2.eval(),
+        "text_encoder_3": None,
+        "tokenizer": tokenizer,
+        "tokenizer_2": build_clip_tokenizer(),
+        "tokenizer_3": None,
+        "scheduler": scheduler,
+        "noise_scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+    }
+
+
+def save_tiny_base_model(
+    path: str | Path, seed: int = 0, family: str = "sd", prediction_type: str = "epsilon"
+) -> Path:
+    """Write a diffusers folder of `family` usable as a local base model.
+
+    Loadable with the family's pipeline `from_pretrained(path, local_files_only=True)`; the
+    engine's `load_base_components` reads it and detects the family from model_index.json.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from training.engine.families import get_family
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    components = build_tiny_components(seed, family, prediction_type)
+    pipeline = get_family(family).pipeline(components)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    # mypy sees diffusers' dummy placeholder for the top-level name (its concrete module's
-    # annotations refuse safety_checker=None), so the inherited method is invisible to it.
-    pipeline.save_pretrained(path, safe_serialization=True)  # type: ignore[attr-defined]
+    previous = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # it warns about each absent (None) part it skips
+    try:
+        pipeline.save_pretrained(path, safe_serialization=True)
+    finally:
+        diffusers_logging.set_verbosity(previous)
     return path

@@ -196,12 +196,12 @@ def materialize_base_model(checkpoint: Checkpoint) -> Path:
         return target
     except BaseModelRefused:
         pass
-    from training.engine.generation import build_pipeline
+    from training.engine.generation import build_pipeline, denoiser_of
 
     pipeline = build_pipeline(checkpoint=checkpoint.path, device="cpu", use_ema=True)
     if checkpoint.adapter == "lora":
-        pipeline.unet.fuse_lora()
-        pipeline.unet.unload_lora()
+        denoiser_of(pipeline).fuse_lora()
+        denoiser_of(pipeline).unload_lora()
     target.parent.mkdir(parents=True, exist_ok=True)
     _save_pipeline_atomically(pipeline, target)
     return target

@@ -455,7 +455,7 @@ def execute_training_run(run: TrainingRun, ctx: JobContext) -> Checkpoint:
         if run.recipe == Recipe.STYLEDROP_ITERATIVE:
             result = _run_styledrop(run, config, ctx, common)
         else:
-            from training.engine.loop import run_training
+            from training.engine.run import run_training
 
             result = run_training(config, resume_from=resume_from, **common)
     except TrainingWaiting:

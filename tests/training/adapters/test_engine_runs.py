@@ -10,7 +10,7 @@ import torch
 
 from training.engine.adapters import get_adapter
 from training.engine.base_model import load_base_components
-from training.engine.loop import run_training
+from training.engine.run import run_training
 from training.engine.tiny import save_tiny_base_model
 from training.engine.toydata import write_toy_dataset
 

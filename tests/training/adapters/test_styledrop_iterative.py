@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from training.engine.checkpoint import read_checkpoint_config, read_lineage
 from training.engine.config import ConfigError, TrainConfig
 from training.engine.data import read_manifest
-from training.engine.loop import run_training
+from training.engine.run import run_training
 from training.engine.styledrop_iterative import (
     FeedbackPending,
     StyleDropIterativeResult,

@@ -18,7 +18,7 @@ def test_register_base_model_checks_the_folder(tiny_base, tmp_path):
     again = register_base_model(tiny_base.path, "copy-of-tiny")
     assert again.path == tiny_base.path and again.adapter == ""
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BaseModelRefused, match="not a diffusers Stable Diffusion folder"):
+    with pytest.raises(BaseModelRefused, match="missing model_index.json"):
         register_base_model(tmp_path / "empty", "empty")
     import torch
 

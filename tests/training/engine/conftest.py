@@ -60,3 +60,32 @@ def make_config(tiny_base: Path, toy_datasets: dict, tmp_path: Path):
         return config
 
     return build
+
+
+# Every family the engine trains, as tiny random folders: SD 1.x (epsilon), SD 2.x-style
+# v-prediction, SDXL (two text encoders, text_time) and SD3-layout flow matching.
+FAMILY_CASES = {
+    "sd": ("sd", "epsilon"),
+    "sd-v": ("sd", "v_prediction"),
+    "sdxl": ("sdxl", "epsilon"),
+    "sd3": ("sd3", "epsilon"),
+}
+
+
+@pytest.fixture(scope="session")
+def family_bases(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path):
+    """case -> tiny base folder, each written on first use."""
+    from training.engine.tiny import save_tiny_base_model
+
+    built: dict[str, Path] = {"sd": tiny_base}
+
+    def get(case: str) -> Path:
+        if case not in built:
+            family, prediction = FAMILY_CASES[case]
+            folder = tmp_path_factory.mktemp(f"tiny-{case}") / "base"
+            built[case] = save_tiny_base_model(
+                folder, seed=0, family=family, prediction_type=prediction
+            )
+        return built[case]
+
+    return get

@@ -40,3 +40,32 @@ def test_cli_writes_tiny_base_trains_and_generates(tmp_path, capsys, toy_dataset
     assert len(lines) == 2 and all(
         (out / json.loads(line)["file_name"]).is_file() for line in lines
     )
+
+    assert (
+        main(
+            [
+                "export",
+                summary["checkpoint_path"],
+                "--format",
+                "kohya",
+                "--out",
+                str(tmp_path / "k"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "k" / "lora_kohya.safetensors").is_file()
+
+
+def test_cli_refuses_a_broken_base_model_with_a_message(tmp_path, capsys, toy_datasets):
+    (tmp_path / "base").mkdir()
+    config = {
+        "recipe": "domain",
+        "base_model": str(tmp_path / "base"),
+        "output_dir": str(tmp_path / "run"),
+        "datasets": {"domain": toy_datasets["domain"]},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "run.json"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "missing model_index.json" in error and "Traceback" not in error

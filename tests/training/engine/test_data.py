@@ -14,6 +14,7 @@ from training.engine.data import (
     read_manifest,
     write_manifest,
 )
+from training.engine.families import Geometry
 
 
 def test_checksum_mismatch_is_refused_naming_file_and_both_digests(toy_datasets, tmp_path):
@@ -96,8 +97,10 @@ def test_latent_cache_round_trips_and_is_keyed_by_vae_and_resolution(tmp_path):
     cache = LatentCache(tmp_path, "f" * 64, 32)
     tensor = torch.randn(8, 16, 16)
     assert cache.get("e" * 64) is None
-    cache.put("e" * 64, tensor)
-    assert torch.equal(cache.get("e" * 64), tensor)
+    geometry = Geometry((40, 30), (4, 0), (32, 32))
+    cache.put("e" * 64, tensor, geometry)
+    parameters, cached_geometry = cache.get("e" * 64)
+    assert torch.equal(parameters, tensor) and cached_geometry == geometry
     assert (cache.hits, cache.misses) == (1, 1)
     assert LatentCache(tmp_path, "0" * 64, 32).get("e" * 64) is None
     assert LatentCache(tmp_path, "f" * 64, 64).get("e" * 64) is None

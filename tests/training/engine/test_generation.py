@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from training.engine.generation import SamplerSettings, build_pipeline, generate
-from training.engine.loop import run_training
+from training.engine.run import run_training
 
 
 @pytest.fixture(scope="module")

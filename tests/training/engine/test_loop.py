@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from training.engine.checkpoint import list_checkpoints, load_checkpoint_for_inference
 from training.engine.data import ManifestChecksumError, write_manifest
-from training.engine.loop import run_training
+from training.engine.run import run_training
 
 
 @pytest.mark.parametrize("recipe", ["domain", "sequential", "style_tailoring"])
