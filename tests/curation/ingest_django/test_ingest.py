@@ -80,7 +80,12 @@ def test_rerun_is_idempotent(pool):
         "quarantined": 1,
     }
     assert set(Image.objects.values_list("pk", "sha256")) == rows
-    assert IngestBatch.objects.get(pk=again["batch"]).refusals.count() == 1
+    [first, second] = Refusal.objects.order_by("pk")
+    assert len(first.sha256) == 64 and second.sha256 == first.sha256
+    assert second.batch_id == again["batch"]
+    # Recognised by its bytes, not decoded again, and reported as such.
+    assert second.reason.startswith("same bytes as a file refused before: ")
+    assert f"(ingest #{first.batch_id}): truncated JPEG" in second.reason
 
 
 @pytest.mark.django_db
