@@ -18,6 +18,7 @@ from curation.admin_base import PlatformAdmin, json_field, json_summary, progres
 from curation.media import signed_path
 from curation.models import DatasetVersion
 from training import models as m
+from training.admin_base_models import BaseModelRegistrationMixin
 from training.admin_transparency import train_transparency_decoder
 from training.plots import loss_curve_svg
 
@@ -295,7 +296,7 @@ class TrainingRunAdmin(PlatformAdmin):
 
 
 @admin.register(m.Checkpoint)
-class CheckpointAdmin(PlatformAdmin):
+class CheckpointAdmin(BaseModelRegistrationMixin, PlatformAdmin):
     list_display = ["name", "adapter", "step", "parent", "training_run", "created_at"]
     list_filter = ["adapter"]
     search_fields = ["name", "path"]

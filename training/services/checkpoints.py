@@ -8,6 +8,7 @@ so every recipe and adapter can start from any checkpoint the platform has made.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 TINY_BASE_NAME = "tiny-base"
 # Adapters whose weights fold into a plain UNet; the others add modules a base folder cannot hold.
 MERGEABLE_ADAPTERS = ("full", "lora")
+# Single-file checkpoints: UNet tensors (SD, SDXL) or MMDiT tensors (SD3) under these prefixes.
+SINGLE_FILE_PREFIXES = ("model.diffusion_model.",)
 
 
 class BaseModelRefused(ValueError):
@@ -46,17 +49,37 @@ def is_tiny(checkpoint: Checkpoint | None) -> bool:
     return False
 
 
-def _check_diffusers_folder(path: Path) -> None:
-    from training.engine.base_model import BaseModelError, check_base_model
+def _inspect(path: Path) -> Any:
+    """The engine's ModelFolder (family, parts, variant, size), or BaseModelRefused naming the
+    missing or unknown part."""
+    from training.engine.errors import BaseModelError
+    from training.engine.families import inspect_model_folder
 
     try:
-        check_base_model(path)
+        return inspect_model_folder(path)
     except BaseModelError as error:
         raise BaseModelRefused(str(error)) from error
 
 
+def _check_diffusers_folder(path: Path) -> None:
+    _inspect(path)
+
+
+def weights_checksum(root: Path, files: list[str]) -> str:
+    """sha256 over (relative name, sha256 of bytes) of every weight file: one identity for a
+    folder's weights, whatever the order the file system lists them in."""
+    from training.engine.data import file_sha256
+
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode())
+        digest.update(file_sha256(root / name).encode())
+    return digest.hexdigest()
+
+
 def _convert_single_file(path: Path, name: str, config_folder: str | Path | None) -> Path:
-    """A single-file Stable Diffusion checkpoint → a diffusers folder under var/models/<name>.
+    """A single-file checkpoint → a diffusers folder under var/models/<name>, with the pipeline
+    class of the config folder's family (SD, SDXL or SD3).
 
     Offline, diffusers cannot fetch the architecture config a single file lacks, so a local
     diffusers folder of the same architecture must be given as `config_folder`.
@@ -70,7 +93,7 @@ def _convert_single_file(path: Path, name: str, config_folder: str | Path | None
         raise BaseModelRefused(
             f"base model {path}: not a readable .safetensors file: {error}"
         ) from error
-    if not any(k.startswith("model.diffusion_model.") for k in keys):
+    if not any(k.startswith(SINGLE_FILE_PREFIXES) for k in keys):
         raise BaseModelRefused(
             f"base model {path}: no 'model.diffusion_model.*' tensors, so not a single-file Stable "
             f"Diffusion checkpoint ({len(keys)} tensors, e.g. {keys[:3]}); LoRA or adapter files "
@@ -81,19 +104,18 @@ def _convert_single_file(path: Path, name: str, config_folder: str | Path | None
             f"base model {path}: a single-file checkpoint needs config_folder= (a local diffusers "
             "folder of the same architecture), since no config can be downloaded here"
         )
-    from training.engine.torch_compat import ensure_torchvision_importable
+    from training.engine.families import get_family
 
-    ensure_torchvision_importable()
-    from diffusers import StableDiffusionPipeline
-
+    family = get_family(_inspect(Path(config_folder)).family)
     target = models_dir() / name
     try:
-        pipeline = StableDiffusionPipeline.from_single_file(
+        pipeline = family.pipeline_type().from_single_file(
             str(path), config=str(config_folder), local_files_only=True
         )
     except Exception as error:
         raise BaseModelRefused(
-            f"base model {path}: diffusers could not convert it: {error}"
+            f"base model {path}: diffusers could not convert it with the {family.name} config "
+            f"folder {config_folder}: {error}"
         ) from error
     _save_pipeline_atomically(pipeline, target)
     return target
@@ -112,10 +134,13 @@ def _save_pipeline_atomically(pipeline: Any, target: Path) -> None:
 def register_base_model(
     path: str | Path, name: str, *, config_folder: str | Path | None = None, tiny: bool = False
 ) -> Checkpoint:
-    """A Checkpoint row for a local diffusers folder (or single-file .safetensors, converted).
+    """A Checkpoint row for a local diffusers folder (or single-file .safetensors, converted),
+    recording its family, weight variant, size and checksum.
 
     Registering the same name again updates its path, so re-running a setup script is harmless.
     """
+    if not name or not str(name).strip():
+        raise BaseModelRefused("name: a base model needs a name")
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise BaseModelRefused(f"base model {source}: no such file or folder")
@@ -129,15 +154,26 @@ def register_base_model(
     else:
         folder = source
         fmt = "diffusers"
-    _check_diffusers_folder(folder)
+    found = _inspect(folder)
     checkpoint, _ = Checkpoint.objects.update_or_create(
         name=name,
         defaults={
             "path": str(folder),
             "base_model": str(folder),
             "adapter": "",
-            "config": {"kind": "base", "format": fmt, "source": str(source), "tiny": tiny},
-            "lineage": {"base_model": str(source)},
+            "config": {
+                "kind": "base",
+                "format": fmt,
+                "source": str(source),
+                "tiny": tiny,
+                "family": found.family,
+                "pipeline_class": found.pipeline_class,
+                "variant": found.variant,
+                "size_bytes": found.size_bytes,
+                "weights_sha256": weights_checksum(found.path, found.weight_files),
+                "parts": found.parts,
+            },
+            "lineage": {"base_model": str(source), "family": found.family},
         },
     )
     return checkpoint
