@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from curation import models as m
 from curation.admin_base import PlatformAdmin, summarised
@@ -46,6 +46,10 @@ class DatasetItemInline(admin.TabularInline):
         return not self._frozen(obj) and super().has_delete_permission(request, obj)
 
 
+INLINE_ROWS = 200  # a version with more rows shows a preview, not one form row per item
+PREVIEW_ROWS = 50
+
+
 @admin.register(m.DatasetVersion)
 class DatasetVersionAdmin(PlatformAdmin):
     list_display = [
@@ -69,6 +73,37 @@ class DatasetVersionAdmin(PlatformAdmin):
     @admin.display(description="checksum")
     def checksum_short(self, obj: m.DatasetVersion) -> str:
         return obj.checksum[:12]
+
+    def _large(self, obj: m.DatasetVersion | None) -> bool:
+        # One LIMIT/OFFSET probe per page, never a COUNT: the same cost at a million rows.
+        if not (obj and obj.pk):
+            return False
+        if not hasattr(obj, "_many_rows"):
+            obj._many_rows = obj.items.order_by("pk")[INLINE_ROWS:].exists()
+        return obj._many_rows
+
+    def get_inlines(self, request: HttpRequest, obj: m.DatasetVersion | None = None) -> list:
+        return [] if self._large(obj) else super().get_inlines(request, obj)
+
+    @admin.display(description="rows")
+    def items_preview(self, obj: m.DatasetVersion) -> str:
+        if not self._large(obj):
+            return "edited below" if obj.pk and not obj.is_frozen else "listed below"
+        rows = obj.items.select_related("image").order_by("pk")[:PREVIEW_ROWS]
+        body = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((r.image.sha256[:12], r.caption, r.label, r.weight, r.split) for r in rows),
+        )
+        total = obj.row_count if obj.is_frozen else f"more than {INLINE_ROWS}"
+        return format_html(
+            "<p>The first {} of {} rows (the manifest and the exports hold them all).</p>"
+            "<table><tr><th>sha256</th><th>caption</th><th>label</th><th>weight</th>"
+            "<th>split</th></tr>{}</table>",
+            PREVIEW_ROWS,
+            total,
+            body,
+        )
 
     @admin.display(description="downloads")
     def downloads(self, obj: m.DatasetVersion) -> str:
@@ -102,7 +137,7 @@ class DatasetVersionAdmin(PlatformAdmin):
         ]
         if obj and obj.is_frozen:
             always = [f.name for f in self.model._meta.fields]
-        return summarised([*always, "downloads"], ("diff", "lineage"))
+        return summarised([*always, "downloads", "items_preview"], ("diff", "lineage"))
 
     def has_delete_permission(
         self, request: HttpRequest, obj: m.DatasetVersion | None = None

@@ -25,7 +25,8 @@ from curation.services.storage import read_bytes
 from curation.weak.recipe_fields import recipe_field_errors
 
 FEATURES_VERSION = "weak-features/2"
-FEATURE_CHUNK = 256
+FEATURE_CHUNK = 256  # images measured per batch (decoding is the cost)
+CACHED_CHUNK = 5000  # cached rows read per query
 FEATURE_THREADS = 4
 SCORE_BATCH = 2000
 
@@ -121,36 +122,45 @@ def _measure(image_id: int, key: str) -> tuple[int, dict[str, float | None] | No
 def image_features(
     image_ids: Sequence[int], *, progress: Callable[[int, int], None] | None = None
 ) -> dict[int, dict[str, float | None] | None]:
-    """Features per image id (None where unmeasurable), measuring and caching what is missing."""
+    """Features per image id (None where unmeasurable), measuring and caching what is missing.
+
+    Cached rows are read CACHED_CHUNK ids per query; only the missing are decoded and measured,
+    FEATURE_CHUNK at a time on a few threads.
+    """
     out: dict[int, dict[str, float | None] | None] = {}
     ids = [int(i) for i in image_ids]
     total = len(ids)
-    for start in range(0, total, FEATURE_CHUNK):
-        chunk = ids[start : start + FEATURE_CHUNK]
+    for start in range(0, total, CACHED_CHUNK):
+        chunk = ids[start : start + CACHED_CHUNK]
         cached = ImageFeatures.objects.filter(image_id__in=chunk, version=FEATURES_VERSION)
         for image_id, values, error in cached.values_list("image_id", "values", "error"):
             out[image_id] = None if error else values
         missing = [i for i in chunk if i not in out]
-        if missing:
-            keys = dict(Image.objects.filter(pk__in=missing).values_list("pk", "storage_key"))
-            with ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="features") as pool:
-                measured = list(pool.map(_measure, missing, [keys.get(i) or "" for i in missing]))
-            ImageFeatures.objects.bulk_create(
-                [
-                    ImageFeatures(
-                        image_id=i, version=FEATURES_VERSION, values=values or {}, error=error
-                    )
-                    for i, values, error in measured
-                    if i in keys
-                ],
-                update_conflicts=True,
-                unique_fields=["image"],
-                update_fields=["version", "values", "error", "computed_at"],
-            )
-            out.update({i: values for i, values, _ in measured})
+        for at in range(0, len(missing), FEATURE_CHUNK):
+            _measure_and_cache(missing[at : at + FEATURE_CHUNK], out)
+            if progress:  # measuring is the slow part: report it as it goes
+                done = len(chunk) - len(missing) + min(at + FEATURE_CHUNK, len(missing))
+                progress(start + done, total)
         if progress:
-            progress(min(start + FEATURE_CHUNK, total), total)
+            progress(min(start + CACHED_CHUNK, total), total)
     return out
+
+
+def _measure_and_cache(missing: list[int], out: dict[int, dict[str, float | None] | None]) -> None:
+    keys = dict(Image.objects.filter(pk__in=missing).values_list("pk", "storage_key"))
+    with ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="features") as pool:
+        measured = list(pool.map(_measure, missing, [keys.get(i) or "" for i in missing]))
+    ImageFeatures.objects.bulk_create(
+        [
+            ImageFeatures(image_id=i, version=FEATURES_VERSION, values=values or {}, error=error)
+            for i, values, error in measured
+            if i in keys
+        ],
+        update_conflicts=True,
+        unique_fields=["image"],
+        update_fields=["version", "values", "error", "computed_at"],
+    )
+    out.update({i: values for i, values, _ in measured})
 
 
 class LazyFeatures(Mapping):
@@ -296,33 +306,57 @@ def run_recipe_job(
     shown = {i: accepted if y else RecipeScore.Decision.REJECTED for i, y in gold.items()}
     with transaction.atomic():
         RecipeScore.objects.filter(run=run).delete()
-        batch: list[RecipeScore] = []
-        certainty = result.certainty
-        for n, row in enumerate(result.rows()):
-            batch.append(
-                RecipeScore(
-                    run=run,
-                    image_id=row["image_id"],
-                    score=_finite(row["score"]),
-                    probability=_finite(row["probability"]),
-                    certainty=_finite(float(certainty[n])),
-                    weak_label=row["weak_label"],
-                    lf_votes=row["lf_votes"],
-                    # The recipe's earlier decisions show (and freeze) in this run's grid too.
-                    decision=shown.get(row["image_id"], RecipeScore.Decision.UNREVIEWED),
-                )
-            )
-            if len(batch) >= SCORE_BATCH:
-                RecipeScore.objects.bulk_create(batch)
-                batch = []
-        RecipeScore.objects.bulk_create(batch)
+        _insert_scores(run, result, shown)
         run.stats = stats
         run.save(update_fields=["stats", "updated_at"])
     return run
 
 
-def _finite(value: float) -> float:
-    return float(value) if np.isfinite(value) else 0.0
+def _insert_scores(run: RecipeRun, result: Any, shown: Mapping[int, str]) -> None:
+    """Write one RecipeScore per result row with executemany: at a million rows the ORM's
+    per-object cost (model instances, per-field preparation) would dominate the whole run."""
+    from django.db import connection
+
+    meta = RecipeScore._meta
+    votes_field = meta.get_field("lf_votes")
+    fields = ["run", "image", "score", "probability", "certainty", "weak_label"]
+    fields += ["lf_votes", "decision"]
+    quote = connection.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(
+        quote(meta.db_table),
+        ", ".join(quote(meta.get_field(name).column) for name in fields),
+        ", ".join(["%s"] * len(fields)),
+    )
+    ids = result.image_ids.tolist()
+    scores = np.nan_to_num(result.scores, nan=0.0, posinf=0.0, neginf=0.0).tolist()
+    probabilities = np.nan_to_num(result.probabilities, nan=0.0).tolist()
+    certainty = np.nan_to_num(result.certainty, nan=0.0).tolist()
+    weak = result.weak_labels.tolist()
+    names = result.lf_names
+    votes = result.votes.tolist()
+    unreviewed = RecipeScore.Decision.UNREVIEWED
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), SCORE_BATCH):
+            stop = min(start + SCORE_BATCH, len(ids))
+            cursor.executemany(
+                sql,
+                [
+                    (
+                        run.pk,
+                        ids[i],
+                        scores[i],
+                        probabilities[i],
+                        certainty[i],
+                        weak[i],
+                        votes_field.get_db_prep_save(
+                            dict(zip(names, votes[i], strict=True)), connection
+                        ),
+                        # The recipe's earlier decisions show (and freeze) in this run's grid.
+                        shown.get(ids[i], unreviewed),
+                    )
+                    for i in range(start, stop)
+                ],
+            )
 
 
 def mark_run_failed(run_id: int, error: str) -> None:

@@ -98,17 +98,26 @@ def _dawid_skene_abstain(
     votes: np.ndarray, n_iter: int, tol: float, gold: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, np.ndarray, int]:
     n, m = votes.shape
-    outcome = votes.astype(np.int64) + 1  # 0 abstain, 1 not sticker, 2 sticker
-    known = _gold_rows(gold, n)
+    known_rows = _gold_rows(gold, n)
+    n_gold = int(known_rows.sum())
+    # EM runs on distinct (votes, gold) rows weighted by how often each occurs: a million images
+    # cast a few hundred distinct vote patterns, so an iteration costs patterns, not images.
+    labels = np.asarray(gold, np.int8) if gold is not None else np.full(n, -1, np.int8)
+    keyed = np.concatenate([votes.astype(np.int8), labels[:, None]], axis=1)
+    if n:
+        rows, inverse, counts = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+    else:
+        rows, inverse, counts = keyed, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    outcome = rows[:, :m].astype(np.int64) + 1  # 0 abstain, 1 not sticker, 2 sticker
+    known = rows[:, m] >= 0
     clamp = np.zeros((int(known.sum()), 2))
-    if known.any():
-        assert gold is not None
-        clamp[np.arange(len(clamp)), np.asarray(gold)[known].astype(int)] = 1.0
+    clamp[np.arange(len(clamp)), rows[known, m].astype(int)] = 1.0
     # Gold rows weigh GOLD_SHARE times every unlabelled row, together (never less than one each).
-    weight = np.ones(n)
-    if known.any():
-        weight[known] = max(1.0, GOLD_SHARE * (n - known.sum()) / known.sum())
-    mv = majority_vote(votes, prior=0.5)
+    weight = counts.astype(np.float64)
+    if n_gold:
+        weight[known] *= max(1.0, GOLD_SHARE * (n - n_gold) / n_gold)
+    mv = majority_vote(rows[:, :m], prior=0.5)
     posterior = np.stack([1 - mv, mv], axis=1)
     posterior[known] = clamp
     confusion = np.zeros((m, 2, 3))
@@ -117,7 +126,7 @@ def _dawid_skene_abstain(
         iterations = step
         # M-step: class prior and each LF's outcome distribution per true class. The prior is
         # taken unweighted: decisions are made on top-ranked images, a biased sample of classes.
-        prior = posterior.mean(axis=0).clip(1e-6, 1 - 1e-6)
+        prior = ((posterior * counts[:, None]).sum(axis=0) / max(n, 1)).clip(1e-6, 1 - 1e-6)
         weighted = posterior * weight[:, None]
         for j in range(m):
             for o in range(3):
@@ -126,18 +135,19 @@ def _dawid_skene_abstain(
         confusion = (confusion + _SMOOTHING) / (confusion + _SMOOTHING).sum(axis=2, keepdims=True)
         # E-step: posterior over the true class given every LF's outcome.
         log_confusion = np.log(confusion)
-        log_post = np.tile(np.log(prior), (n, 1))
+        log_post = np.tile(np.log(prior), (len(rows), 1))
         for j in range(m):
             log_post += log_confusion[j][:, outcome[:, j]].T
         log_post -= log_post.max(axis=1, keepdims=True)
         new = np.exp(log_post)
         new /= new.sum(axis=1, keepdims=True)
         new[known] = clamp
-        change = float(np.abs(new - posterior).max()) if n else 0.0
+        change = float(np.abs(new - posterior).max()) if len(rows) else 0.0
         posterior = new
         if change < tol:
             break
-    return posterior[:, 1], float(posterior[:, 1].mean()) if n else 0.5, confusion, iterations
+    probabilities = posterior[inverse, 1] if n else np.zeros(0)
+    return probabilities, float(probabilities.mean()) if n else 0.5, confusion, iterations
 
 
 def _crowdkit_dawid_skene(votes: np.ndarray, n_iter: int, tol: float) -> np.ndarray:
