@@ -271,3 +271,7 @@ JOB_HANDLER_MODULES += env.list("EXTRA_JOB_HANDLER_MODULES", default=[])
 # Evaluation: a local open_clip model (name + weights path); tiny-clip is random-initialised.
 EVAL_CLIP_MODEL = env.str("EVAL_CLIP_MODEL", default="tiny-clip")
 EVAL_CLIP_WEIGHTS = env.str("EVAL_CLIP_WEIGHTS", default="")
+# Optional preference scorers from local weights, a JSON list such as
+# [{"name": "pickscore", "kind": "hf_clip", "weights": "/models/PickScore_v1"},
+#  {"name": "hpsv2", "kind": "open_clip", "model": "ViT-H-14", "weights": "/models/HPS_v2.pt"}]
+EVAL_PREFERENCE_MODELS = env.json("EVAL_PREFERENCE_MODELS", default=[])

@@ -40,6 +40,7 @@ def score_images(
     images: Sequence[PILImage.Image],
     references: Sequence[PILImage.Image],
     reference_content: Sequence[str],
+    preferences: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Rows (one per generation) with per-image scores, plus per-prompt diversity.
 
@@ -66,12 +67,14 @@ def score_images(
         prompt: _round(metrics.mean_pairwise_distance(image_rows[indexes]))
         for prompt, indexes in by_prompt.items()
     }
+    preference = {scorer.name: scorer.score(images, prompts) for scorer in preferences}
     rows = [
         {
             **generation,
             "text_score": _round(text[i]),
             "style_score": _round(style[i]) if style is not None else None,
             "content_leakage": leakage[i],
+            "preference": {name: _round(values[i]) for name, values in preference.items()},
         }
         for i, generation in enumerate(generations)
     ]
@@ -113,6 +116,15 @@ def summarise(scored: dict[str, Any]) -> dict[str, Any]:
         _round(sum(per_prompt.values()) / len(per_prompt)) if per_prompt else None
     )
     summary["diversity_ci"] = ci(interval)
+    names = sorted({name for r in rows for name in r.get("preference", {})})
+    summary["preference"] = {}
+    for name in names:
+        values = [r["preference"].get(name) for r in rows]
+        measured = [v for v in values if v is not None]
+        summary["preference"][name] = {
+            "mean": _round(sum(measured) / len(measured)) if measured else None,
+            "ci": ci(cluster_mean(values, clusters)),
+        }
     return summary
 
 

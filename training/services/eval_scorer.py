@@ -5,13 +5,14 @@
 name, the weights' path and checksum, and whether the weights are random: a randomly initialised
 CLIP scores images, but its numbers measure nothing, so such a report says so in place of
 presenting them as a measurement. The toy world's CLIP (trained on that world's own pairs)
-carries a `toy_world.json` beside its weights and is named as such.
+carries a `toy_world.json` beside its weights and is named as such. Preference models
+(`EVAL_PREFERENCE_MODELS`, see `training.engine.preference`) are named with their checksums too.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ class EvalScorer:
     bundle: Any
     model_name: str
     weights: str
+    preferences: list[Any] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         random_weights = not self.weights
@@ -60,6 +62,7 @@ class EvalScorer:
             "toy_world": toy is not None,
             "measurement": not random_weights,
             "warning": RANDOM_WEIGHTS_WARNING if random_weights else "",
+            "preference_models": [p.describe() for p in self.preferences],
             "description": (
                 "toy-world CLIP, trained contrastively on the toy world's image-caption pairs"
                 if toy is not None
@@ -73,10 +76,14 @@ class EvalScorer:
 def load_eval_scorer() -> EvalScorer:
     """Load the configured evaluation CLIP; a missing weights file is an error naming it."""
     from training.engine.metrics import load_metric_clip
+    from training.engine.preference import load_preference_scorer
 
     weights = settings.EVAL_CLIP_WEIGHTS or ""
     model_name = settings.EVAL_CLIP_MODEL
     if weights and not weights.startswith("local-dir:") and not Path(weights).is_file():
         raise FileNotFoundError(f"EVAL_CLIP_WEIGHTS: {weights} does not exist")
     bundle = load_metric_clip(model_name, weights or None)
-    return EvalScorer(bundle=bundle, model_name=model_name, weights=weights)
+    preferences = [load_preference_scorer(entry) for entry in settings.EVAL_PREFERENCE_MODELS]
+    return EvalScorer(
+        bundle=bundle, model_name=model_name, weights=weights, preferences=preferences
+    )

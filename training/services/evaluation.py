@@ -112,6 +112,7 @@ def score_batch(
     batch: GenerationBatch,
     references: list[PILImage.Image],
     reference_content: list[str],
+    preferences: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Per-generation scores of one arm's batch and its per-prompt diversity."""
     generations = list(batch.generations.select_related("prompt", "image").order_by("id"))
@@ -126,7 +127,9 @@ def score_batch(
         for g in generations
     ]
     images = [_open(g.image.storage_key) for g in generations]
-    return eval_metrics.score_images(bundle, rows, images, references, reference_content)
+    return eval_metrics.score_images(
+        bundle, rows, images, references, reference_content, preferences or []
+    )
 
 
 def arm_checkpoints(round_: RetrainRound) -> dict[str, Checkpoint | None]:
@@ -149,7 +152,10 @@ def evaluate_round(round_: RetrainRound, ctx: Any = None) -> dict[str, Any]:
     scorer = load_eval_scorer()
     references = _style_references(round_)
     content = _reference_content(round_)
-    arms = {arm: score_batch(scorer.bundle, batches[arm], references, content) for arm in ARMS}
+    arms = {
+        arm: score_batch(scorer.bundle, batches[arm], references, content, scorer.preferences)
+        for arm in ARMS
+    }
     report = build_report(round_, arms, batches, scorer.describe())
     Checkpoint.objects.filter(pk=round_.checkpoint_id).update(metrics=report["summary"]["new"])
     return report

@@ -23,7 +23,10 @@ def test_evaluate_round_scores_generated_arms(tiny_base, prompt_set, versions, s
         hyperparameters={"eval_sampler": {"steps": 2, "resolution": 32}},
     )
     round_.dataset_versions.set([versions["alignment"], versions["style"]])
-    report = evaluate_round(round_, JobContext(job=Job.objects.create(kind="retrain.step")))
+    job = Job.objects.create(
+        kind="retrain.step", status=Job.Status.RUNNING, attempt=1, attempt_token="t"
+    )
+    report = evaluate_round(round_, JobContext(job=job))
 
     assert report["scorer"]["model"] == "tiny-clip" and report["scorer"]["measurement"] is False
     new = report["summary"]["new"]

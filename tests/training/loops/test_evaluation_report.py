@@ -184,3 +184,21 @@ def test_human_results_fit_all_arms_with_ties(arms):
     difference = human["differences"]["previous"]["style_pass_rate"]
     assert difference["estimate"] == pytest.approx(0.25) and difference["prompts"] == len(PROMPTS)
     assert human["style_pass_rate"]["prompt_engineered_base"]["ratings"] == 0
+
+
+def test_preference_scores_are_summarised_per_model_with_prompt_intervals():
+    rows = [
+        {
+            "prompt": f"p{i % 4}",
+            "text_score": 0.1,
+            "style_score": 0.2,
+            "content_leakage": None,
+            "preference": {"pickscore": 20.0 + i % 4},
+        }
+        for i in range(12)
+    ]
+    summary = eval_metrics.summarise({"rows": rows, "diversity_by_prompt": {}})
+    pick = summary["preference"]["pickscore"]
+    assert pick["mean"] == pytest.approx(21.5)
+    assert pick["ci"][0] < 21.5 < pick["ci"][1]
+    assert summary["content_leakage"] is None and summary["content_leakage_ci"] is None
