@@ -9,7 +9,6 @@ image or decision are reported with their line numbers; every other row is kept.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,4 +60,4 @@ class Command(BaseCommand):
         if not report.recorded and report.errors:
             raise CommandError(f"{target}: no row could be recorded")
         if not report.recorded:
-            sys.stderr.write(f"{target}: no decision rows found\n")
+            raise CommandError(f"{target}: no decision rows found")

@@ -159,5 +159,9 @@ def test_review_decisions_command_imports_reports_and_exports(pool, tmp_path, ca
     only_bad.write_text(f"{'1' * 64},accept\n")
     with pytest.raises(CommandError, match="no row could be recorded"):
         call_command("review_decisions", "heuristics", str(only_bad))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("sha256,decision\n")
+    with pytest.raises(CommandError, match="no decision rows found"):
+        call_command("review_decisions", "heuristics", str(empty))
     with pytest.raises(CommandError, match="no recipe named 'nope'"):
         call_command("review_decisions", "nope", str(csv))
