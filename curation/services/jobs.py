@@ -16,7 +16,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -415,7 +415,7 @@ def redispatch_stranded_jobs(grace: timedelta | None = None) -> list[int]:
     sent: list[int] = []
     for job in candidates:
         if job.dispatched_at is not None:
-            live = _dispatch_is_live(job)
+            live = _dispatch_is_live(job, cutoff)
             if live is None:
                 return sent  # the backend is unreachable: try again next tick
             if live:
@@ -430,8 +430,13 @@ def redispatch_stranded_jobs(grace: timedelta | None = None) -> list[int]:
     return sent
 
 
-def _dispatch_is_live(job: Job) -> bool | None:
-    """Whether the task backend still holds a pending delivery of `job`; None if unreachable."""
+def _dispatch_is_live(job: Job, cutoff: datetime) -> bool | None:
+    """Whether the task backend still holds a pending delivery of `job`; None if unreachable.
+
+    A delayed task whose start time passed before `cutoff` counts as stuck: on RQ only a
+    scheduler moves it to its queue, and RQ's scheduler process dies with its Redis connection
+    (a worker restarts it only at its next maintenance, ten minutes later).
+    """
     from django_tasks.base import TaskResultStatus
     from django_tasks.exceptions import TaskResultDoesNotExist
 
@@ -443,7 +448,8 @@ def _dispatch_is_live(job: Job) -> bool | None:
         logger.warning("cannot ask the task backend about job %s (%s)", job.pk, exc)
         return None
     if result.status == TaskResultStatus.READY:
-        return True
+        run_after = result.task.run_after
+        return run_after is None or run_after > cutoff
     # Started but never claimed the job: its worker died between the two.
     return result.status == TaskResultStatus.RUNNING and (
         job.dispatched_at is not None

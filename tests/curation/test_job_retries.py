@@ -116,3 +116,20 @@ def test_job_lost_by_redis_is_dispatched_again(clean_redis_queues):
         job.refresh_from_db()
         assert job.task_result_id != first
         assert django_rq.get_queue("default").fetch_job(job.task_result_id) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overdue_delayed_retry_is_dispatched_again_once():
+    """A retry whose delayed task nobody moved (RQ's scheduler died) is resent, once."""
+    from django.utils import timezone
+
+    job = svc.enqueue_job("noop")
+    due = timezone.now() - timedelta(minutes=5)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RETRYING, retry_at=due)
+    svc.dispatch(job.pk, run_after=due)
+    Job.objects.filter(pk=job.pk).update(dispatched_at=due)
+    assert svc.redispatch_stranded_jobs(grace=timedelta(seconds=30)) == [job.pk]
+    tasks = DBTaskResult.objects.filter(args_kwargs__args=[job.pk])
+    assert tasks.count() == 3  # enqueue, the delayed retry, the resend
+    Job.objects.filter(pk=job.pk).update(dispatched_at=due)  # even once its grace has passed
+    assert svc.redispatch_stranded_jobs(grace=timedelta(seconds=30)) == []
