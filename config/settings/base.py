@@ -255,12 +255,30 @@ LABEL_STUDIO_DATA_DIR = env.str(
 )
 PLATFORM_PUBLIC_URL = env.str("PLATFORM_PUBLIC_URL", default="http://127.0.0.1:8000")
 
+# Console: our INFO lines, the libraries' warnings only (config/console_logging.py); LOG_LIBRARIES=1
+# shows their INFO lines too. LOG_FILE adds a file with everything at LOG_LEVEL.
+LOG_FILE = env.str("LOG_FILE", default="")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "filters": {"quiet_libraries": {"()": "config.console_logging.QuietLibraries"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": [] if env.bool("LOG_LIBRARIES", default=False) else ["quiet_libraries"],
+        },
+        **(
+            {"file": {"class": "logging.FileHandler", "filename": LOG_FILE, "formatter": "plain"}}
+            if LOG_FILE
+            else {}
+        ),
+    },
+    "root": {
+        "handlers": ["console", "file"] if LOG_FILE else ["console"],
+        "level": env.str("LOG_LEVEL", default="INFO"),
+    },
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 

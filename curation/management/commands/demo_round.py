@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
+from config.console_logging import console_for_verbosity
 from curation.models import AnnotationRound, PromptSet
 from training.models import RetrainRound
 
@@ -44,6 +45,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.MIGRATE_HEADING(f"demo: {text}"))
 
     def handle(self, *args, **options) -> None:
+        # One line per stage here; the services' and libraries' INFO lines with -v 2 or LOG_FILE.
+        console_for_verbosity(options["verbosity"])
         from curation.services.demo import ensure_demo_logins
         from curation.services.demo_domain import demo_domain_dataset
         from curation.services.demo_rounds import demo_annotate, demo_rating_rounds

@@ -5,6 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from config.console_logging import console_for_verbosity
 from curation.services.demo import load_demo_fixtures
 
 
@@ -17,6 +18,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
+        console_for_verbosity(options["verbosity"])
         summary = load_demo_fixtures(Path(options["fixture"]))
         for username, role in summary["users"]:
             self.stdout.write(f"  user {username:<12} role {role}")
