@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -98,7 +99,7 @@ def test_production_settings_show_styled_pages_never_a_traceback(tmp_path):
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": f"{tmp_path}:{ROOT}",
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": "x" * 60,
+        "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "platform.example",
         "SECURE_SSL_REDIRECT": "false",
         "PLATFORM_VAR_DIR": str(tmp_path / "var"),
