@@ -5,6 +5,8 @@ LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY point at one. Prints one JSON object a
   push_vs_raw_sdk    raw `projects.import_tasks` time / our `push_tasks` time (≥ 0.8 is the target)
   webhook_lag_p50_s  annotation create call → webhook received (in-process receiver), median
   webhook_lag_p95_s  the same, 95th percentile
+  stored_lag_p50_s   annotation create call → webhook received → the task read back from Label
+  stored_lag_p95_s   Studio's API (webhooks are hints: this read is what the platform stores)
   reconcile_20k_s    first full reconcile pull of N annotated tasks (N=20,000; 2,000 with --quick,
                      which also sets reconcile_n so the figure is never mistaken for 20k)
 """
@@ -91,14 +93,14 @@ def bench_webhooks(client: LabelStudioClient, url: str, key: str, n: int) -> dic
     accounts = LabelStudioAccounts(url, key)
     annotator = accounts.ensure_annotator(f"bench-{project}@example.com", secrets.token_urlsafe(12))
     as_annotator = LabelStudioClient(url, annotator.token or "")
-    lags, calls = [], []
+    lags, stored, calls = [], [], []
     with WebhookReceiver("X-Platform-Webhook-Secret", secrets.token_urlsafe(16)) as hook:
         client.ensure_webhook(
             project, hook.url, secret_header=hook.secret_header, secret=hook.secret
         )
         for i, task_id in enumerate(ids.values()):
             sent = time.time()
-            as_annotator.sdk.annotations.create(
+            made = as_annotator.sdk.annotations.create(
                 id=task_id,
                 result=[
                     {
@@ -112,11 +114,17 @@ def bench_webhooks(client: LabelStudioClient, url: str, key: str, n: int) -> dic
             calls.append(time.time() - sent)
             assert hook.wait_for(lambda r, k=i + 1: len(r) >= k, timeout=10)
             lags.append(hook.received[i].received_at - sent)
+            # The platform's webhook job: read the named task back, store what it says.
+            read = client.read_tasks(project, [task_id])
+            assert made.id in {a.annotation_id for a in read.tasks[task_id].annotations}
+            stored.append(time.time() - sent)
         assert all(r.accepted for r in hook.received)
     return {
         "webhook_n": n,
         "webhook_lag_p50_s": round(statistics.median(lags), 4),
         "webhook_lag_p95_s": round(percentile(lags, 0.95), 4),
+        "stored_lag_p50_s": round(statistics.median(stored), 4),
+        "stored_lag_p95_s": round(percentile(stored, 0.95), 4),
         "annotation_create_p50_s": round(statistics.median(calls), 4),
     }
 
@@ -154,10 +162,10 @@ def bench_reconcile(client: LabelStudioClient, n: int) -> dict[str, float]:
     setup_s = time.perf_counter() - began
 
     began = time.perf_counter()
-    full = client.annotations_updated_since(project, None)
+    full = client.pull(project, None)
     full_s = time.perf_counter() - began
     assert len(full.annotations) == n, len(full.annotations)
-    assert not any(r.judgement.problems for r in full.annotations)
+    assert not any(r.answer.problems for r in full.annotations)
 
     # An edit and a deletion after the watermark; the incremental pull finds both.
     first, second = full.annotations[0], full.annotations[1]
@@ -173,24 +181,22 @@ def bench_reconcile(client: LabelStudioClient, n: int) -> dict[str, float]:
         ],
     )
     client.sdk.annotations.delete(id=second.annotation_id)
-    known = {r.annotation_id: r.task_id for r in full.annotations}
+    known = {r.task_id: 1 for r in full.annotations}
     began = time.perf_counter()
-    delta = client.annotations_updated_since(
-        project, full.watermark, known_annotation_ids=known, overlap=timedelta(0)
-    )
+    delta = client.pull(project, full.watermark, known_counts=known, overlap=timedelta(0))
     delta_s = time.perf_counter() - began
     assert first.annotation_id in {r.annotation_id for r in delta.annotations}
-    assert delta.deleted_annotation_ids == [second.annotation_id]
+    assert delta.tasks[second.task_id].annotations == []  # read whole: the deletion shows
     began = time.perf_counter()
-    quick = client.annotations_updated_since(
+    quick = client.pull(
         project,
         full.watermark,
-        known_annotation_ids=known,
+        known_counts=known,
         full_deletion_scan=False,
         overlap=timedelta(0),
     )
     quick_s = time.perf_counter() - began
-    assert quick.deleted_annotation_ids == [second.annotation_id]
+    assert quick.tasks[second.task_id].annotations == []
 
     # Baseline: Label Studio's own full JSON export of the same project, one request.
     began = time.perf_counter()
@@ -205,7 +211,7 @@ def bench_reconcile(client: LabelStudioClient, n: int) -> dict[str, float]:
         "reconcile_vs_full_export": round(export_s / full_s, 3),
         "reconcile_incremental_s": round(delta_s, 3),
         "reconcile_incremental_no_scan_s": round(quick_s, 3),
-        "reconcile_incremental_tasks_seen": delta.tasks_seen,
+        "reconcile_incremental_tasks_seen": delta.tasks_listed,
     }
 
 

@@ -186,7 +186,7 @@ def bench_ingest(quick: bool) -> dict[str, float | str]:
 
     def validate_loop() -> int:
         return sum(
-            type(validate_image_bytes(d, f"bench-{i}")).__name__ == "Refusal"
+            type(validate_image_bytes(d, f"bench-{i}")).__name__ == "RefusedFile"
             for i, d in enumerate(files)
         )
 

@@ -22,8 +22,12 @@ ANNOTATOR_PERMISSIONS = {("curation", "view_annotationround"), ("curation", "vie
 DATA_LEAD_NO_DELETE = {
     "annotation",
     "annotationround",
+    "annotationversion",
+    "annotatorroundstats",
+    "golditem",
     "labeltask",
     "judgement",
+    "roundnotice",
     "webhookevent",
     "datasetversion",
     "checkpoint",

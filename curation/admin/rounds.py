@@ -7,6 +7,9 @@ but excluded from aggregation).
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -36,15 +39,68 @@ class AnnotatorRoundStatsInline(admin.TabularInline):
         "gold_answered",
         "gold_correct",
         "gold_accuracy",
+        "gold_interval",
         "consensus_agreement",
         "counted",
         "flagged",
+        "excluded_reason",
     ]
     readonly_fields = fields
     verbose_name_plural = "annotators (flagged ones are excluded from aggregation)"
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    @admin.display(description="gold accuracy interval")
+    def gold_interval(self, obj: m.AnnotatorRoundStats) -> str:
+        if obj.gold_accuracy_low is None or obj.gold_accuracy_high is None:
+            return "—"
+        return f"[{obj.gold_accuracy_low:.2f}, {obj.gold_accuracy_high:.2f}]"
+
+
+class RoundNoticeInline(admin.TabularInline):
+    model = m.RoundNotice
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "kind", "message"]
+    readonly_fields = fields
+    verbose_name_plural = "what Label Studio did to this round"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class AnnotationRoundForm(forms.ModelForm):
+    """Adding a round goes through `create_round` (tasks and gold); this checks its inputs."""
+
+    class Meta:
+        model = m.AnnotationRound
+        fields = [
+            "name",
+            "kind",
+            "generation_batch",
+            "other_generation_batch",
+            "overlap",
+            "gold_rate",
+            "gold_accuracy_threshold",
+            "min_gold_answered",
+            "gold_confidence",
+            "curation_rules",
+            "style_exemplars",
+            "members",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.instance.pk is None:
+            kind = data.get("kind")
+            if not data.get("generation_batch"):
+                self.add_error("generation_batch", "a round rates a generation batch")
+            if kind == m.AnnotationRound.Kind.PAIRWISE and not data.get("other_generation_batch"):
+                self.add_error("other_generation_batch", "a pairwise round compares two batches")
+            if kind != m.AnnotationRound.Kind.PAIRWISE and data.get("other_generation_batch"):
+                self.add_error("other_generation_batch", "only pairwise rounds compare batches")
+        return data
 
 
 def _fmt(value: object) -> str:
@@ -78,6 +134,7 @@ class AnnotationRoundAdmin(PlatformAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ["style_exemplars", "generation_batch", "other_generation_batch"]
     filter_horizontal = ["members"]
+    form = AnnotationRoundForm
     readonly_fields = [
         "state",
         "archived",
@@ -91,10 +148,26 @@ class AnnotationRoundAdmin(PlatformAdmin):
         "flagged_annotators",
         "annotators",
         "quality_summary",
+        "snapshot_summary",
     ]
     # Shown as a link and a summary table: set by push and by quality computation, never by hand.
-    exclude = ["labelstudio_project_id", "quality"]
-    inlines = [AnnotatorRoundStatsInline]
+    exclude = ["labelstudio_project_id", "quality", "closing_snapshot"]
+    inlines = [RoundNoticeInline, AnnotatorRoundStatsInline]
+
+    @admin.display(description="closing snapshot")
+    def snapshot_summary(self, obj: m.AnnotationRound) -> str:
+        snap = obj.closing_snapshot or {}
+        if not snap:
+            return "— (taken when the round closes; curation then reads only it)"
+        excluded = snap.get("excluded") or {}
+        return format_html(
+            "closed {} · {} annotation versions · {} annotators counted · excluded: {}",
+            snap.get("closed_at", "?"),
+            len(snap.get("annotation_versions", [])),
+            len(snap.get("counted", {})),
+            "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "none",
+        )
+
     actions = [
         "push",
         "reconcile_now",
@@ -103,7 +176,58 @@ class AnnotationRoundAdmin(PlatformAdmin):
         "sync_annotator_accounts",
         "archive",
         "unarchive",
+        "make_gold",
     ]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return super().get_inlines(request, obj) if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        from curation.services.rounds import create_round
+
+        data = form.cleaned_data
+        round_ = create_round(
+            name=data["name"],
+            kind=data["kind"],
+            generation_batch=data["generation_batch"],
+            other_generation_batch=data.get("other_generation_batch"),
+            overlap=data["overlap"],
+            gold_rate=data["gold_rate"],
+            gold_accuracy_threshold=data["gold_accuracy_threshold"],
+            min_gold_answered=data["min_gold_answered"],
+            gold_confidence=data["gold_confidence"],
+            curation_rules=data.get("curation_rules") or {},
+            members=list(data["members"]) or None,
+            user=request.user,
+        )
+        obj.pk = round_.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if change:
+            super().save_related(request, form, formsets, change)
+            return
+        # create_round set the members (the chosen ones, or every annotator) and tasks.
+        form.instance.style_exemplars.set(form.cleaned_data.get("style_exemplars") or [])
+
+    @admin.action(
+        description="Add high-agreement judgements to the gold pool", permissions=["start"]
+    )
+    def make_gold(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from curation.services.gold import add_gold_from_round
+
+        for round_ in queryset:
+            added = add_gold_from_round(round_, user=request.user)
+            self.message_user(
+                request,
+                f"{round_}: {len(added)} gold items added to the {round_.kind} pool"
+                + ("" if added else " (no unanimous judgement with two or more votes)"),
+                messages.SUCCESS if added else messages.WARNING,
+            )
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # the record: archive instead
@@ -138,6 +262,9 @@ class AnnotationRoundAdmin(PlatformAdmin):
             return list(
                 dict.fromkeys([*self.readonly_fields, *names, "style_exemplars", "members"])
             )
+        if obj is not None and obj.pk is not None:
+            # What the tasks were made from is fixed once create_round made them.
+            return [*self.readonly_fields, "kind", "generation_batch", "other_generation_batch"]
         return self.readonly_fields
 
     @admin.display(description="% done")
@@ -297,13 +424,17 @@ class AnnotationRoundAdmin(PlatformAdmin):
             request, queryset, "labelstudio.push", (State.DRAFT, State.PUSHED, State.ANNOTATING)
         )
 
-    @admin.action(description="Reconcile now (pull annotations)", permissions=["start"])
+    @admin.action(
+        description="Reconcile now (read the whole project from Label Studio)",
+        permissions=["start"],
+    )
     def reconcile_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._enqueue(
             request,
             queryset,
             "labelstudio.reconcile",
             (State.PUSHED, State.ANNOTATING, State.CLOSED),
+            full=True,
         )
 
     @admin.action(description="Close (final reconcile, then stop syncing)", permissions=["start"])
@@ -338,6 +469,42 @@ class LabelTaskAdmin(PlatformAdmin):
         return False
 
 
+class AnnotationVersionInline(admin.TabularInline):
+    model = m.AnnotationVersion
+    extra = 0
+    can_delete = False
+    fields = [
+        "seen_at",
+        "change",
+        "source",
+        "answer",
+        "labelstudio_updated_at",
+        "labelstudio_task_id",
+        "reason",
+        "webhook_event",
+    ]
+    readonly_fields = fields
+    ordering = ["id"]
+    verbose_name_plural = "history (every version the platform saw, oldest first)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="result")
+    def answer(self, obj: m.AnnotationVersion) -> str:
+        if obj.raw is None:
+            return "—"
+        from curation.labelstudio.parsing import parse_result
+
+        parsed = parse_result(obj.raw.get("result"))
+        shown = {
+            k: v for k, v in parsed.__dict__.items() if k != "problems" and v not in (None, (), "")
+        }
+        if obj.raw.get("was_cancelled"):
+            shown["skipped"] = True
+        return ", ".join(f"{k}={v}" for k, v in shown.items()) or "(empty)"
+
+
 @admin.register(m.Annotation)
 class AnnotationAdmin(PlatformAdmin):
     list_display = [
@@ -356,6 +523,7 @@ class AnnotationAdmin(PlatformAdmin):
     search_fields = ["annotator_email", "=labelstudio_id"]
     list_select_related = ["task"]
     readonly_fields = [f.name for f in m.Annotation._meta.fields]
+    inlines = [AnnotationVersionInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -415,3 +583,43 @@ class JudgementAdmin(PlatformAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class GoldItemForm(forms.ModelForm):
+    class Meta:
+        model = m.GoldItem
+        fields = ["kind", "answer", "image", "prompt", "generation", "other_generation", "active"]
+
+    def clean(self) -> dict[str, Any]:
+        from curation.services.gold import validate_gold
+
+        data = super().clean()
+        if data.get("kind") and "answer" in data:
+            item = m.GoldItem(
+                **{k: data.get(k) for k in ("kind", "answer", "image", "prompt")},
+                generation=data.get("generation"),
+                other_generation=data.get("other_generation"),
+            )
+            try:
+                validate_gold(data["kind"], [item])
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc).replace("gold[0].", "")) from exc
+        return data
+
+
+@admin.register(m.GoldItem)
+class GoldItemAdmin(PlatformAdmin):
+    """The gold pool: marked by hand here, or from a round's unanimous judgements (round
+    action). Rounds mix active items of their kind in at their gold rate."""
+
+    form = GoldItemForm
+    list_display = ["id", "kind", "answer", "prompt", "active", "source_task", "created_at"]
+    list_filter = ["kind", "active"]
+    search_fields = ["prompt"]
+    raw_id_fields = ["image", "generation", "other_generation"]
+    readonly_fields = ["source_task", "created_by"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

@@ -16,9 +16,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from curation.labelstudio.parsing import SECRET_HEADER
 from curation.models import WebhookEvent
-
-SECRET_HEADER = "X-Platform-Webhook-Secret"
 
 
 @csrf_exempt

@@ -8,14 +8,19 @@ from curation.ingestion.dedup import NearDuplicateIndex, hamming_distance
 from curation.ingestion.fetch import FetchOptions
 from curation.ingestion.pipeline import IngestResult, IngestSummary, ingest_items
 from curation.ingestion.sources import SourceItem, SourceLimits, iter_items
-from curation.ingestion.validate import Refusal, ValidatedImage, validate_image_bytes, validate_path
+from curation.ingestion.validate import (
+    RefusedFile,
+    ValidatedImage,
+    validate_image_bytes,
+    validate_path,
+)
 
 __all__ = [
     "FetchOptions",
     "IngestResult",
     "IngestSummary",
     "NearDuplicateIndex",
-    "Refusal",
+    "RefusedFile",
     "SourceItem",
     "SourceLimits",
     "ValidatedImage",

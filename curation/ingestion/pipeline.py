@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from curation.ingestion.dedup import NearDuplicateIndex
 from curation.ingestion.sources import SourceError, SourceItem
-from curation.ingestion.validate import Refusal, ValidatedImage, validate_image_bytes
+from curation.ingestion.validate import RefusedFile, ValidatedImage, validate_image_bytes
 
 Status = Literal["ingested", "duplicate", "near_duplicate", "quarantined"]
 STATUSES: tuple[Status, ...] = ("ingested", "duplicate", "near_duplicate", "quarantined")
@@ -83,7 +83,7 @@ class _Validation:
     position: int
     item: SourceItem
     sha256: str
-    future: Future[ValidatedImage | Refusal]
+    future: Future[ValidatedImage | RefusedFile]
     copies: list[tuple[int, SourceItem]] = field(default_factory=list)
 
 
@@ -239,8 +239,8 @@ def ingest_items(
         try:
             outcome = pending.future.result()
         except Exception as exc:  # validate_image_bytes should not raise; never lose the batch
-            outcome = Refusal(item.origin, f"validation failed: {type(exc).__name__}: {exc}")
-        if isinstance(outcome, Refusal):
+            outcome = RefusedFile(item.origin, f"validation failed: {type(exc).__name__}: {exc}")
+        if isinstance(outcome, RefusedFile):
             first = _Settled("quarantined", item.origin, outcome.reason)
             result = IngestResult(
                 pending.position,

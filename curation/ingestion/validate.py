@@ -69,7 +69,7 @@ _ORIENTATION_TAG = 0x0112
 
 
 @dataclass(frozen=True)
-class Refusal:
+class RefusedFile:
     """A file that was not ingested and why, worded for the person who supplied it."""
 
     origin: str
@@ -108,13 +108,13 @@ class ValidatedImage:
         return image
 
 
-def validate_path(path: str | Path, **options: object) -> ValidatedImage | Refusal:
+def validate_path(path: str | Path, **options: object) -> ValidatedImage | RefusedFile:
     """Validate a local file; the entry point benchmarks and one-off scripts call."""
     origin = str(path)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return Refusal(origin, f"cannot read file: {exc.strerror or exc}")
+        return RefusedFile(origin, f"cannot read file: {exc.strerror or exc}")
     return validate_image_bytes(data, origin, **options)  # type: ignore[arg-type]
 
 
@@ -128,14 +128,14 @@ def validate_image_bytes(
     lossy_quality: int | None = DEFAULT_LOSSY_QUALITY,
     png_compress_level: int = 6,
     sha256: str | None = None,
-) -> ValidatedImage | Refusal:
-    """Return the normalised image, or a Refusal whose reason a person understands. Never raises
+) -> ValidatedImage | RefusedFile:
+    """Return the normalised image, or a RefusedFile whose reason a person understands. Never raises
     for bad input: a batch must go on past any one file. `sha256` may pass in the digest of
     `data` when the caller has already computed it."""
     if not data:
-        return Refusal(origin, "empty file (0 bytes)")
+        return RefusedFile(origin, "empty file (0 bytes)")
     if len(data) > max_bytes:
-        return Refusal(
+        return RefusedFile(
             origin, f"file is {_mb(len(data))}, above the {_mb(max_bytes)} per-file limit"
         )
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
@@ -146,9 +146,9 @@ def validate_image_bytes(
         else:
             decoded = _decode_raster(data, max_pixels=max_pixels)
     except Refused as refused:
-        return Refusal(origin, str(refused), sha256)
+        return RefusedFile(origin, str(refused), sha256)
     except Exception as exc:  # a hostile file may trip anything inside a decoder
-        return Refusal(origin, f"could not decode image: {type(exc).__name__}: {exc}", sha256)
+        return RefusedFile(origin, f"could not decode image: {type(exc).__name__}: {exc}", sha256)
     return _finish(
         decoded,
         data,

@@ -1,7 +1,7 @@
 """Turn Label Studio webhook payloads and annotation results into plain dataclasses.
 
 Nothing here raises on a bad payload: the webhook endpoint stores the raw body first and must never
-lose it, so every problem comes back as a `PayloadError` (or as `Judgement.problems` for a result
+lose it, so every problem comes back as a `PayloadError` (or as `Answer.problems` for a result
 item we cannot read) that carries the raw input and says what is wrong.
 """
 
@@ -36,11 +36,14 @@ ANNOTATION_ACTIONS = (ANNOTATION_CREATED, ANNOTATIONS_CREATED, ANNOTATION_UPDATE
 # What the platform registers its webhook for.
 SUBSCRIBED_ACTIONS = (*ANNOTATION_ACTIONS, ANNOTATIONS_DELETED, TASKS_DELETED)
 
+# The static header Label Studio sends with each webhook (it signs nothing; see services/sync).
+SECRET_HEADER = "X-Platform-Webhook-Secret"
+
 Side = Literal["left", "right"]
 
 
 @dataclass(frozen=True)
-class Judgement:
+class Answer:
     """What one annotation says, whatever the round kind; fields a config lacks stay None/empty."""
 
     aligned: bool | None = None
@@ -81,7 +84,7 @@ class AnnotationRecord:
     created_at: datetime | None
     updated_at: datetime | None
     result: list[dict[str, Any]]
-    judgement: Judgement
+    answer: Answer
     task_data: dict[str, Any] = field(default_factory=dict)
     # The annotation JSON exactly as Label Studio sent it, so the platform can keep it verbatim.
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -139,7 +142,7 @@ class PayloadError:
     raw: Any
 
 
-WebhookEvent = AnnotationEvent | AnnotationsDeleted | TasksDeleted | TasksCreated | IgnoredEvent
+ParsedWebhook = AnnotationEvent | AnnotationsDeleted | TasksDeleted | TasksCreated | IgnoredEvent
 
 
 class _Bad(ValueError):
@@ -177,12 +180,12 @@ def _yes_no(values: Sequence[str], yes: str, no: str, name: str) -> bool:
     return values[0] == yes
 
 
-def parse_result(result: Any) -> Judgement:
+def parse_result(result: Any) -> Answer:
     """Read an annotation's `result` list by control name (see `configs`); never raises."""
     if result is None:
-        return Judgement()
+        return Answer()
     if not isinstance(result, list):
-        return Judgement(problems=(f"result: expected a list, got {type(result).__name__}",))
+        return Answer(problems=(f"result: expected a list, got {type(result).__name__}",))
     values: dict[str, Any] = {}
     problems: list[str] = []
     for index, item in enumerate(result):
@@ -190,7 +193,7 @@ def parse_result(result: Any) -> Judgement:
             _read_item(item, values)
         except _Bad as exc:
             problems.append(f"result[{index}]: {exc}")
-    return Judgement(**values, problems=tuple(problems))
+    return Answer(**values, problems=tuple(problems))
 
 
 def _read_item(item: Any, out: dict[str, Any]) -> None:
@@ -263,7 +266,7 @@ def annotation_record(annotation: Any, task: Mapping[str, Any] | None = None) ->
         created_at=parse_datetime(annotation.get("created_at")),
         updated_at=parse_datetime(annotation.get("updated_at")),
         result=list(result) if isinstance(result, list) else [],
-        judgement=parse_result(result),
+        answer=parse_result(result),
         task_data=dict(task_data) if isinstance(task_data, Mapping) else {},
         raw=dict(annotation),
     )
@@ -279,7 +282,7 @@ def _ids(items: Any, where: str) -> tuple[int, ...]:
     return tuple(_int(item, "id", f"{where}[{i}]") for i, item in enumerate(items))
 
 
-def parse_webhook(payload: bytes | str | Mapping[str, Any]) -> WebhookEvent | PayloadError:
+def parse_webhook(payload: bytes | str | Mapping[str, Any]) -> ParsedWebhook | PayloadError:
     """Parse one webhook body; returns a `PayloadError` (with the raw body) instead of raising."""
     raw: Any = payload
     if isinstance(payload, bytes | str):
@@ -298,7 +301,7 @@ def parse_webhook(payload: bytes | str | Mapping[str, Any]) -> WebhookEvent | Pa
         return PayloadError(f"{action}: {exc}", action, raw)
 
 
-def _parse_action(action: str, payload: Mapping[str, Any]) -> WebhookEvent | PayloadError:
+def _parse_action(action: str, payload: Mapping[str, Any]) -> ParsedWebhook | PayloadError:
     project_id = _project_id(payload)
     if action in (ANNOTATION_CREATED, ANNOTATION_UPDATED):
         task = payload.get("task")

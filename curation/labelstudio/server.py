@@ -9,6 +9,7 @@ separate commands (`python manage.py labelstudio start|status|stop`).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,73 @@ def _secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+# Label Studio 1.23.2's own default banned subnets (core/utils/io.py, `validate_ip`), copied so
+# the platform can keep all of them banned except its own address: Label Studio has no
+# allow-list, only `USE_DEFAULT_BANNED_SUBNETS` and `USER_ADDITIONAL_BANNED_SUBNETS`.
+LABEL_STUDIO_DEFAULT_BANNED_SUBNETS = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "233.252.0.0/24",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "::ffff:0:0/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:0000::/32",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+)
+DEFAULT_WEBHOOK_ADDRESSES = ("127.0.0.1",)
+
+
+def banned_subnets(allowed: Sequence[str]) -> list[str]:
+    """Label Studio's default banned subnets with exactly the `allowed` addresses carved out."""
+    exact: list[Any] = [ipaddress.ip_network(a) for a in allowed]
+    banned: list[str] = []
+    for subnet in LABEL_STUDIO_DEFAULT_BANNED_SUBNETS:
+        blocks: list[Any] = [ipaddress.ip_network(subnet)]
+        for address in exact:
+            carved: list[Any] = []
+            for block in blocks:
+                if block.version == address.version and address.subnet_of(block):
+                    carved.extend(block.address_exclude(address))
+                else:
+                    carved.append(block)
+            blocks = carved
+        banned.extend(str(b) for b in sorted(blocks, key=lambda b: (b.version, b)))
+    return banned
+
+
+def ssrf_env(allowed: Sequence[str] = DEFAULT_WEBHOOK_ADDRESSES) -> dict[str, str]:
+    """SSRF protection on, every default-banned network still banned except the platform's
+    own address(es), which its webhooks must reach."""
+    return {
+        "SSRF_PROTECTION_ENABLED": "true",
+        "USE_DEFAULT_BANNED_SUBNETS": "false",
+        "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(banned_subnets(allowed)),
+    }
+
+
 def child_env(
     *,
     data_dir: Path,
@@ -158,6 +227,7 @@ def child_env(
     password: str,
     token: str,
     extra_env: dict[str, str] | None = None,
+    webhook_addresses: Sequence[str] = DEFAULT_WEBHOOK_ADDRESSES,
 ) -> dict[str, str]:
     """The environment Label Studio starts with (DESIGN.md §5 lists why each variable is there)."""
     env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
@@ -170,8 +240,8 @@ def child_env(
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
             # Only honoured when the organization is first created (i.e. on a fresh data dir).
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            # Webhooks go to the platform on 127.0.0.1, which SSRF protection would refuse.
-            "SSRF_PROTECTION_ENABLED": "false",
+            # SSRF protection stays on; only the platform's address is let through.
+            **ssrf_env(webhook_addresses),
             "SECRET_KEY": _secret_key(data_dir),
             **_QUIET_ENV,
         }
@@ -281,6 +351,7 @@ def start(
     host: str = "127.0.0.1",
     extra_env: dict[str, str] | None = None,
     use_template: bool = True,
+    webhook_addresses: Sequence[str] = DEFAULT_WEBHOOK_ADDRESSES,
 ) -> ServerHandle:
     """Start Label Studio detached (own session, pid and log file in `run_dir`); returns at once.
 
@@ -314,7 +385,12 @@ def start(
 
     log_path = run / LOG_FILE
     env = child_env(
-        data_dir=data, username=username, password=password, token=token, extra_env=extra_env
+        data_dir=data,
+        username=username,
+        password=password,
+        token=token,
+        extra_env=extra_env,
+        webhook_addresses=webhook_addresses,
     )
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

@@ -7,16 +7,20 @@ from curation.models.recipes import Recipe, RecipeDecision, RecipeRun, RecipeSco
 from curation.models.rounds import (
     Annotation,
     AnnotationRound,
+    AnnotationVersion,
     AnnotatorAccount,
     AnnotatorRoundStats,
+    GoldItem,
     Judgement,
     LabelTask,
+    RoundNotice,
     WebhookEvent,
 )
 
 __all__ = [
     "Annotation",
     "AnnotationRound",
+    "AnnotationVersion",
     "AnnotatorAccount",
     "AnnotatorRoundStats",
     "BatchFile",
@@ -26,6 +30,7 @@ __all__ = [
     "EmbeddingShard",
     "EmbeddingSpace",
     "FrozenVersionError",
+    "GoldItem",
     "Image",
     "IngestBatch",
     "Job",
@@ -38,6 +43,7 @@ __all__ = [
     "RecipeRun",
     "RecipeScore",
     "Refusal",
+    "RoundNotice",
     "Schedule",
     "Source",
     "StyleDescriptor",

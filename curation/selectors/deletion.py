@@ -25,6 +25,7 @@ RECORD_MODELS = frozenset(
         "curation.annotatorroundstats",
         "curation.webhookevent",
         "curation.golditem",
+        "curation.roundnotice",
     }
 )
 

@@ -151,3 +151,36 @@ def _annotator_row(
         "counted": stat.counted if stat else None,
         "flagged": bool(stat and stat.flagged),
     }
+
+
+# The parsed answer fields each kind has (what `round_annotations` prints beside the ids).
+ANSWER_FIELDS = {
+    AnnotationRound.Kind.ALIGNMENT: ("aligned", "rating", "issues"),
+    AnnotationRound.Kind.STYLE: ("passed", "rating"),
+    AnnotationRound.Kind.PAIRWISE: ("preferred",),
+}
+
+
+def round_annotations(round_: AnnotationRound) -> list[dict[str, Any]]:
+    """The round's current (live) annotations, one plain object each, ordered by Label Studio
+    id: what a data lead diffs against Label Studio's own export."""
+    names = ANSWER_FIELDS[AnnotationRound.Kind(round_.kind)]
+    rows = (
+        Annotation.objects.filter(task__round=round_, deleted=False)
+        .order_by("labelstudio_id")
+        .values(
+            "labelstudio_id",
+            "labelstudio_task_id",
+            "annotator_email",
+            "updated_at",
+            "was_cancelled",
+            *names,
+        )
+    )
+    out = []
+    for row in rows:
+        row["updated_at"] = row["updated_at"].isoformat() if row["updated_at"] else None
+        if "preferred" in row:
+            row["preferred"] = row["preferred"] or None
+        out.append(row)
+    return out

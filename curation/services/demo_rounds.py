@@ -16,8 +16,9 @@ from typing import Any
 from curation.labelstudio import results
 from curation.labelstudio.client import LabelStudioClient
 from curation.models import AnnotationRound, DatasetVersion, Image
+from curation.services.aggregation import compute_round_quality
 from curation.services.annotators import annotator_client, labelstudio_client, sync_annotators
-from curation.services.round_quality import compute_round_quality, curate_round
+from curation.services.curation import curate_round
 from curation.services.rounds import create_round, push_round
 from curation.services.sync import reconcile_round
 

@@ -8,7 +8,6 @@ push can be repeated or resumed after any crash without creating duplicates.
 from __future__ import annotations
 
 import hashlib
-import random
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,47 +15,29 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.urls import reverse
+from django.utils import timezone
 
-from curation.api.webhooks import SECRET_HEADER
 from curation.labelstudio import configs
 from curation.labelstudio.client import TASK_KEY, LabelStudioClient
+from curation.labelstudio.parsing import SECRET_HEADER
+from curation.labelstudio.pull import Pull
 from curation.media import round_url
-from curation.models import AnnotationRound, Image, LabelTask
+from curation.models import (
+    AnnotationRound,
+    AnnotationVersion,
+    GoldItem,
+    Image,
+    LabelTask,
+    RoundNotice,
+)
+from curation.services.annotation_store import apply_pull, mark_round_lost
 from curation.services.annotators import annotator_users, labelstudio_client
+from curation.services.gold import gold_pool, pick_gold, validate_gold
 
 Kind = AnnotationRound.Kind
 State = AnnotationRound.State
-
-# What a gold answer may say, per round kind (compared with the annotation's parsed fields).
-GOLD_KEYS = {
-    Kind.ALIGNMENT: {"aligned": bool, "rating": int},
-    Kind.STYLE: {"passed": bool, "rating": int},
-    Kind.PAIRWISE: {"preferred": str},
-}
-
-
-@dataclass(frozen=True)
-class GoldItem:
-    """A task with a known answer, e.g. {"aligned": True} or {"passed": False, "rating": 2}."""
-
-    answer: dict[str, Any]
-    image: Image | None = None
-    prompt: str = ""
-    generation: Any = None
-    other_generation: Any = None
-
-    @property
-    def identity(self) -> str:
-        parts = [
-            self.generation.pk if self.generation is not None else None,
-            self.other_generation.pk if self.other_generation is not None else None,
-            self.image.pk if self.image is not None else None,
-            self.prompt,
-        ]
-        return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
-
 
 LABEL_STUDIO_TITLE_MAX = 50
 
@@ -77,91 +58,12 @@ class _Planned:
     gold_answer: dict[str, Any] = field(default_factory=dict)
 
 
-def validate_gold(kind: str, gold: Sequence[GoldItem]) -> None:
-    """Raise ValueError naming every bad gold item (index and field) before anything is created."""
-    allowed = GOLD_KEYS[Kind(kind)]
-    problems: list[str] = []
-    for index, item in enumerate(gold):
-        where = f"gold[{index}]"
-        if not isinstance(item.answer, dict) or not item.answer:
-            problems.append(f"{where}.answer: must be a non-empty object")
-            continue
-        for key, value in item.answer.items():
-            expected = allowed.get(key)
-            if expected is None:
-                problems.append(f"{where}.answer.{key}: not a {kind} answer ({sorted(allowed)})")
-            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                problems.append(
-                    f"{where}.answer.{key}: expected {expected.__name__}, got {value!r}"
-                )
-        if item.answer.get("preferred") not in (None, configs.LEFT, configs.RIGHT):
-            problems.append(f"{where}.answer.preferred: must be 'left' or 'right'")
-        if kind == Kind.PAIRWISE:
-            if item.generation is None or item.other_generation is None:
-                problems.append(
-                    f"{where}: a pairwise gold task needs generation and other_generation"
-                )
-        elif item.generation is None and item.image is None:
-            problems.append(f"{where}: needs a generation or an image")
-    if problems:
-        raise ValueError("invalid gold set: " + "; ".join(problems))
-
-
-def gold_from_round(source: AnnotationRound, *, min_confidence: float = 1.0) -> list[GoldItem]:
-    """Gold items from an earlier round of the same kind: its gold tasks plus confident verdicts.
-
-    "Confident" defaults to unanimous among at least two counted ratings.
-    """
-    items: list[GoldItem] = []
-    for task in source.tasks.select_related("generation", "other_generation", "image"):
-        if task.is_gold:
-            answer = dict(task.gold_answer)
-        else:
-            judgement = getattr(task, "judgement", None)
-            if (
-                judgement is None
-                or judgement.n_ratings < 2
-                or judgement.confidence < min_confidence
-            ):
-                continue
-            answer = _answer_from_judgement(source.kind, judgement.value)
-            if not answer:
-                continue
-        items.append(
-            GoldItem(
-                answer=answer,
-                image=task.image,
-                prompt=task.prompt,
-                generation=task.generation,
-                other_generation=task.other_generation,
-            )
-        )
-    return items
-
-
-def _answer_from_judgement(kind: str, value: dict[str, Any]) -> dict[str, Any]:
-    if kind == Kind.ALIGNMENT and isinstance(value.get("aligned"), bool):
-        return {"aligned": value["aligned"]}
-    if kind == Kind.STYLE and isinstance(value.get("passed"), bool):
-        return {"passed": value["passed"]}
-    if kind == Kind.PAIRWISE and value.get("preferred") in (configs.LEFT, configs.RIGHT):
-        return {"preferred": value["preferred"]}
-    return {}
-
-
 def _mix_gold(
     regular: list[_Planned], gold: Sequence[GoldItem], rate: float, seed: str
 ) -> list[_Planned]:
     """Spread gold tasks evenly (with jitter) through the regular ones; deterministic per round."""
-    if not regular or not gold or rate <= 0:
-        return regular
-    count = min(len(gold), max(1, round(rate * len(regular))))
-    rng = random.Random(seed)
-    chosen = rng.sample(list(gold), count)
-    stride = len(regular) / count
-    positions = sorted(int(i * stride + rng.random() * stride) for i in range(count))
     planned = list(regular)
-    for offset, (position, item) in enumerate(zip(positions, chosen, strict=True)):
+    for offset, (position, item) in enumerate(pick_gold(gold, len(regular), rate, seed)):
         planned.insert(
             position + offset,
             _Planned(
@@ -178,19 +80,37 @@ def _mix_gold(
     return planned
 
 
+def _randomise_sides(planned: _Planned) -> None:
+    """A/B blinding: a fair coin per task (not derivable from ids) decides which generation is
+    on the left; the LabelTask records it, task data never does. Gold answers follow."""
+    if secrets.randbelow(2):
+        planned.generation, planned.other_generation = (
+            planned.other_generation,
+            planned.generation,
+        )
+        side = planned.gold_answer.get("preferred")
+        if side in (configs.LEFT, configs.RIGHT):
+            planned.gold_answer = {
+                **planned.gold_answer,
+                "preferred": configs.RIGHT if side == configs.LEFT else configs.LEFT,
+            }
+
+
 @transaction.atomic
 def _create(
     *,
     name: str,
     kind: str,
     planned: list[_Planned],
-    gold: Sequence[GoldItem],
+    gold: Sequence[GoldItem] | None,
     overlap: int,
     gold_rate: float,
     gold_accuracy_threshold: float,
     style_exemplars: Iterable[Image],
     curation_rules: dict[str, Any] | None,
     user: Any,
+    min_gold_answered: int | None = None,
+    gold_confidence: float | None = None,
     members: Iterable[Any] | None = None,
     generation_batch: Any = None,
     other_generation_batch: Any = None,
@@ -201,7 +121,15 @@ def _create(
         raise ValueError(f"gold_rate: must be between 0 and 1, got {gold_rate}")
     if not planned:
         raise ValueError(f"round {name!r}: nothing to annotate (no generations or images)")
+    gold = gold_pool(kind) if gold is None else list(gold)
     validate_gold(kind, gold)
+    policy: dict[str, Any] = {}
+    if min_gold_answered is not None:
+        policy["min_gold_answered"] = min_gold_answered
+    if gold_confidence is not None:
+        if not 0 < gold_confidence < 1:
+            raise ValueError(f"gold_confidence: must be between 0 and 1, got {gold_confidence}")
+        policy["gold_confidence"] = gold_confidence
     round_ = AnnotationRound.objects.create(
         name=name,
         kind=kind,
@@ -212,12 +140,26 @@ def _create(
         gold_accuracy_threshold=gold_accuracy_threshold,
         curation_rules=dict(curation_rules or {}),
         created_by=user if getattr(user, "pk", None) else None,
+        **policy,
     )
     exemplars = list(style_exemplars)
     if exemplars:
         round_.style_exemplars.set(exemplars)
     round_.members.set(list(annotator_users()) if members is None else list(members))
     ordered = _mix_gold(planned, gold, gold_rate, seed=f"round-{round_.pk}")
+    if gold_rate > 0 and not gold:
+        # Not an error (an automated retrain round must still start), but never silent.
+        RoundNotice.objects.create(
+            round=round_,
+            kind=RoundNotice.Kind.NO_GOLD,
+            message=(
+                f"gold_rate is {gold_rate} but the {kind} gold pool is empty: this round has no "
+                "gold tasks, so gold checks exclude nobody. Mark gold items in the admin."
+            ),
+        )
+    if kind == Kind.PAIRWISE:
+        for p in ordered:
+            _randomise_sides(p)
     LabelTask.objects.bulk_create(
         LabelTask(
             round=round_,
@@ -242,11 +184,13 @@ def create_round(
     other_generation_batch: Any = None,
     images: QuerySet | Iterable[Image] | None = None,
     overlap: int = 3,
-    gold: Sequence[GoldItem] = (),
+    gold: Sequence[GoldItem] | None = None,
     gold_rate: float = 0.1,
     gold_accuracy_threshold: float = 0.7,
     style_exemplars: Iterable[Image] = (),
     curation_rules: dict[str, Any] | None = None,
+    min_gold_answered: int | None = None,
+    gold_confidence: float | None = None,
     members: Iterable[Any] | None = None,
     user: Any = None,
 ) -> AnnotationRound:
@@ -254,7 +198,9 @@ def create_round(
 
     For plain images the prompt shown is the image's caption. A pairwise round compares
     `generation_batch` with `other_generation_batch`. `members` are the annotators who see the
-    round (default: every current annotator).
+    round (default: every current annotator). Gold tasks come from `gold` or, by default,
+    the kind's gold pool, `gold_rate` of them per regular task; every way of making a round
+    (admin, API, retrain rounds) comes here.
     """
     if kind == Kind.PAIRWISE:
         if generation_batch is None or other_generation_batch is None or images is not None:
@@ -268,6 +214,8 @@ def create_round(
             gold_rate=gold_rate,
             gold_accuracy_threshold=gold_accuracy_threshold,
             curation_rules=curation_rules,
+            min_gold_answered=min_gold_answered,
+            gold_confidence=gold_confidence,
             members=members,
             user=user,
         )
@@ -299,6 +247,8 @@ def create_round(
         style_exemplars=style_exemplars,
         curation_rules=curation_rules,
         user=user,
+        min_gold_answered=min_gold_answered,
+        gold_confidence=gold_confidence,
         members=members,
         generation_batch=generation_batch,
     )
@@ -310,17 +260,19 @@ def create_pairwise_round(
     *,
     name: str | None = None,
     overlap: int = 3,
-    gold: Sequence[GoldItem] = (),
+    gold: Sequence[GoldItem] | None = None,
     gold_rate: float = 0.0,
     gold_accuracy_threshold: float = 0.7,
     curation_rules: dict[str, Any] | None = None,
+    min_gold_answered: int | None = None,
+    gold_confidence: float | None = None,
     members: Iterable[Any] | None = None,
     user: Any = None,
 ) -> AnnotationRound:
     """A/B tasks pairing the two batches' generations of the same prompt and seed.
 
-    Which batch shows on the left is decided per task (deterministically), so position bias does
-    not favour one checkpoint; the task data records which generation is on which side.
+    Which batch shows on the left is decided per task by a fair coin, so position bias does not
+    favour one checkpoint; only the platform's LabelTask records which side is which.
     """
     if batch_a.pk == batch_b.pk:
         raise ValueError("batch_b: must differ from batch_a")
@@ -330,14 +282,12 @@ def create_pairwise_round(
         other = others.get((generation.prompt_id, generation.seed))
         if other is None:
             continue
-        flip = hashlib.sha256(f"{generation.pk}:{other.pk}".encode()).digest()[0] % 2 == 1
-        left, right = (other, generation) if flip else (generation, other)
         planned.append(
             _Planned(
-                key=_task_key("pair", left.pk, right.pk),
+                key=_task_key("pair", *sorted((generation.pk, other.pk))),
                 prompt=generation.prompt_text,
-                generation=left,
-                other_generation=right,
+                generation=generation,
+                other_generation=other,
             )
         )
     if not planned:
@@ -355,6 +305,8 @@ def create_pairwise_round(
         style_exemplars=(),
         curation_rules=curation_rules,
         user=user,
+        min_gold_answered=min_gold_answered,
+        gold_confidence=gold_confidence,
         members=members,
         generation_batch=batch_a,
         other_generation_batch=batch_b,
@@ -369,9 +321,11 @@ def webhook_url() -> str:
 
 
 def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
-    """Label Studio task JSON: our ids plus what the labeling config shows.
+    """Label Studio task JSON: our opaque key plus what the labeling config shows.
 
-    Nothing says whether a task is gold: annotators can read task data in Label Studio.
+    Annotators can read (and edit) task data in Label Studio, so it says nothing the platform
+    relies on or that could bias a rating: no gold hint, no generation, batch, checkpoint or
+    seed, and for A/B tasks nothing about which side is which (that is on the LabelTask only).
     """
     round_ = task.round
     data: dict[str, Any] = {TASK_KEY: task.key, "round_id": round_.pk, "prompt": task.prompt}
@@ -380,19 +334,12 @@ def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
         if left is None or right is None:
             raise ValueError(f"task {task.key}: a pairwise task needs two generations")
         data.update(
-            generation_a=left.pk,
-            generation_b=right.pk,
-            batch_a=left.batch_id,
-            batch_b=right.batch_id,
-            seed=left.seed,
-            image_a=_image_url(left.image, f"task {task.key} generation {left.pk}", round_),
-            image_b=_image_url(right.image, f"task {task.key} generation {right.pk}", round_),
+            image_a=_image_url(left.image, f"task {task.key} left generation", round_),
+            image_b=_image_url(right.image, f"task {task.key} right generation", round_),
         )
         return {"data": data}
     image = task.generation.image if task.generation is not None else task.image
     data["image"] = _image_url(image, f"task {task.key}", round_)
-    data["generation_id"] = task.generation_id
-    data["image_id"] = image.pk if image is not None else None
     if round_.kind == Kind.STYLE:
         data["exemplars"] = exemplar_urls
     return {"data": data}
@@ -443,12 +390,37 @@ def push_round(
         suffix = f" [r{round_.pk} {secrets.token_hex(3)}]"
         round_.labelstudio_title = round_.name[: LABEL_STUDIO_TITLE_MAX - len(suffix)] + suffix
         round_.save(update_fields=["labelstudio_title", "updated_at"])
-    project_id = client.ensure_project(
-        round_.labelstudio_title,
-        configs.config_for(round_.kind),
-        maximum_annotations=round_.overlap,
-        description=f"Platform round {round_.pk} ({round_.kind}); do not edit tasks here.",
-    )
+    config = configs.config_for(round_.kind)
+    old_project = round_.labelstudio_project_id
+    if old_project is not None and client.project_exists(old_project):
+        project_id = old_project
+        client.sdk.projects.update(
+            project_id, label_config=config, maximum_annotations=round_.overlap
+        )
+    else:
+        project_id = client.ensure_project(
+            round_.labelstudio_title,
+            config,
+            maximum_annotations=round_.overlap,
+            description=f"Platform round {round_.pk} ({round_.kind}); do not edit tasks here.",
+        )
+    if old_project is not None and project_id != old_project:
+        lost = mark_round_lost(
+            round_,
+            f"project {old_project} deleted in Label Studio",
+            source=AnnotationVersion.Source.PUSH,
+        )
+        RoundNotice.objects.create(
+            round=round_,
+            kind=RoundNotice.Kind.PROJECT_REPLACED,
+            message=(
+                f"Label Studio project {old_project} was gone; the round was pushed again as "
+                f"project {project_id}. {lost} annotations of the old project are kept here as "
+                "deleted, with their history."
+            ),
+            details={"old_project": old_project, "project": project_id, "annotations": lost},
+        )
+        say(f"project {old_project} is gone from Label Studio: {lost} annotations marked lost")
     if round_.labelstudio_project_id != project_id:
         round_.labelstudio_project_id = project_id
         round_.save(update_fields=["labelstudio_project_id", "updated_at"])
@@ -470,16 +442,44 @@ def push_round(
             payloads.append(task_payload(task, exemplar_urls))
         except ValueError as exc:
             errors.append(str(exc))
-    result = client.push_tasks(project_id, payloads, batch_size=batch_size)
+    mapped = {t.key: t.labelstudio_task_id for t in tasks if t.labelstudio_task_id}
+    listed_at = timezone.now()
+    result = client.push_tasks(project_id, payloads, batch_size=batch_size, mapped=mapped)
     errors.extend(result.errors)
+    if result.replaced:
+        # Gone from Label Studio before any read saw it: those annotations went with it.
+        apply_pull(
+            round_,
+            Pull(
+                project_id=project_id,
+                read_at=listed_at,
+                tasks={},
+                missing_task_ids=sorted(result.replaced.values()),
+            ),
+            source=AnnotationVersion.Source.PUSH,
+        )
+        tasks = list(round_.tasks.order_by("pk"))
     changed = []
     for task in tasks:
         task_id = result.task_ids.get(task.key)
         if task_id is not None and task.labelstudio_task_id != task_id:
+            if task.key in result.replaced:
+                RoundNotice.objects.create(
+                    round=round_,
+                    kind=RoundNotice.Kind.TASK_REPUSHED,
+                    message=(
+                        f"Task {task.key} was gone from Label Studio (task "
+                        f"{result.replaced[task.key]}); pushed again as task {task_id}."
+                    ),
+                    details={"old": result.replaced[task.key], "new": task_id},
+                )
             task.labelstudio_task_id = task_id
             changed.append(task)
     LabelTask.objects.bulk_update(changed, ["labelstudio_task_id"], batch_size=1000)
-    say(f"{result.created} tasks created, {result.skipped_existing} already there")
+    say(
+        f"{result.created} tasks created, {result.skipped_existing} already there"
+        + (f", {len(result.replaced)} re-created" if result.replaced else "")
+    )
     for line in errors[:50]:
         say(f"skipped: {line}")
 
@@ -493,6 +493,7 @@ def push_round(
         "tasks": len(tasks),
         "created": result.created,
         "skipped_existing": result.skipped_existing,
+        "recreated": len(result.replaced),
         "errors": errors[:200],
         "error_count": len(errors),
         "webhook_id": hook_id,
@@ -502,19 +503,5 @@ def push_round(
 def set_archived(round_: AnnotationRound, archived: bool) -> AnnotationRound:
     """Hide a round from lists (or show it again); nothing of it is deleted."""
     AnnotationRound.objects.filter(pk=round_.pk).update(archived=archived)
-    round_.refresh_from_db()
-    return round_
-
-
-def close_round(round_: AnnotationRound) -> AnnotationRound:
-    """Stop treating the round as active (scheduled reconciles skip it); annotations stay."""
-    if round_.state not in (State.PUSHED, State.ANNOTATING):
-        raise ValueError(
-            f"round {round_.pk} is {round_.state}; only pushed or annotating rounds close"
-        )
-    # Its media links end with it (curation.media checks the state and the generation).
-    AnnotationRound.objects.filter(pk=round_.pk).update(
-        state=State.CLOSED, media_generation=F("media_generation") + 1
-    )
     round_.refresh_from_db()
     return round_

@@ -50,15 +50,17 @@ def webhook_job(ctx: JobContext) -> dict:
         "round_id": Param(int, help="one round; all active rounds when absent"),
         "close": Param(bool, help="close that round after reconciling it"),
         "full_deletion_scan": Param(bool, help="look for annotations deleted in Label Studio"),
+        "full": Param(bool, help="read the whole project, not only what changed"),
     },
 )
 def reconcile_job(ctx: JobContext) -> dict:
     """One round (`round_id`, optionally `close`), or every active round plus stale events."""
-    from curation.services.round_quality import compute_round_quality
-    from curation.services.rounds import close_round
+    from curation.services.aggregation import compute_round_quality
+    from curation.services.curation import close_round
     from curation.services.sync import active_rounds, reconcile_round, replay_pending_events
 
     full_scan = bool(ctx.params.get("full_deletion_scan", True))
+    full = bool(ctx.params.get("full", False))
     if ctx.params.get("round_id"):
         rounds = [AnnotationRound.objects.get(pk=ctx.params["round_id"])]
         replayed = 0
@@ -69,14 +71,14 @@ def reconcile_job(ctx: JobContext) -> dict:
     for index, round_ in enumerate(rounds):
         ctx.progress(index, len(rounds), f"round {round_.pk}")
         try:
-            result = reconcile_round(round_, full_deletion_scan=full_scan)
+            result = reconcile_round(round_, full_deletion_scan=full_scan, full=full)
         except Exception as exc:  # one unreachable project must not stop the others
             if len(rounds) == 1:
                 raise
             ctx.log(f"round {round_.pk}: reconcile failed: {exc}")
             results.append({"round": round_.pk, "error": str(exc)})
             continue
-        if result["created"] or result["updated"] or result["deleted"] or result["tasks_deleted"]:
+        if any(result[k] for k in ("created", "edited", "deleted", "restored")):
             compute_round_quality(round_)
         for line in result["errors"][:20]:
             ctx.log(f"round {round_.pk}: {line}")
@@ -84,14 +86,13 @@ def reconcile_job(ctx: JobContext) -> dict:
     if ctx.params.get("round_id") and ctx.params.get("close"):
         round_ = rounds[0]
         close_round(round_)
-        compute_round_quality(round_)
     ctx.progress(len(rounds), len(rounds), "done")
     return {"rounds": results, "replayed_events": replayed}
 
 
 @job_handler("labelstudio.curate")
 def curate_job(ctx: JobContext) -> dict:
-    from curation.services.round_quality import curate_round
+    from curation.services.curation import curate_round
 
     round_ = AnnotationRound.objects.get(pk=ctx.params["round_id"])
     version = curate_round(round_, ctx.job.created_by, rules=ctx.params.get("rules"))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from curation.ingestion.validate import (
-    Refusal,
+    RefusedFile,
     ValidatedImage,
     validate_image_bytes,
     validate_path,
@@ -32,7 +32,7 @@ def ok(data: bytes, **options: object) -> ValidatedImage:
 
 def refused(data: bytes, **options: object) -> str:
     result = validate_image_bytes(data, "test", **options)  # type: ignore[arg-type]
-    assert isinstance(result, Refusal), result
+    assert isinstance(result, RefusedFile), result
     return result.reason
 
 
@@ -168,7 +168,7 @@ def test_validate_path_reads_files_and_refuses_missing_ones(tmp_path):
     path.write_bytes(encode(sticker_rgba(), "PNG"))
     assert isinstance(validate_path(path), ValidatedImage)
     missing = validate_path(tmp_path / "nope.png")
-    assert isinstance(missing, Refusal) and missing.reason.startswith("cannot read file")
+    assert isinstance(missing, RefusedFile) and missing.reason.startswith("cannot read file")
 
 
 SVG_NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'

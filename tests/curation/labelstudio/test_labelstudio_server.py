@@ -113,13 +113,28 @@ def test_push_twice_creates_nothing_new_and_skips_bad_items(ls_client: LabelStud
     assert "tasks[5]" in first.errors[0] and "image" in first.errors[0]
     assert "tasks[9]" in first.errors[1] and "task_key" in first.errors[1]
 
+    # A push whose ids were never stored (interrupted) resumes by the key in task data.
     second = ls_client.push_tasks(project_id, tasks, batch_size=7)
-    assert second.created == 0 and second.skipped_existing == 30
+    assert second.created == 0 and second.adopted == 30
     assert second.task_ids == first.task_ids
     stored = ls_client.existing_task_keys(project_id)
     assert stored == first.task_ids and len(stored) == 30
     task = ls_client.sdk.tasks.get(str(first.task_ids["r7-g3"]))
     assert task.data["generation_id"] == 1003 and task.data["round_id"] == 7
+
+    # Someone edits task data in Label Studio (task_key of g3 now says g4) and deletes g5:
+    # with the stored ids nothing moves, and only g5 is imported again.
+    ls_client.sdk.tasks.update(
+        str(first.task_ids["r7-g3"]), data={**task.data, "task_key": "r7-g4"}
+    )
+    ls_client.sdk.tasks.delete(str(first.task_ids["r7-g5"]))
+    third = ls_client.push_tasks(project_id, tasks, batch_size=7, mapped=first.task_ids)
+    assert third.created == 1 and third.skipped_existing == 29 and third.adopted == 0
+    assert third.replaced == {"r7-g5": first.task_ids["r7-g5"]}
+    assert {k: v for k, v in third.task_ids.items() if k != "r7-g5"} == {
+        k: v for k, v in first.task_ids.items() if k != "r7-g5"
+    }
+    assert third.task_ids["r7-g5"] != first.task_ids["r7-g5"]
 
 
 def test_annotators_webhooks_edits_deletions_and_reconcile(
@@ -147,9 +162,10 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     as_alice = LabelStudioClient(ls_server.url, alice.token)
     as_bob = LabelStudioClient(ls_server.url, bob.token)
 
-    baseline = ls_client.annotations_updated_since(project_id, None)
-    assert baseline.annotations == [] and baseline.tasks_seen == 3
+    baseline = ls_client.pull(project_id, None)
+    assert baseline.annotations == [] and set(baseline.tasks) == set(pushed.values())
     watermark = baseline.watermark
+    assert watermark is not None
 
     g0, g2 = pushed["r7-g0"], pushed["r7-g2"]
     a1 = as_alice.sdk.annotations.create(
@@ -161,7 +177,7 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
         id=g0,
         result=[_choice(configs.ALIGNED, "no"), _choice(configs.ISSUES, ["wrong count", "other"])],
     )
-    a2 = as_alice.sdk.annotations.create(id=g2, result=[_choice(configs.ALIGNED, "yes")])
+    as_alice.sdk.annotations.create(id=g2, result=[_choice(configs.ALIGNED, "yes")])
     assert receiver.wait_for(lambda r: len(r) >= 3)
     created = _of(receiver, "ANNOTATION_CREATED")
     assert len(created) == 3 and all(r.accepted for r in created)
@@ -174,11 +190,11 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     (record,) = event.annotations
     assert record.annotation_id == a1.id and record.task_id == g0
     assert record.completed_by == alice.user_id
-    assert record.judgement.aligned is True and record.judgement.alignment_rating == 4
+    assert record.answer.aligned is True and record.answer.alignment_rating == 4
     assert record.task_key == "r7-g0" and record.task_data["generation_id"] == 1000
     bob_event = parse_webhook(created[1].body)
     assert isinstance(bob_event, AnnotationEvent)
-    assert bob_event.annotations[0].judgement.issues == ("wrong count", "other")
+    assert bob_event.annotations[0].answer.issues == ("wrong count", "other")
 
     # Alice changes her mind, Bob withdraws his rating, the data lead drops task g2.
     as_alice.sdk.annotations.update(id=a1.id, result=[_choice(configs.ALIGNED, "no")])
@@ -190,7 +206,7 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     _save_fixture("annotation_updated", updated)
     update_event = parse_webhook(updated.body)
     assert isinstance(update_event, AnnotationEvent)
-    assert update_event.annotations[0].judgement.aligned is False
+    assert update_event.annotations[0].answer.aligned is False
     (deleted,) = _of(receiver, "ANNOTATIONS_DELETED")
     _save_fixture("annotations_deleted", deleted)
     assert parse_webhook(deleted.body) == AnnotationsDeleted(
@@ -200,17 +216,22 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     _save_fixture("tasks_deleted", tasks_deleted)
     assert parse_webhook(tasks_deleted.body) == TasksDeleted("TASKS_DELETED", project_id, (g2,))
 
-    known = {a1.id: g0, b1.id: g0, a2.id: g2}
-    pulled = ls_client.annotations_updated_since(project_id, watermark, known_annotation_ids=known)
-    by_id = {r.annotation_id: r for r in pulled.annotations}
-    assert set(by_id) == {a1.id}
-    assert (
-        by_id[a1.id].judgement.aligned is False and by_id[a1.id].judgement.alignment_rating is None
-    )
-    assert by_id[a1.id].updated_at > by_id[a1.id].created_at
-    assert pulled.deleted_annotation_ids == sorted([b1.id, a2.id])
-    assert pulled.deleted_task_ids == [g2]
+    # The pull reads changed tasks whole: g0 holds only a1 now (b1's absence is its deletion),
+    # g2 is missing altogether; g1 (no annotations, maybe inside the 5 s overlap) holds none.
+    g1 = pushed["r7-g1"]
+    known = {g0: 2, g1: 0, g2: 1}
+    pulled = ls_client.pull(project_id, watermark, known_counts=known)
+    assert set(pulled.tasks) - {g1} == {g0} and pulled.missing_task_ids == [g2]
+    assert g1 not in pulled.tasks or pulled.tasks[g1].annotations == []
+    (current,) = pulled.tasks[g0].annotations
+    assert current.annotation_id == a1.id and pulled.tasks[g0].data["task_key"] == "r7-g0"
+    assert current.answer.aligned is False and current.answer.alignment_rating is None
+    assert current.updated_at > current.created_at
     assert pulled.watermark is not None and pulled.watermark > watermark
+    # A hint read of named tasks: the same record, the deleted task reported missing.
+    hinted = ls_client.read_tasks(project_id, [g0, g2])
+    assert set(hinted.tasks) == {g0} and hinted.missing_task_ids == [g2]
+    assert hinted.tasks[g0].annotations[0].raw == current.raw
 
 
 def test_style_and_pairwise_annotations_parse_from_real_payloads(
@@ -273,7 +294,30 @@ def test_style_and_pairwise_annotations_parse_from_real_payloads(
     _save_fixture("pairwise_annotation_created", pair_hook)
     style_event, pair_event = parse_webhook(style_hook.body), parse_webhook(pair_hook.body)
     assert isinstance(style_event, AnnotationEvent) and isinstance(pair_event, AnnotationEvent)
-    assert style_event.annotations[0].judgement.style_pass is True
-    assert style_event.annotations[0].judgement.style_rating == 5
-    assert pair_event.annotations[0].judgement.preferred == "right"
+    assert style_event.annotations[0].answer.style_pass is True
+    assert style_event.annotations[0].answer.style_rating == 5
+    assert pair_event.annotations[0].answer.preferred == "right"
     assert pair_event.annotations[0].task_data["checkpoint_b"] == 2
+
+
+def test_ssrf_protection_refuses_webhooks_to_anywhere_but_the_platform(
+    ls_client: LabelStudioClient, receiver: WebhookReceiver
+) -> None:
+    from label_studio_sdk.core.api_error import ApiError
+
+    project_id = ls_client.ensure_project(_title("ssrf"), configs.alignment_config())
+    # The platform's address is let through (the receiver listens on 127.0.0.1) ...
+    assert ls_client.ensure_webhook(
+        project_id, receiver.url, secret_header=SECRET_HEADER, secret=receiver.secret
+    )
+    # ... cloud metadata, private networks and the rest of loopback are not.
+    for url in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.1/", "http://127.0.0.2/"):
+        with pytest.raises(ApiError) as refused:
+            ls_client.sdk.webhooks.create(
+                url=url, project=project_id, actions=["ANNOTATION_CREATED"]
+            )
+        # Label Studio's SsrfBlockedUrlError (403), naming the reserved block.
+        assert refused.value.status_code == 403, url
+        assert "reserved network" in str(refused.value.body) or "not allowed" in str(
+            refused.value.body
+        ), refused.value.body

@@ -17,8 +17,8 @@ import pytest
 from curation.labelstudio.parsing import (
     AnnotationEvent,
     AnnotationsDeleted,
+    Answer,
     IgnoredEvent,
-    Judgement,
     PayloadError,
     TasksCreated,
     TasksDeleted,
@@ -46,7 +46,7 @@ def test_annotation_created_carries_our_ids_and_the_judgement() -> None:
     assert record.task_key == "r7-g0"
     assert record.task_data["generation_id"] == 1000 and record.task_data["round_id"] == 7
     assert isinstance(record.completed_by, int)
-    assert record.judgement == Judgement(aligned=True, alignment_rating=4)
+    assert record.answer == Answer(aligned=True, alignment_rating=4)
     assert record.lead_time == 2.5
     assert record.created_at is not None and record.created_at.tzinfo is not None
     assert record.created_at.astimezone(UTC) <= record.updated_at.astimezone(UTC)
@@ -56,17 +56,17 @@ def test_annotation_created_carries_our_ids_and_the_judgement() -> None:
 def test_issue_tags_and_a_no() -> None:
     event = parse_webhook(load("annotation_created_with_issues"))
     assert isinstance(event, AnnotationEvent)
-    judgement = event.annotations[0].judgement
-    assert judgement.aligned is False
-    assert judgement.issues == ("wrong count", "other")
-    assert judgement.alignment_rating is None and judgement.problems == ()
+    answer = event.annotations[0].answer
+    assert answer.aligned is False
+    assert answer.issues == ("wrong count", "other")
+    assert answer.alignment_rating is None and answer.problems == ()
 
 
 def test_update_replaces_the_result() -> None:
     event = parse_webhook(load("annotation_updated"))
     assert isinstance(event, AnnotationEvent) and event.action == "ANNOTATION_UPDATED"
     record = event.annotations[0]
-    assert record.judgement == Judgement(aligned=False)
+    assert record.answer == Answer(aligned=False)
     assert record.updated_at > record.created_at
 
 
@@ -90,10 +90,10 @@ def test_style_and_pairwise() -> None:
     style = parse_webhook(load("style_annotation_created"))
     pair = parse_webhook(load("pairwise_annotation_created"))
     assert isinstance(style, AnnotationEvent) and isinstance(pair, AnnotationEvent)
-    assert style.annotations[0].judgement == Judgement(style_pass=True, style_rating=5)
-    assert style.annotations[0].judgement.rating == 5
+    assert style.annotations[0].answer == Answer(style_pass=True, style_rating=5)
+    assert style.annotations[0].answer.rating == 5
     assert style.annotations[0].task_data["exemplars"][0].endswith("e1.png")
-    assert pair.annotations[0].judgement == Judgement(preferred="right")
+    assert pair.annotations[0].answer == Answer(preferred="right")
     assert pair.annotations[0].task_data["checkpoint_a"] == 1
 
 
@@ -109,7 +109,7 @@ def test_bulk_annotations_created_pairs_each_annotation_with_its_task() -> None:
     }
     event = parse_webhook(bulk)
     assert isinstance(event, AnnotationEvent) and len(event.annotations) == 2
-    assert [r.judgement.aligned for r in event.annotations] == [True, False]
+    assert [r.answer.aligned for r in event.annotations] == [True, False]
     assert all(r.task_key == "r7-g0" for r in event.annotations)
 
 
@@ -150,7 +150,7 @@ def test_other_known_actions_are_ignored_not_errors() -> None:
 
 
 def test_unreadable_result_items_are_problems_not_exceptions() -> None:
-    judgement = parse_result(
+    answer = parse_result(
         [
             {"from_name": "aligned", "type": "choices", "value": {"choices": ["yes"]}},
             {"from_name": "alignment_rating", "type": "rating", "value": {"rating": 9}},
@@ -160,22 +160,22 @@ def test_unreadable_result_items_are_problems_not_exceptions() -> None:
             "junk",
         ]
     )
-    assert judgement.aligned is True  # the good item still counts
-    assert judgement.alignment_rating is None and judgement.issues == ()
-    assert len(judgement.problems) == 5
-    assert judgement.problems[0].startswith("result[1]: alignment_rating")
-    assert "'blurry'" in judgement.problems[1]
-    assert "textarea" in judgement.problems[2]
-    assert "middle" in judgement.problems[3]
+    assert answer.aligned is True  # the good item still counts
+    assert answer.alignment_rating is None and answer.issues == ()
+    assert len(answer.problems) == 5
+    assert answer.problems[0].startswith("result[1]: alignment_rating")
+    assert "'blurry'" in answer.problems[1]
+    assert "textarea" in answer.problems[2]
+    assert "middle" in answer.problems[3]
     assert parse_result("oops").problems == ("result: expected a list, got str",)
     assert parse_result(None).is_empty
 
 
 def test_two_choices_for_a_single_choice_control_is_a_problem() -> None:
-    judgement = parse_result(
+    answer = parse_result(
         [{"from_name": "aligned", "type": "choices", "value": {"choices": ["yes", "no"]}}]
     )
-    assert judgement.aligned is None and "expected one of" in judgement.problems[0]
+    assert answer.aligned is None and "expected one of" in answer.problems[0]
 
 
 def test_annotation_record_from_the_task_list_api_shape() -> None:
@@ -185,6 +185,6 @@ def test_annotation_record_from_the_task_list_api_shape() -> None:
         {"id": 3, "task": 9, "completed_by": {"id": 4}, "result": [], "created_at": None}, task
     )
     assert (record.task_id, record.project_id, record.completed_by) == (9, 2, 4)
-    assert record.task_key == "k9" and record.judgement.is_empty
+    assert record.task_key == "k9" and record.answer.is_empty
     with pytest.raises(ValueError, match="task id is missing"):
         annotation_record({"id": 3, "result": []})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from pathlib import Path
@@ -25,7 +26,27 @@ def test_child_env_scrubs_bare_and_platform_variables(
     assert env["LABEL_STUDIO_USERNAME"] == "a@b.c"
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
-    assert env["SSRF_PROTECTION_ENABLED"] == "false"
+    # SSRF protection stays on: every default-banned network is still banned (Label Studio's
+    # own list) except the one address the platform's webhooks need.
+    assert env["SSRF_PROTECTION_ENABLED"] == "true"
+    assert env["USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    banned = [ipaddress.ip_network(b) for b in env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")]
+
+    def blocked(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == net.version and ip in net for net in banned)
+
+    assert not blocked("127.0.0.1")
+    for address in ("127.0.0.2", "10.0.0.1", "169.254.169.254", "192.168.1.1", "::1", "fc00::1"):
+        assert blocked(address), address
+    other = server.child_env(
+        data_dir=tmp_path,
+        username="a@b.c",
+        password="pw",
+        token="t" * 20,
+        webhook_addresses=["10.1.2.3"],
+    )
+    assert "127.0.0.0/8" in other["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
     assert env["LATEST_VERSION_CHECK"] == "false"
     # The secret key is fixed per data dir: the same across restarts, private to the dir.
     again = server.child_env(data_dir=tmp_path, username="a@b.c", password="pw", token="t" * 20)

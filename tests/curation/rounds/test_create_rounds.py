@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from curation.models import AnnotationRound, LabelTask
+from curation.models import AnnotationRound, GoldItem, LabelTask
+from curation.services.gold import validate_gold
 from curation.services.rounds import (
-    GoldItem,
     create_pairwise_round,
     create_round,
     task_payload,
-    validate_gold,
 )
 
 from .conftest import make_image
@@ -65,9 +64,15 @@ def test_pairwise_pairs_same_prompt_and_seed_and_balances_sides(make_batch):
     a_on_left = sum(t.generation.batch_id == a.pk for t in tasks)
     assert 0 < a_on_left < 12
     payload = task_payload(tasks[0], [])["data"]
-    assert payload["generation_a"] == tasks[0].generation_id
-    assert payload["batch_b"] == tasks[0].other_generation.batch_id
+    # Blinded: the task says nothing about generations, batches, checkpoints or seeds.
+    assert set(payload) == {"task_key", "round_id", "prompt", "image_a", "image_b"}
     assert payload["image_a"].startswith("http") and "/media/" in payload["image_a"]
+    # The side is a coin per task, not a function of the ids: another round over the same
+    # batches (same keys) flips at least one task differently.
+    sides = {t.key: t.generation_id for t in tasks}
+    others = [create_pairwise_round(a, b) for _ in range(4)]
+    assert any({t.key: t.generation_id for t in r.tasks.all()} != sides for r in others)
+    assert all({t.key for t in r.tasks.all()} == set(sides) for r in others)
 
 
 def test_bad_input_is_refused_with_the_field_named(make_batch):
@@ -107,7 +112,7 @@ def test_task_payload_carries_our_ids_and_no_gold_hint(make_batch):
     by_gold = {t.is_gold: t for t in round_.tasks.all()}
     regular = task_payload(by_gold[False], ["http://x/e.png"])["data"]
     assert regular["task_key"] == by_gold[False].key and regular["round_id"] == round_.pk
-    assert regular["generation_id"] == by_gold[False].generation_id
+    assert "generation_id" not in regular and "image_id" not in regular
     assert regular["prompt"] == "sticker of owl" and regular["exemplars"] == ["http://x/e.png"]
     hidden = task_payload(by_gold[True], [])
     assert "gold" not in str(hidden) and by_gold[True].key.startswith("t")

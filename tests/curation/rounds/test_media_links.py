@@ -6,9 +6,10 @@ import httpx
 import pytest
 
 from curation.models import AnnotationRound, Job
+from curation.services.curation import close_round
 from curation.services.jobs import execute_job
 from curation.services.round_media import refresh_media_links
-from curation.services.rounds import close_round, create_round, push_round, task_payload
+from curation.services.rounds import create_round, push_round, task_payload
 from tests.curation.rounds.conftest import make_image
 
 

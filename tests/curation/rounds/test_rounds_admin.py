@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from curation.models import Annotation, AnnotatorAccount, Job, Schedule
-from curation.services.round_quality import compute_round_quality
-from curation.services.rounds import GoldItem, create_round
+from curation.models import Annotation, AnnotatorAccount, GoldItem, Job, Schedule
+from curation.services.aggregation import compute_round_quality
+from curation.services.rounds import create_round
 from curation.services.sync import ensure_default_schedules
 
 from .conftest import make_image

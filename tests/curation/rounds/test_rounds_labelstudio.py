@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from curation.labelstudio import results, server
-from curation.models import Annotation, AnnotationRound, Job, WebhookEvent
+from curation.models import Annotation, AnnotationRound, GoldItem, Job, WebhookEvent
+from curation.services.aggregation import compute_round_quality
 from curation.services.annotators import annotator_client, sync_annotators
+from curation.services.curation import curate_round
 from curation.services.jobs import enqueue_job, execute_job
-from curation.services.round_quality import compute_round_quality, curate_round
 from curation.services.rounds import (
-    GoldItem,
     create_pairwise_round,
     create_round,
     push_round,
@@ -90,6 +90,7 @@ def test_round_push_webhooks_drop_reconcile_quality_and_curate(
         gold=gold,
         gold_rate=0.34,
         overlap=3,
+        min_gold_answered=2,
         user=data_lead,
     )
     users = make_annotators(3)
@@ -115,10 +116,7 @@ def test_round_push_webhooks_drop_reconcile_quality_and_curate(
     regular = [t for t in tasks if not t.is_gold]
     data = ls_client.sdk.tasks.get(str(regular[0].labelstudio_task_id)).data
     assert data["round_id"] == round_.pk and data["task_key"] == regular[0].key
-    assert (
-        data["generation_id"] == regular[0].generation_id
-        and data["prompt"] == "sticker of a red fox 0"
-    )
+    assert data["prompt"] == "sticker of a red fox 0" and "generation_id" not in data
     image = httpx.get(data["image"], headers={"Origin": ls_server.url})
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     assert image.headers["Access-Control-Allow-Origin"] == ls_server.url
@@ -179,7 +177,7 @@ def test_round_push_webhooks_drop_reconcile_quality_and_curate(
     assert round_.reconcile_watermark is not None
     # A second reconcile with nothing new changes nothing.
     quiet = reconcile_round(round_)
-    assert quiet["created"] == 0 and quiet["updated"] == 0 and quiet["deleted"] == 0
+    assert quiet["created"] == 0 and quiet["edited"] == 0 and quiet["deleted"] == 0
 
     # Quality: c fails gold and is excluded; a and b agree; the admin's vote does not count.
     round_.refresh_from_db()
@@ -267,7 +265,7 @@ def test_pairwise_round_through_label_studio(platform, ls_client, make_batch, ma
     assert push_round(round_)["created"] == 2
     tasks = list(round_.tasks.select_related("generation", "other_generation"))
     data = ls_client.sdk.tasks.get(str(tasks[0].labelstudio_task_id)).data
-    assert data["generation_a"] == tasks[0].generation_id and data["seed"] == 7
+    assert "generation_a" not in data and "seed" not in data and "batch_a" not in data
     assert data["image_b"].startswith(platform.url)
     for user in users:
         client = annotator_client(user)
