@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curation', '0013_annotation_history'),
+        ('curation', '0015_annotation_history'),
         ('training', '0003_runs_waiting_status'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -32,7 +32,7 @@ def backfill_history(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curation', '0012_batch_files_original_key'),
+        ('curation', '0014_round_media_generation'),
     ]
 
     operations = [
