@@ -64,7 +64,7 @@ def _rating_round() -> AnnotationRound:
                 raw={},
                 aligned=user_id == 71 or task.pk % 2 == 0,
             )
-    from curation.services.round_quality import compute_round_quality
+    from curation.services.aggregation import compute_round_quality
 
     compute_round_quality(round_)
     return round_
