@@ -27,6 +27,8 @@ LR_SCHEDULERS = (
     "cosine_with_restarts",
     "polynomial",
 )
+OPTIMIZERS = ("adamw", "adamw_8bit")
+IMAGE_FITS = ("center_crop", "pad")
 # "references" (styledrop_iterative) comes last: loop.py seeds batch order by the role's index.
 DATASET_ROLES = ("domain", "alignment", "style", "references")
 
@@ -81,7 +83,25 @@ class TrainConfig:
     keep_checkpoints: int | None = None
     latent_cache_dir: str | None = None
     use_sample_weights: bool = True
-    # style_tailoring: alignment samples get t in [t_s, T), style samples t in [0, t_s)
+    # ---- data and objective options (validated here, recorded in lineage) ----
+    # "center_crop": shorter side to resolution, centre cut (SDXL's time_ids say where);
+    # "pad": the whole image scaled into the square, padded losslessly with background_color
+    image_fit: str = "center_crop"
+    # alpha is composited on this RGB colour before encoding (stickers: white)
+    background_color: list[int] = field(default_factory=lambda: [255, 255, 255])
+    # probability of mirroring each sample left-right (drawn from the run's seeded generator)
+    random_flip: float = 0.0
+    # probability of training a sample on the empty caption (for classifier-free guidance)
+    caption_dropout: float = 0.0
+    # per-channel offset noise scale (Guttenberg 2023); 0 = off
+    noise_offset: float = 0.0
+    # min-SNR-γ loss weighting (Hang et al. 2023); None = off; not for flow matching
+    min_snr_gamma: float | None = None
+    # "adamw" (fused where the device has it) or "adamw_8bit" (bitsandbytes)
+    optimizer: str = "adamw"
+    # style_tailoring: alignment samples get t in [t_s, T), style samples t in [0, t_s), on the
+    # family's noise axis: the DDPM timestep (sd, sdxl) or sigma = t_s / T (sd3 flow matching),
+    # so high noise (content) is alignment on every family; see docs/model_families.md
     t_s: int = 500
     # style_tailoring: fraction of every batch drawn from the alignment set
     mix_ratio: float = 0.5
@@ -197,8 +217,64 @@ class TrainConfig:
             raise ConfigError("mixed_precision", f"must be one of {MIXED_PRECISION}")
         if not 0 < self.ema_decay < 1:
             raise ConfigError("ema_decay", f"must be in (0, 1), got {self.ema_decay}")
+        self._validate_options()
         self._validate_datasets()
         self._validate_recipe(num_train_timesteps)
+
+    def _validate_options(self) -> None:
+        if self.image_fit not in IMAGE_FITS:
+            raise ConfigError("image_fit", f"{self.image_fit!r} is not one of {IMAGE_FITS}")
+        colour = self.background_color
+        if (
+            not isinstance(colour, list | tuple)
+            or len(colour) != 3
+            or any(
+                not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 255 for c in colour
+            )
+        ):
+            raise ConfigError(
+                "background_color", f"must be three integers 0-255 (R, G, B), got {colour!r}"
+            )
+        for name in ("random_flip", "caption_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(name, f"must be a probability in [0, 1], got {value!r}")
+        offset = self.noise_offset
+        if isinstance(offset, bool) or not isinstance(offset, int | float) or not 0 <= offset < 1:
+            raise ConfigError("noise_offset", f"must be in [0, 1), got {offset!r}")
+        gamma = self.min_snr_gamma
+        if gamma is not None and (
+            isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma > 0
+        ):
+            raise ConfigError("min_snr_gamma", f"must be a positive number or null, got {gamma!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"{self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.optimizer == "adamw_8bit":
+            import importlib.util
+
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError(
+                    "optimizer",
+                    "'adamw_8bit' needs bitsandbytes, which is not installed here "
+                    "(pip install bitsandbytes on a CUDA host), or use 'adamw'",
+                )
+
+    def training_options(self) -> dict[str, Any]:
+        """The data and objective options, as lineage records them."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "image_fit",
+                "background_color",
+                "random_flip",
+                "caption_dropout",
+                "noise_offset",
+                "min_snr_gamma",
+                "optimizer",
+                "gradient_checkpointing",
+                "mixed_precision",
+            )
+        }
 
     def _validate_datasets(self) -> None:
         if not isinstance(self.datasets, dict):

@@ -151,26 +151,61 @@ def open_image(source: ImageSource) -> Image.Image:
     return image
 
 
-def load_image(source: ImageSource, resolution: int) -> tuple[torch.Tensor, Geometry]:
-    """[3, R, R] float tensor in [-1, 1] (shorter side resized to R, centre-cropped, alpha on
-    white) and its Geometry: the source's size, the crop's top-left in resized pixels, the
-    target size (what SDXL's time_ids say about the image)."""
+@dataclass(frozen=True)
+class ImageOptions:
+    """How an image becomes a training square: `fit` "center_crop" (shorter side to R, centre
+    cut) or "pad" (whole image scaled into R x R, the rest filled with `background`, nothing
+    lost); alpha is composited on `background`; `flip` mirrors it left-right."""
+
+    fit: str = "center_crop"
+    background: tuple[int, int, int] = TRAINING_BACKGROUND
+
+    def cache_key(self) -> str:
+        """What changes a latent besides the VAE, resolution and image: part of the cache path."""
+        colour = "".join(f"{c:02x}" for c in self.background)
+        return f"{self.fit}-{colour}"
+
+
+def load_image(
+    source: ImageSource,
+    resolution: int,
+    options: ImageOptions | None = None,
+    *,
+    flip: bool = False,
+) -> tuple[torch.Tensor, Geometry]:
+    """[3, R, R] float tensor in [-1, 1] and its Geometry: the source's size, the crop's
+    top-left in resized pixels (negative = padding), the target size (what SDXL's time_ids say
+    about the image)."""
+    options = options or ImageOptions()
     image = open_image(source)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*TRAINING_BACKGROUND, 255))
+        canvas = Image.new("RGBA", rgba.size, (*options.background, 255))
         image = Image.alpha_composite(canvas, rgba)
     image = image.convert("RGB")
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.BICUBIC)
-    left = (image.width - resolution) // 2
-    top = (image.height - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
+    if options.fit == "pad":
+        scale = resolution / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        square = Image.new("RGB", (resolution, resolution), options.background)
+        left, top = (resolution - image.width) // 2, (resolution - image.height) // 2
+        square.paste(image, (left, top))
+        image, crop = square, (-top, -left)
+    else:
+        scale = resolution / min(width, height)
+        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        left = (image.width - resolution) // 2
+        top = (image.height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+        crop = (top, left)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    geometry = Geometry((height, width), (top, left), (resolution, resolution))
+    geometry = Geometry((height, width), crop, (resolution, resolution))
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), geometry
 
 
@@ -188,9 +223,11 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         resolution: int,
         resolver: Resolver | None = None,
         image_root: str | Path | None = None,
+        options: ImageOptions | None = None,
     ) -> None:
         self.rows = rows
         self.resolution = resolution
+        self.options = options or ImageOptions()
         self.resolver = resolver
         self.image_root = Path(image_root) if image_root else None
 
@@ -204,9 +241,10 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         split: str | None = None,
         resolver: Resolver | None = None,
         image_root: str | Path | None = None,
+        options: ImageOptions | None = None,
     ) -> ImageCaptionDataset:
         rows = read_manifest(path, expected_sha256, split)
-        return cls(rows, resolution, resolver, image_root or Path(path).parent)
+        return cls(rows, resolution, resolver, image_root or Path(path).parent, options)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -223,11 +261,13 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
             path = self.image_root / path
         return path
 
-    def load(self, index: int) -> tuple[torch.Tensor, str, Geometry]:
+    def load(self, index: int, *, flip: bool = False) -> tuple[torch.Tensor, str, Geometry]:
         """(pixels, caption, geometry) of row `index`; ImageLoadError names a bad sample."""
         row = self.rows[index]
         try:
-            pixels, geometry = load_image(self.source(row), self.resolution)
+            pixels, geometry = load_image(
+                self.source(row), self.resolution, self.options, flip=flip
+            )
         except ImageLoadError:
             raise
         except Exception as error:
@@ -319,18 +359,24 @@ class LatentCache:
     """VAE posterior parameters and the image's Geometry on disk, one safetensors file per
     (VAE checksum, resolution, image)."""
 
-    def __init__(self, root: str | Path, vae_checksum: str, resolution: int) -> None:
-        self.directory = Path(root) / vae_checksum[:16] / f"r{resolution}"
+    def __init__(
+        self, root: str | Path, vae_checksum: str, resolution: int, variant: str = ""
+    ) -> None:
+        # Everything that changes a latent is in the path: VAE, resolution, fit and background
+        # (`variant`), and per file the flip, so a changed option never reads a stale latent.
+        folder = f"r{resolution}" + (f"-{variant}" if variant else "")
+        self.directory = Path(root) / vae_checksum[:16] / folder
         self.hits = 0
         self.misses = 0
 
-    def path(self, image_sha256: str) -> Path:
-        return self.directory / image_sha256[:2] / f"{image_sha256}.safetensors"
+    def path(self, image_sha256: str, flip: bool = False) -> Path:
+        name = f"{image_sha256}-flip" if flip else image_sha256
+        return self.directory / image_sha256[:2] / f"{name}.safetensors"
 
-    def get(self, image_sha256: str) -> tuple[torch.Tensor, Geometry] | None:
+    def get(self, image_sha256: str, flip: bool = False) -> tuple[torch.Tensor, Geometry] | None:
         from safetensors.torch import load_file
 
-        path = self.path(image_sha256)
+        path = self.path(image_sha256, flip)
         if not path.is_file():
             self.misses += 1
             return None
@@ -347,10 +393,12 @@ class LatentCache:
         self.hits += 1
         return parameters, geometry
 
-    def put(self, image_sha256: str, parameters: torch.Tensor, geometry: Geometry) -> None:
+    def put(
+        self, image_sha256: str, parameters: torch.Tensor, geometry: Geometry, flip: bool = False
+    ) -> None:
         from safetensors.torch import save_file
 
-        path = self.path(image_sha256)
+        path = self.path(image_sha256, flip)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         tensors = {

@@ -31,6 +31,7 @@ from training.engine.data import (
     EpochBatchOrder,
     ImageCaptionDataset,
     ImageLoadError,
+    ImageOptions,
     LatentCache,
     Resolver,
     encode_latent_parameters,
@@ -74,6 +75,8 @@ class TrainingBatch:
     roles: list[str]
     image_sha256: list[str] = field(default_factory=list)
     geometry: list[Geometry] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    flipped: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +87,7 @@ class _Sample:
     pixels: torch.Tensor | None  # None when the latent cache had it
     parameters: torch.Tensor | None
     geometry: Geometry
+    flip: bool = False
 
 
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
@@ -112,13 +116,19 @@ class _AdamWOptions(TypedDict):
 def build_optimizer(
     parameters: list[torch.nn.Parameter], config: TrainConfig
 ) -> torch.optim.Optimizer:
-    """AdamW, fused where the device supports it (about 3x faster optimizer step, DESIGN §6b)."""
+    """AdamW, fused where the device supports it (about 3x faster optimizer step, DESIGN §6b),
+    or bitsandbytes' 8-bit AdamW (`optimizer: adamw_8bit`, validated to be installed)."""
     options: _AdamWOptions = {
         "lr": config.learning_rate,
         "betas": (config.adam_beta1, config.adam_beta2),
         "weight_decay": config.adam_weight_decay,
         "eps": config.adam_epsilon,
     }
+    if config.optimizer == "adamw_8bit":
+        import bitsandbytes
+
+        optimizer: torch.optim.Optimizer = bitsandbytes.optim.AdamW8bit(parameters, **options)
+        return optimizer
     try:
         return torch.optim.AdamW(parameters, fused=True, **options)
     except (RuntimeError, ValueError, TypeError) as error:
@@ -175,6 +185,14 @@ class Trainer:
                 split=config.datasets[role].split,
                 resolver=resolver,
                 image_root=config.datasets[role].image_root,
+                options=ImageOptions(
+                    config.image_fit,
+                    (
+                        config.background_color[0],
+                        config.background_color[1],
+                        config.background_color[2],
+                    ),
+                ),
             )
             for role in self.recipe.roles
         }
@@ -253,7 +271,10 @@ class Trainer:
         self.latent_cache = None
         if config.latent_cache_dir:
             self.latent_cache = LatentCache(
-                config.latent_cache_dir, module_checksum(self.vae), config.resolution
+                config.latent_cache_dir,
+                module_checksum(self.vae),
+                config.resolution,
+                next(iter(self.datasets.values())).options.cache_key(),
             )
         self.scaling_factor, self.shift_factor = self.family.latent_scale(self.vae)
         self.step = 0
@@ -282,7 +303,7 @@ class Trainer:
         torch.manual_seed(seed)
 
     # ---- data ------------------------------------------------------------------------------
-    def _load_sample(self, role: str, index: int) -> _Sample:
+    def _load_sample(self, role: str, index: int, flip: bool = False) -> _Sample:
         """The sample at `index` (pixels, or cached latent parameters), stepping to the next row
         when an image cannot be opened, so one bad file never stops a run."""
         dataset = self.datasets[role]
@@ -291,20 +312,22 @@ class Trainer:
             if row.image_sha256 in self._bad:
                 continue
             if self.latent_cache is not None:
-                cached = self.latent_cache.get(row.image_sha256)
+                cached = self.latent_cache.get(row.image_sha256, flip)
                 if cached is not None:
                     parameters, geometry = cached
                     return _Sample(
-                        row.image_sha256, row.weight, row.caption, None, parameters, geometry
+                        row.image_sha256, row.weight, row.caption, None, parameters, geometry, flip
                     )
             try:
-                pixels, caption, geometry = dataset.load((index + attempt) % len(dataset))
+                pixels, caption, geometry = dataset.load(
+                    (index + attempt) % len(dataset), flip=flip
+                )
             except ImageLoadError as error:
                 logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
                 self._bad.add(row.image_sha256)
                 self.skipped.append(row.image_sha256)
                 continue
-            return _Sample(row.image_sha256, row.weight, caption, pixels, None, geometry)
+            return _Sample(row.image_sha256, row.weight, caption, pixels, None, geometry, flip)
         raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
 
     def _part_indices(self, part: BatchPart) -> list[int]:
@@ -323,7 +346,7 @@ class Trainer:
         for sample, tensor in zip(pending, encoded, strict=True):
             sample.parameters = tensor
             if self.latent_cache is not None:
-                self.latent_cache.put(sample.sha256, tensor, sample.geometry)
+                self.latent_cache.put(sample.sha256, tensor, sample.geometry, sample.flip)
 
     @torch.no_grad()
     def draw_batch(self, step: int | None = None, micro_step: int | None = None) -> TrainingBatch:
@@ -335,9 +358,11 @@ class Trainer:
         samples: list[_Sample] = []
         roles: list[str] = []
         timesteps, weights = [], []
+        count = sum(part.count for part in parts)
+        flips = self._coin_flips(count, self.config.random_flip)
         for part in parts:
             for index in self._part_indices(part):
-                samples.append(self._load_sample(part.role, index))
+                samples.append(self._load_sample(part.role, index, flips[len(samples)]))
                 roles.append(part.role)
         self._encode_pending(samples)
         stacked = torch.stack([s.parameters.to(self.device) for s in samples])  # type: ignore[union-attr]
@@ -354,9 +379,9 @@ class Trainer:
             device=self.device,
         )
         geometry = [s.geometry for s in samples]
-        conditioning = self.family.condition(
-            self.pipeline, [s.caption for s in samples], geometry, self.device
-        )
+        dropped = self._coin_flips(len(samples), self.config.caption_dropout)
+        captions = ["" if drop else s.caption for s, drop in zip(samples, dropped, strict=True)]
+        conditioning = self.family.condition(self.pipeline, captions, geometry, self.device)
         return TrainingBatch(
             latents=latents,
             conditioning=conditioning,
@@ -365,16 +390,37 @@ class Trainer:
             roles=roles,
             image_sha256=[s.sha256 for s in samples],
             geometry=geometry,
+            captions=captions,
+            flipped=[s.flip for s in samples],
         )
 
+    def _coin_flips(self, count: int, probability: float) -> list[bool]:
+        """`count` draws that are True with `probability`, from the run's saved generator (so a
+        resumed run flips and drops exactly as an uninterrupted one); none drawn when off."""
+        if probability <= 0:
+            return [False] * count
+        draws = torch.rand(count, generator=self.generator, device=self.generator.device)
+        return (draws < probability).tolist()
+
     # ---- steps -----------------------------------------------------------------------------
-    def _micro_step(self, batch: TrainingBatch) -> torch.Tensor:
+    def _micro_step(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample loss, per-sample objective weight: min-SNR-γ, or ones)."""
         noise = torch.randn(
             batch.latents.shape,
             generator=self.generator,
             device=self.device,
             dtype=batch.latents.dtype,
         )
+        if self.config.noise_offset:
+            # Offset noise: a per-channel constant lets the model shift overall brightness
+            # (flat sticker backgrounds), which zero-mean noise cannot teach.
+            offset = torch.randn(
+                (*batch.latents.shape[:2], *([1] * (batch.latents.ndim - 2))),
+                generator=self.generator,
+                device=self.device,
+                dtype=batch.latents.dtype,
+            )
+            noise = noise + self.config.noise_offset * offset
         noisy, model_timesteps, target = self.family.noise(
             self.noise_scheduler, batch.latents, noise, batch.timesteps
         )
@@ -387,7 +433,12 @@ class Trainer:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
             dim=tuple(range(1, prediction.ndim))
         )
-        return per_sample
+        if self.config.min_snr_gamma is None:
+            return per_sample, torch.ones_like(per_sample)
+        objective = self.family.min_snr_weights(
+            self.noise_scheduler, batch.timesteps, float(self.config.min_snr_gamma)
+        )
+        return per_sample, objective.to(per_sample.device, per_sample.dtype)
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         """One optimizer step (gradient_accumulation_steps micro-batches); returns the mean loss
@@ -399,8 +450,8 @@ class Trainer:
         for _ in range(self.config.gradient_accumulation_steps):
             batch = self.draw_batch()
             with accelerator.accumulate(self.denoiser):
-                per_sample = self._micro_step(batch)
-                loss = (per_sample * batch.weights).mean()
+                per_sample, objective = self._micro_step(batch)
+                loss = (per_sample * objective * batch.weights).mean()
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
@@ -480,6 +531,10 @@ class Trainer:
             "recipe": config.recipe,
             "adapter": config.adapter,
             "base_model": config.base_model,
+            "training_options": {
+                **config.training_options(),
+                "mixed_precision_used": self.mixed_precision,
+            },
             "family": {
                 "name": self.family.name,
                 "pipeline_class": self.family.pipeline_class,
