@@ -1,6 +1,8 @@
-"""Command line: `python -m training.engine {train,generate,export,tiny-base,toy-data,train-alpha}`.
+"""Command line: `python -m training.engine {train,generate,export,tiny-base,toy-data,toy-world,toy-world-sweep,train-alpha}`.
 
 python -m training.engine tiny-base var/tiny-base [--family sd|sdxl|sd3]
+python -m training.engine toy-world var/toy-world [--small]   # base model, CLIP and datasets
+python -m training.engine toy-world-sweep var/toy-world --out var/sweep   # sequential vs ST
 python -m training.engine toy-data var/toy --count 24        # prints a datasets JSON block
 python -m training.engine train run.json [--resume-from latest|CHECKPOINT_DIR]
 python -m training.engine generate --checkpoint DIR --prompt "a cat" --seeds 0 1 --out imgs/
@@ -139,6 +141,31 @@ def _toy_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _toy_world(args: argparse.Namespace) -> int:
+    from training.engine.toy_world.build import ToyWorldSettings, build_toy_world
+
+    settings = ToyWorldSettings.small() if args.small else ToyWorldSettings()
+    settings.seed = args.seed
+    info = build_toy_world(args.out_dir, settings, log=logging.getLogger("toy-world").info)
+    summary = {k: info[k] for k in ("base_model", "clip_weights", "clip_text_alignment", "seconds")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _toy_world_sweep(args: argparse.Namespace) -> int:
+    from training.engine.toy_world.build import load_toy_world
+    from training.engine.toy_world.sweep import SweepSettings, run_sweep
+
+    settings = SweepSettings(
+        t_s_values=args.t_s, mix_ratios=args.mix, steps=args.steps, seeds=args.seeds
+    )
+    report = run_sweep(
+        load_toy_world(args.world), args.out, settings, log=logging.getLogger("sweep").info
+    )
+    print(json.dumps({k: report[k] for k in ("pareto_front", "headline", "dominance")}, indent=2))
+    return 0
+
+
 def _train_alpha(args: argparse.Namespace) -> int:
     from training.engine.transparency import AlphaTrainConfig, train_transparency_decoder
 
@@ -211,6 +238,25 @@ def main(argv: list[str] | None = None) -> int:
     toy.add_argument("--count", type=int, default=24)
     toy.add_argument("--rgba", action="store_true")
     toy.set_defaults(handler=_toy_data)
+
+    world = commands.add_parser(
+        "toy-world", help="build the toy world: pre-trained base, toy CLIP, datasets, prompts"
+    )
+    world.add_argument("out_dir")
+    world.add_argument("--small", action="store_true", help="the quick settings tests use")
+    world.add_argument("--seed", type=int, default=0)
+    world.set_defaults(handler=_toy_world)
+
+    sweep = commands.add_parser(
+        "toy-world-sweep", help="sequential vs Style Tailoring at several t_s, in the toy world"
+    )
+    sweep.add_argument("world", help="a folder built by toy-world")
+    sweep.add_argument("--out", required=True)
+    sweep.add_argument("--t-s", type=int, nargs="+", default=[300, 500, 700])
+    sweep.add_argument("--mix", type=float, nargs="+", default=[0.5])
+    sweep.add_argument("--steps", type=int, default=80)
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    sweep.set_defaults(handler=_toy_world_sweep)
 
     alpha = commands.add_parser("train-alpha", help="train a transparency (RGBA) VAE decoder")
     alpha.add_argument("--base-model", required=True)

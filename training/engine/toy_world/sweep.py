@@ -1,0 +1,254 @@
+"""The paper's comparison in the toy world: sequential fine-tuning against Style Tailoring.
+
+From the same base (the "domain checkpoint"), train the sequential recipe (alignment, then
+style) and Style Tailoring at several t_s and mix ratios with the same steps, generate every arm
+and the prompt-engineered base (the base with a sticker suffix) on the same prompts and seeds,
+and place each on the text-alignment vs style-similarity plane with its interval. The Pareto
+front is marked; the best Style Tailoring run is compared with the prompt-engineered base the
+way the paper's table does (relative improvement of style pass rate, prompt alignment and scene
+diversity), and the report says, from paired intervals, whether Style Tailoring's points
+dominate the sequential recipe's. Nothing is assumed: the figures are what the run measured.
+
+Style pass rate here is the toy CLIP's zero-shot verdict: an image passes when it is closer to
+"a sticker of <prompt>" than to "a photo of <prompt>".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.engine import metrics
+from training.engine.stats.cluster_bootstrap import cluster_difference, cluster_mean
+from training.engine.toy_world import evaluate
+
+BASELINE = "prompt_engineered_base"
+STYLE_SUFFIX = "sticker, thick outline, white background"
+
+
+@dataclass
+class SweepSettings:
+    t_s_values: list[int] = field(default_factory=lambda: [300, 500, 700])
+    mix_ratios: list[float] = field(default_factory=lambda: [0.5])
+    steps: int = 80
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    adapter: str = "full"
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    train_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def arm_configs(
+    world: dict[str, Any], settings: SweepSettings, out_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """TrainConfig dicts of every trained arm, all from the same base with the same budget."""
+    datasets = {
+        role: {k: world["datasets"][role][k] for k in ("manifest", "sha256", "image_root")}
+        for role in ("alignment", "style")
+    }
+    common = {
+        "base_model": world["base_model"],
+        "datasets": datasets,
+        "adapter": settings.adapter,
+        "resolution": world["settings"]["resolution"],
+        "batch_size": settings.batch_size,
+        "steps": settings.steps,
+        "learning_rate": settings.learning_rate,
+        "checkpoint_every": settings.steps,
+        "seed": settings.train_seed,
+    }
+    arms = {
+        "sequential": {**common, "recipe": "sequential", "output_dir": str(out_dir / "sequential")}
+    }
+    for t_s in settings.t_s_values:
+        for mix in settings.mix_ratios:
+            name = f"style_tailoring t_s={t_s} mix={mix:g}"
+            arms[name] = {
+                **common,
+                "recipe": "style_tailoring",
+                "t_s": t_s,
+                "mix_ratio": mix,
+                "output_dir": str(out_dir / f"st-{t_s}-{mix:g}"),
+            }
+    return arms
+
+
+def style_passes(bundle: Any, scored: dict[str, Any], images: list[Any]) -> list[float]:
+    """1 where the toy CLIP finds an image closer to "a sticker of P" than to "a photo of P"."""
+    prompts = scored["prompts"]
+    rows = metrics.embed_images(bundle, images)
+    sticker = metrics.cosine_pairs(
+        rows, metrics.embed_texts(bundle, [f"a sticker of {p}" for p in prompts])
+    )
+    photo = metrics.cosine_pairs(
+        rows, metrics.embed_texts(bundle, [f"a photo of {p}" for p in prompts])
+    )
+    return [float(s > p) for s, p in zip(sticker.tolist(), photo.tolist(), strict=True)]
+
+
+def pareto_front(points: dict[str, dict[str, float]]) -> list[str]:
+    """Arms no other arm beats on both text and style (point estimates)."""
+    front = []
+    for name, p in points.items():
+        dominated = any(
+            q["text"] >= p["text"]
+            and q["style"] >= p["style"]
+            and (q["text"] > p["text"] or q["style"] > p["style"])
+            for other, q in points.items()
+            if other != name
+        )
+        if not dominated:
+            front.append(name)
+    return sorted(front)
+
+
+def _relative(
+    new: list[float], old: list[float], prompts_new: list[str], prompts_old: list[str]
+) -> dict | None:
+    interval = cluster_difference(new, prompts_new, old, prompts_old, relative=True)
+    return interval.to_dict() if interval else None
+
+
+def run_sweep(
+    world: dict[str, Any],
+    out_dir: str | Path,
+    settings: SweepSettings | None = None,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    from training.engine.config import TrainConfig
+    from training.engine.run import run_training
+
+    settings = settings or SweepSettings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts = [p["text"] for p in evaluate.load_prompts(world)]
+    bundle = evaluate.toy_clip(world)
+    references = evaluate.references(world)
+    generated: dict[str, list] = {
+        BASELINE: evaluate.generate_arm(world, prompts, settings.seeds, style_suffix=STYLE_SUFFIX)
+    }
+    for name, config in arm_configs(world, settings, out_dir).items():
+        log(f"sweep: training {name}")
+        result = run_training(TrainConfig.from_dict(config), device="cpu")
+        generated[name] = evaluate.generate_arm(
+            world, prompts, settings.seeds, checkpoint=result.checkpoint_path
+        )
+    scored = {
+        name: evaluate.score_arm(bundle, items, references) for name, items in generated.items()
+    }
+    passes = {
+        name: style_passes(bundle, scored[name], [im for _, _, im in items])
+        for name, items in generated.items()
+    }
+    points = {}
+    for name, s in scored.items():
+        pass_ci = cluster_mean(passes[name], s["prompts"])
+        points[name] = {
+            "text": s["text_score"]["estimate"],
+            "text_ci": [s["text_score"]["low"], s["text_score"]["high"]],
+            "style": s["style_score"]["estimate"],
+            "style_ci": [s["style_score"]["low"], s["style_score"]["high"]],
+            "diversity": s["diversity"]["estimate"] if s["diversity"] else None,
+            "style_pass_rate": pass_ci.estimate if pass_ci else None,
+            "style_pass_rate_ci": [pass_ci.low, pass_ci.high] if pass_ci else None,
+        }
+    front = pareto_front({n: p for n, p in points.items()})
+    tailored = [n for n in points if n.startswith("style_tailoring")]
+    base = points[BASELINE]
+    best = max(
+        tailored,
+        key=lambda n: (
+            (points[n]["text"] - base["text"]) / abs(base["text"] or 1)
+            + (points[n]["style"] - base["style"]) / abs(base["style"] or 1)
+        ),
+    )
+    headline = {
+        "best_run": best,
+        "style_pass_rate": _relative(
+            passes[best], passes[BASELINE], scored[best]["prompts"], scored[BASELINE]["prompts"]
+        ),
+        "prompt_alignment": evaluate.paired(scored[best], scored[BASELINE], "text", relative=True),
+        "scene_diversity": evaluate.paired(
+            scored[best], scored[BASELINE], "diversity", relative=True
+        ),
+    }
+    dominance = {}
+    for name in tailored:
+        text = evaluate.paired(scored[name], scored["sequential"], "text")
+        style = evaluate.paired(scored[name], scored["sequential"], "style")
+        dominance[name] = {
+            "text_minus_sequential": text,
+            "style_minus_sequential": style,
+            "dominates": bool(text and style and text["low"] > 0 and style["low"] > 0),
+            "dominates_point_estimates": points[name]["text"] >= points["sequential"]["text"]
+            and points[name]["style"] >= points["sequential"]["style"],
+        }
+    report = {
+        "settings": settings.to_dict(),
+        "prompts": len(prompts),
+        "seeds": settings.seeds,
+        "points": points,
+        "pareto_front": front,
+        "headline": headline,
+        "dominance": dominance,
+        "style_tailoring_dominates_sequential": any(d["dominates"] for d in dominance.values()),
+    }
+    (out_dir / "sweep.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "sweep.svg").write_text(plane_svg(report))
+    return report
+
+
+def plane_svg(report: dict[str, Any]) -> str:
+    """Text alignment (x) vs style similarity (y), each arm with both intervals, front joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = report["points"]
+    figure, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, p in points.items():
+        colour = "#888" if name == BASELINE else "#c0392b" if name == "sequential" else "#2471a3"
+        ax.errorbar(
+            p["text"],
+            p["style"],
+            xerr=[[p["text"] - p["text_ci"][0]], [p["text_ci"][1] - p["text"]]],
+            yerr=[[p["style"] - p["style_ci"][0]], [p["style_ci"][1] - p["style"]]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
+        ax.annotate(
+            name.replace("style_tailoring ", "ST "),
+            (p["text"], p["style"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    front = sorted((points[n]["text"], points[n]["style"]) for n in report["pareto_front"])
+    ax.plot(
+        [x for x, _ in front],
+        [y for _, y in front],
+        "--",
+        color="#2471a3",
+        linewidth=1,
+        label="Pareto front",
+    )
+    ax.set_xlabel("text alignment (toy CLIP, 95 % CI by prompt)")
+    ax.set_ylabel("style similarity")
+    ax.set_title("Trade-off sweep: sequential vs Style Tailoring", fontsize=10)
+    ax.legend(fontsize=7)
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
