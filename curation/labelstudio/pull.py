@@ -132,20 +132,29 @@ class PullMixin(LabelStudioBase):
         `known_counts` ({task id: live annotations the platform holds}) and
         `full_deletion_scan`, an id/count scan of the whole project (~12 s at 20k tasks on 2
         cores) finds tasks deleted outright and tasks whose count differs without a newer
-        `updated_at`; those are read in full too. No watermark: one full export of the project.
+        `updated_at`; those are read in full too. No watermark: every task of the project.
         """
         read_at = datetime.now(UTC)
         known = {int(k): int(v) for k, v in (known_counts or {}).items()}
         tasks: dict[int, TaskRead] = {}
         if watermark is None:
-            errors, newest = self._read(project_id, None, tasks)
+            # The whole project, but by id in chunks: one export of 20k tasks can outlast any
+            # sane timeout on a busy server (it took over 120 s on a loaded 2-core machine).
+            listed = [
+                int(task["id"])
+                for page in self._task_pages(
+                    project_id, filters=[], fields_all=False, include="id", page_size=5000
+                )
+                for task in page
+            ]
+            errors, newest = self._read(project_id, listed, tasks)
             return Pull(
                 project_id=project_id,
                 read_at=read_at,
                 tasks=tasks,
                 missing_task_ids=sorted(t for t in known if t not in tasks),
                 watermark=newest,
-                tasks_listed=len(tasks),
+                tasks_listed=len(listed),
                 errors=errors,
             )
         filters = [
