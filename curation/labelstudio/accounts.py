@@ -268,7 +268,7 @@ def _session_token(session: httpx.Client) -> str | None:
 
 
 def _csrf(session: httpx.Client, html: str) -> str:
-    return _FormFields.csrf_token(html) or session.cookies.get("csrftoken", "")
+    return _FormFields.csrf_token(html) or session.cookies.get("csrftoken") or ""
 
 
 class _FormFields(HTMLParser):
