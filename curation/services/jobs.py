@@ -133,6 +133,31 @@ def _dispatch_on_commit(job_id: int, run_after: Any = None) -> None:
     transaction.on_commit(send)
 
 
+# RQ's scheduler keeps delayed jobs at whole-second resolution and may deliver a retry up to a
+# second early; a delivery this close to its time waits, one further ahead is left to the
+# recovery pass, which re-sends an overdue retry.
+EARLY_DELIVERY_WAIT_SECONDS = 5.0
+
+
+def _wait_for_backoff(job_id: int) -> bool:
+    """Hold a retry delivered before its `retry_at` until then; False if it came far too early."""
+    retry_at = (
+        Job.objects.filter(pk=job_id, status=Job.Status.RETRYING)
+        .values_list("retry_at", flat=True)
+        .first()
+    )
+    if retry_at is None:
+        return True
+    early = (retry_at - timezone.now()).total_seconds()
+    if early <= 0:
+        return True
+    if early > EARLY_DELIVERY_WAIT_SECONDS:
+        logger.warning("job %s delivered %.0f s before its retry time; not run now", job_id, early)
+        return False
+    time.sleep(early)
+    return True
+
+
 def execute_job(job_id: int) -> None:
     """Run one attempt of a job: claim it with a fresh token, beat, run its handler, finish."""
     if not connection.in_atomic_block:
@@ -140,6 +165,8 @@ def execute_job(job_id: int) -> None:
         # last job): drop it so the claim opens a fresh one.
         close_old_connections()
     load_handlers()
+    if not _wait_for_backoff(job_id):
+        return
     now = timezone.now()
     token = uuid.uuid4().hex
     claimed = Job.objects.filter(

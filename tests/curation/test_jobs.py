@@ -42,6 +42,10 @@ def test_success_records_progress_state_and_result(
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"step-{i:03d}" for i in range(4)]
 
 
+def _backoff_passes(job: Job) -> None:
+    Job.objects.filter(pk=job.pk).update(retry_at=timezone.now())
+
+
 @pytest.mark.django_db
 def test_failure_retries_with_exponential_backoff_then_fails(
     no_dispatch, settings, django_capture_on_commit_callbacks
@@ -55,10 +59,15 @@ def test_failure_retries_with_exponential_backoff_then_fails(
     assert 8 < first_delay <= 10
     assert "planned failure on attempt 1" in job.error
     assert no_dispatch[-1][0] == job.pk and no_dispatch[-1][1] == job.retry_at
+    # Delivered long before its time (a stray duplicate): it does not run early.
+    job = _run(job)
+    assert job.status == Job.Status.RETRYING and job.attempt == 1
+    _backoff_passes(job)
     with django_capture_on_commit_callbacks(execute=True):
         job = _run(job)
     assert job.status == Job.Status.RETRYING
     assert 18 < (job.retry_at - timezone.now()).total_seconds() <= 20
+    _backoff_passes(job)
     job = _run(job)
     assert job.status == Job.Status.FAILED and job.attempt == 3
     assert "attempt 3 failed" in job.log_tail
