@@ -47,6 +47,34 @@ def chromium_page(base_url: str) -> Iterator[object]:
             browser.close()
 
 
+@contextmanager
+def chromium_pages(base_url: str, count: int) -> Iterator[list]:
+    """`count` pages in separate browser contexts: separate cookies, i.e. separate people."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(
+            "Debian's chromium is not installed: run scripts/setup (apt-get install chromium)"
+        )
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            pages = []
+            for _ in range(count):
+                context = browser.new_context(
+                    base_url=base_url, viewport={"width": 1280, "height": 900}
+                )
+                page = context.new_page()
+                page.set_default_timeout(30_000)
+                pages.append(page)
+            yield pages
+        finally:
+            browser.close()
+
+
 def screenshot(page: object, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -39,7 +39,7 @@ SUBSCRIBED_ACTIONS = (*ANNOTATION_ACTIONS, ANNOTATIONS_DELETED, TASKS_DELETED)
 # The static header Label Studio sends with each webhook (it signs nothing; see services/sync).
 SECRET_HEADER = "X-Platform-Webhook-Secret"
 
-Side = Literal["left", "right"]
+Side = Literal["left", "right", "tie"]
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,12 @@ def _read_item(item: Any, out: dict[str, Any]) -> None:
             out["aligned"] = _yes_no(choices, configs.YES, configs.NO, name)
         elif name == configs.STYLE_PASS:
             out["style_pass"] = _yes_no(choices, configs.PASS, configs.FAIL, name)
+        elif name == configs.PAIRWISE:
+            if len(choices) != 1 or choices[0] not in configs.PAIRWISE_CHOICES:
+                raise _Bad(
+                    f"{name}: expected one of {list(configs.PAIRWISE_CHOICES)}, got {choices!r}"
+                )
+            out["preferred"] = choices[0]
         elif name == configs.ISSUES:
             unknown = sorted(set(choices) - set(configs.ISSUE_TAGS))
             if unknown:
@@ -228,6 +234,7 @@ def _read_item(item: Any, out: dict[str, Any]) -> None:
         else:
             raise _Bad(f"unknown rating control {name!r}")
     elif kind == "pairwise":
+        # Rounds pushed before the tie option used Label Studio's <Pairwise> tag.
         selected = value.get("selected")
         if selected not in ("left", "right"):
             raise _Bad(f"{name}: value.selected must be 'left' or 'right', got {selected!r}")

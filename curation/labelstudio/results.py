@@ -47,13 +47,9 @@ def style_result(passed: bool, stars: int) -> list[dict[str, Any]]:
 
 
 def pairwise_result(preferred: str) -> list[dict[str, Any]]:
-    if preferred not in (configs.LEFT, configs.RIGHT):
-        raise ValueError(f"preferred: expected 'left' or 'right', got {preferred!r}")
-    return [
-        {
-            "from_name": configs.PAIRWISE,
-            "to_name": configs.LEFT,
-            "type": "pairwise",
-            "value": {"selected": preferred},
-        }
-    ]
+    """A, B or tie, as the pairwise config's required choice writes it."""
+    if preferred not in configs.PAIRWISE_CHOICES:
+        raise ValueError(
+            f"preferred: expected one of {list(configs.PAIRWISE_CHOICES)}, got {preferred!r}"
+        )
+    return [choice(configs.PAIRWISE, preferred, to_name=configs.LEFT)]

@@ -348,8 +348,8 @@ def _aggregate_task(
         tally = Counter(v.preferred for v in votes if v.preferred)
         if not tally:
             return None
-        left, right = tally.get("left", 0), tally.get("right", 0)
-        total = left + right
+        left, right, ties = tally.get("left", 0), tally.get("right", 0), tally.get("tie", 0)
+        total = left + right + ties  # a tie is a vote for neither side
         preferred = "left" if left > right else "right" if right > left else None
         winner = (
             task.generation
@@ -362,6 +362,7 @@ def _aggregate_task(
             "preferred": preferred,
             "left_votes": left,
             "right_votes": right,
+            "tie_votes": ties,
             "votes": total,
             "win_fraction": max(left, right) / total,
             "winner_generation": winner.pk if winner else None,

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from curation.labelstudio import configs
 from curation.labelstudio.client import TASK_KEY, LabelStudioClient
+from curation.labelstudio.data_manager import hide_data_columns
 from curation.labelstudio.parsing import SECRET_HEADER
 from curation.labelstudio.pull import Pull
 from curation.media import round_url
@@ -341,7 +342,7 @@ def task_payload(task: LabelTask, exemplar_urls: list[str]) -> dict[str, Any]:
     image = task.generation.image if task.generation is not None else task.image
     data["image"] = _image_url(image, f"task {task.key}", round_)
     if round_.kind == Kind.STYLE:
-        data["exemplars"] = exemplar_urls
+        data.update(zip(configs.exemplar_keys(len(exemplar_urls)), exemplar_urls, strict=False))
     return {"data": data}
 
 
@@ -390,7 +391,11 @@ def push_round(
         suffix = f" [r{round_.pk} {secrets.token_hex(3)}]"
         round_.labelstudio_title = round_.name[: LABEL_STUDIO_TITLE_MAX - len(suffix)] + suffix
         round_.save(update_fields=["labelstudio_title", "updated_at"])
-    config = configs.config_for(round_.kind)
+    exemplar_urls = [
+        round_url(image.storage_key, round_)
+        for image in round_.style_exemplars.usable().order_by("pk")
+    ][: configs.MAX_EXEMPLARS]
+    config = label_config = configs.config_for(round_.kind, exemplars=len(exemplar_urls))
     old_project = round_.labelstudio_project_id
     if old_project is not None and client.project_exists(old_project):
         project_id = old_project
@@ -425,11 +430,6 @@ def push_round(
         round_.labelstudio_project_id = project_id
         round_.save(update_fields=["labelstudio_project_id", "updated_at"])
     say(f"project {project_id} ({round_.labelstudio_title})")
-
-    exemplar_urls = [
-        round_url(image.storage_key, round_)
-        for image in round_.style_exemplars.usable().order_by("pk")
-    ]
     tasks = list(
         round_.tasks.select_related(
             "round", "image", "generation__image", "other_generation__image"
@@ -482,6 +482,11 @@ def push_round(
     )
     for line in errors[:50]:
         say(f"skipped: {line}")
+
+    # Annotators see the prompt and the images; the platform's ids stay out of their columns.
+    shown = configs.data_keys(label_config)
+    internal = {key for payload in payloads for key in payload["data"]} - shown
+    hide_data_columns(client.sdk, project_id, internal)
 
     hook_id = register_webhook(round_, client)
     if hook_id is None:

@@ -32,19 +32,31 @@ def test_alignment_without_optional_parts() -> None:
     assert set(found) == {configs.ALIGNED}
 
 
-def test_style_has_pass_fail_rating_and_exemplars() -> None:
-    xml = configs.style_config()
+def test_style_has_pass_fail_rating_and_one_image_per_exemplar() -> None:
+    xml = configs.style_config(exemplars=3)
     found = controls(xml)
     assert [c.get("value") for c in found[configs.STYLE_PASS]] == ["pass", "fail"]
+    assert [c.get("hotkey") for c in found[configs.STYLE_PASS]] == ["p", "f"]
     assert found[configs.STYLE_RATING].get("required") == "true"
-    exemplars = [el for el in ET.fromstring(xml).iter("Image") if el.get("name") == "exemplars"]
-    assert exemplars[0].get("valueList") == "$exemplars"
+    images = {el.get("name"): el for el in ET.fromstring(xml).iter("Image")}
+    # No valueList strip: it never loads in Label Studio Community (setImageLoaded of null).
+    assert not any(el.get("valueList") for el in images.values())
+    assert set(images) == {configs.IMAGE, "exemplar_1", "exemplar_2", "exemplar_3"}
+    assert configs.data_keys(xml) == {"image", "prompt", "exemplar_1", "exemplar_2", "exemplar_3"}
+    assert "exemplar_1" not in configs.style_config(exemplars=0)
+    assert len(configs.exemplar_keys(50)) == configs.MAX_EXEMPLARS
 
 
-def test_pairwise_links_two_images() -> None:
+def test_pairwise_requires_a_choice_of_a_b_or_tie() -> None:
     found = controls(configs.pairwise_config())
-    assert found[configs.PAIRWISE].tag == "Pairwise"
-    assert found[configs.PAIRWISE].get("toName") == "left,right"
+    choice = found[configs.PAIRWISE]
+    assert choice.tag == "Choices" and choice.get("required") == "true"
+    assert tuple(c.get("alias") for c in choice) == configs.PAIRWISE_CHOICES
+    assert [c.get("hotkey") for c in choice] == ["a", "b", "t"]
+    images = [el for el in ET.fromstring(configs.pairwise_config()).iter("Image")]
+    # Small generations are shown large, unsmoothed, instead of at their native 32 px.
+    assert [el.get("width") for el in images] == ["300px", "300px"]
+    assert all(el.get("smoothing") == "false" for el in images)
 
 
 @pytest.mark.parametrize("kind", ["alignment", "style", "pairwise"])

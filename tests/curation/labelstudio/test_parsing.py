@@ -188,3 +188,16 @@ def test_annotation_record_from_the_task_list_api_shape() -> None:
     assert record.task_key == "k9" and record.answer.is_empty
     with pytest.raises(ValueError, match="task id is missing"):
         annotation_record({"id": 3, "result": []})
+
+
+def test_pairwise_choice_with_tie_and_the_older_pairwise_tag() -> None:
+    def choice(values: list[str]) -> list[dict]:
+        return [{"from_name": "preference", "type": "choices", "value": {"choices": values}}]
+
+    assert parse_result(choice(["tie"])) == Answer(preferred="tie")
+    assert parse_result(choice(["left"])).preferred == "left"
+    bad = parse_result(choice(["A is better"]))
+    assert bad.preferred is None and "'A is better'" in bad.problems[0]
+    assert len(parse_result(choice(["left", "right"])).problems) == 1
+    old = [{"from_name": "preference", "type": "pairwise", "value": {"selected": "right"}}]
+    assert parse_result(old) == Answer(preferred="right")

@@ -113,6 +113,6 @@ def test_task_payload_carries_our_ids_and_no_gold_hint(make_batch):
     regular = task_payload(by_gold[False], ["http://x/e.png"])["data"]
     assert regular["task_key"] == by_gold[False].key and regular["round_id"] == round_.pk
     assert "generation_id" not in regular and "image_id" not in regular
-    assert regular["prompt"] == "sticker of owl" and regular["exemplars"] == ["http://x/e.png"]
+    assert regular["prompt"] == "sticker of owl" and regular["exemplar_1"] == "http://x/e.png"
     hidden = task_payload(by_gold[True], [])
     assert "gold" not in str(hidden) and by_gold[True].key.startswith("t")
