@@ -7,6 +7,7 @@ Control names here are the contract with `parsing.py`: a result item is recognis
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from xml.sax.saxutils import quoteattr
 
 # Control names (from_name in results) and object names (to_name).
@@ -201,7 +202,8 @@ def pairwise_config() -> str:
     )
 
 
-CONFIG_BUILDERS = {
+# Each builder's defaults give the kind's standard config (style: without exemplars).
+CONFIG_BUILDERS: dict[str, Callable[[], str]] = {
     "alignment": alignment_config,
     "style": style_config,
     "pairwise": pairwise_config,

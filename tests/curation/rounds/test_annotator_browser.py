@@ -76,11 +76,13 @@ def open_task(page, project_id: int, task_id: int, text: str, images: int) -> No
     page.goto(f"/projects/{project_id}/data?task={task_id}")
     labeling(page).get_by_text(text).first.wait_for()
     # Every image of the task rendered (the browser loads them from the platform, cross-origin),
-    # each on the checkerboard that shows transparency.
+    # each on the checkerboard that shows transparency. Label Studio mounts an image's Konva stage
+    # only after its <img> has loaded, so on a loaded machine the stages come later: wait for both.
     page.wait_for_function(
         """n => {
             const imgs = [...document.querySelectorAll('.lsf-image img')];
-            return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
+            return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0)
+                && document.querySelectorAll('.checker .konvajs-content').length >= n;
         }""",
         arg=images,
     )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from curation.labelstudio import results
+from curation.labelstudio import configs, results
 from curation.labelstudio.parsing import SECRET_HEADER
 from curation.models import Annotation, AnnotationVersion, Job, RoundNotice
 from curation.services.annotation_store import current_from_history
@@ -44,15 +44,20 @@ def _process_webhooks(rng: random.Random) -> int:
     return len(ids)
 
 
+def _side(result: list[dict]) -> str | None:
+    """The A/B/tie choice of a pairwise annotation's result (`results.pairwise_result` shape)."""
+    return next(
+        (r["value"]["choices"][0] for r in result if r["from_name"] == configs.PAIRWISE), None
+    )
+
+
 def _labelstudio_view(ls_client, project_id: int) -> list[dict]:
     """Label Studio's own full export, in the shape of `round_annotations`."""
     emails = {u.id: u.email for u in ls_client.sdk.users.list()}
     rows = []
     for task in ls_client.export_tasks(project_id):
         for a in task["annotations"]:
-            selected = next(
-                (r["value"]["selected"] for r in a["result"] if r["type"] == "pairwise"), None
-            )
+            selected = _side(a["result"])
             rows.append(
                 {
                     "labelstudio_id": a["id"],
@@ -150,7 +155,7 @@ def test_lossy_forged_and_edited_webhooks_end_equal_to_label_studio(
     # member): it flips a real vote with a future updated_at and fabricates another.
     victim = made[(1, tasks[3].pk)]
     real = ls_client.sdk.annotations.get(id=victim)
-    flipped = "left" if real.result[0]["value"]["selected"] == "right" else "right"
+    flipped = "left" if _side(real.result) == "right" else "right"
     task_json = {"id": tasks[3].labelstudio_task_id, "data": {"task_key": tasks[3].key}}
     project = {"id": round_.labelstudio_project_id}
     forged = {
@@ -220,8 +225,8 @@ def test_lossy_forged_and_edited_webhooks_end_equal_to_label_studio(
     # The forgery counted for nothing: the fabricated id is unknown, the real vote is intact.
     assert not Annotation.objects.filter(labelstudio_id=987654).exists()
     stored = Annotation.objects.get(labelstudio_id=victim)
-    assert stored.preferred == real.result[0]["value"]["selected"] != flipped
-    assert not stored.versions.filter(raw__result__0__value__selected=flipped).exists()
+    assert stored.preferred == _side(real.result) != flipped
+    assert not stored.versions.filter(raw__result__0__value__choices__0=flipped).exists()
 
     # History: the edit and the deletion are versions; the deleted task's annotations are
     # kept as deleted with the reason; every current row is its history's latest state.
@@ -230,8 +235,7 @@ def test_lossy_forged_and_edited_webhooks_end_equal_to_label_studio(
     )
     assert changes[0] == Change.CREATED and Change.EDITED in changes
     values = [
-        v.raw["result"][0]["value"]["selected"]
-        for v in Annotation.objects.get(labelstudio_id=edited).versions.all()
+        _side(v.raw["result"]) for v in Annotation.objects.get(labelstudio_id=edited).versions.all()
     ]
     assert values[0] == before and values[-1] == after
     gone = Annotation.objects.get(labelstudio_id=removed)
