@@ -37,6 +37,7 @@ def ensure_demo_logins(path: Path) -> list[tuple[str, str]]:
     """
     from django.contrib.auth import get_user_model
 
+    from curation.models import AnnotatorAccount
     from curation.roles import ANNOTATOR
     from curation.services.annotators import (
         issue_password,
@@ -56,7 +57,10 @@ def ensure_demo_logins(path: Path) -> list[tuple[str, str]]:
     logins = []
     for user in users:
         email, password = labelstudio_email(user), wanted[user.username]
-        if not accounts.can_log_in(email, password):
+        # An account found in Label Studio (an older demo's data dir) logs in but holds no token
+        # on this platform until the platform takes it over by issuing the password.
+        has_token = AnnotatorAccount.objects.filter(user=user).exclude(api_token="").exists()
+        if not has_token or not accounts.can_log_in(email, password):
             issue_password(user, password=password, accounts=accounts)
         logins.append((email, password))
     if len(logins) != len(wanted):

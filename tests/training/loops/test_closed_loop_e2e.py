@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from curation.models import AnnotationRound, DatasetVersion, PromptSet
-from curation.services.demo import load_demo_fixtures
+from curation.services.demo import ensure_demo_logins, load_demo_fixtures
 from tests.browser import chromium_page, screenshot
 from tests.conftest import PYTHON, ROOT, subprocess_env
 from training.models import RetrainRound, RoundStep
@@ -40,6 +40,8 @@ def platform(settings, live_server, ls_server, monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     settings.LABEL_STUDIO_URL = ls_server.url
     settings.LABEL_STUDIO_API_KEY = ls_server.token
+    settings.LABEL_STUDIO_ADMIN_EMAIL = ls_server.username
+    settings.LABEL_STUDIO_ADMIN_PASSWORD = ls_server.password
     settings.LABEL_STUDIO_WEBHOOK_SECRET = secrets.token_urlsafe(16)
     settings.PLATFORM_PUBLIC_URL = live_server.url
     return live_server
@@ -67,6 +69,9 @@ def _curated_versions(lead) -> tuple[list[DatasetVersion], object]:
 
 def test_data_lead_runs_a_retrain_round_from_the_admin(platform, tmp_path):
     load_demo_fixtures(ROOT / "fixtures" / "demo.json")
+    # As the demo does: the session's Label Studio may already hold these annotators' accounts
+    # (the README-logins test signs them up), and the platform must log in as each of them.
+    ensure_demo_logins(ROOT / "fixtures" / "demo.json")
     lead = get_user_model().objects.get(username="lead")
     curated, domain_checkpoint = _curated_versions(lead)
     assert {v.dataset.kind for v in curated} == {"alignment", "style"}
