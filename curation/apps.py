@@ -9,7 +9,7 @@ class CurationConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import m2m_changed, post_migrate
 
-        from curation import receivers
+        from curation import checks, receivers
         from curation.compat import rq_callbacks
         from curation.models import AnnotationRound
         from curation.services.round_media import on_members_changed
@@ -17,6 +17,7 @@ class CurationConfig(AppConfig):
         # No sender: post_migrate fires once per app, and each app's permissions are created by
         # its own post_migrate; the roles are synced after the last app's.
         post_migrate.connect(_sync_roles_after_migrate, dispatch_uid="curation.sync_roles")
+        del checks  # imported for its @register
         rq_callbacks.install()
         receivers.connect()
         # Removing an annotator from a round ends the media links they could have kept.

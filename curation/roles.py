@@ -32,6 +32,9 @@ DATA_LEAD_NO_DELETE = {
     "datasetversion",
     "checkpoint",
     "job",
+    # A retrain round and its steps are the lineage its report and checkpoints point back to.
+    "retrainround",
+    "roundstep",
 }
 
 

@@ -28,6 +28,7 @@ class SourceSerializer(serializers.ModelSerializer):
 
 class ImageSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    quarantined_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Image
@@ -44,6 +45,9 @@ class ImageSerializer(serializers.ModelSerializer):
             "source",
             "origin",
             "caption",
+            "quarantine_reason",
+            "quarantined_by",
+            "quarantined_at",
             "created_at",
             "url",
         ]
@@ -51,6 +55,10 @@ class ImageSerializer(serializers.ModelSerializer):
 
     def get_url(self, obj: Image) -> str | None:
         return signed_path(obj.storage_key) if obj.storage_key else None
+
+
+class QuarantineSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the image is taken out of use.")
 
 
 class IngestBatchSerializer(serializers.ModelSerializer):

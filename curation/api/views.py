@@ -28,6 +28,7 @@ from curation.models import (
 from curation.selectors.rounds import sees_round_internals, visible_rounds
 from curation.services import jobs as job_services
 from curation.services import rounds as round_services
+from curation.services.quarantine import quarantine_images, release_images
 from curation.services.schedules import save_schedule
 
 
@@ -38,8 +39,10 @@ class SourceViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
 
 
 class ImageViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Image.objects.all()
+    queryset = Image.objects.select_related("quarantined_by")
     serializer_class = s.ImageSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"quarantine": "curation.change_image", "release": "curation.change_image"}
     filterset_fields = {
         "status": ["exact"],
         "has_alpha": ["exact"],
@@ -49,6 +52,39 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
         "width": ["gte", "lte"],
         "height": ["gte", "lte"],
     }
+
+    @extend_schema(request=s.QuarantineSerializer, responses=s.ImageSerializer)
+    @action(detail=True, methods=["post"])
+    def quarantine(self, request: Request, pk: str | None = None) -> Response:
+        """Take the image out of every use (recipes, search, grid, freezes, exports, pushes)."""
+        payload = s.QuarantineSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        image = self.get_object()
+        changed = quarantine_images(
+            Image.objects.filter(pk=image.pk),
+            reason=payload.validated_data["reason"],
+            user=request.user,
+        )
+        if not changed:
+            return Response(
+                {"detail": f"image {image.pk} is already quarantined: {image.quarantine_reason}"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        image.refresh_from_db()
+        return Response(s.ImageSerializer(image, context={"request": request}).data)
+
+    @extend_schema(request=None, responses=s.ImageSerializer)
+    @action(detail=True, methods=["post"])
+    def release(self, request: Request, pk: str | None = None) -> Response:
+        """Put a quarantined image back into use."""
+        image = self.get_object()
+        if not release_images(Image.objects.filter(pk=image.pk)):
+            return Response(
+                {"detail": f"image {image.pk} is not quarantined (status {image.status})"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        image.refresh_from_db()
+        return Response(s.ImageSerializer(image, context={"request": request}).data)
 
 
 class IngestBatchViewSet(viewsets.ReadOnlyModelViewSet):

@@ -151,6 +151,8 @@ def test_roles_exist_with_expected_permissions():
     codes = set(lead.permissions.values_list("codename", flat=True))
     assert {"freeze_datasetversion", "start_round", "start_trainingrun", "cancel_job"} <= codes
     assert "delete_datasetversion" not in codes and "add_user" not in codes
+    # Retrain rounds are lineage: a data lead sees no Delete button on them.
+    assert not {"delete_retrainround", "delete_roundstep"} & codes
     admin_codes = set(Group.objects.get(name=ADMIN).permissions.values_list("codename", flat=True))
     assert {"add_user", "change_group"} <= admin_codes
     annot = set(Group.objects.get(name=ANNOTATOR).permissions.values_list("codename", flat=True))

@@ -156,3 +156,17 @@ def test_scheduler_skips_a_bad_schedule_and_serves_the_rest(monkeypatch, caplog)
     fixed.cron = "* * * * *"
     save_schedule(fixed)
     assert fixed.last_error == "" and fixed.next_run_at is not None
+
+
+def test_heartbeat_give_up_must_come_before_the_stale_limit(settings):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.JOB_STALE_AFTER = timedelta(seconds=60)
+    settings.JOB_HEARTBEAT_GIVE_UP_SECONDS = 90
+    with pytest.raises(SystemCheckError, match="JOB_HEARTBEAT_GIVE_UP_SECONDS \\(90\\) must be"):
+        call_command("check")
+    settings.JOB_HEARTBEAT_GIVE_UP_SECONDS = 30
+    call_command("check")

@@ -141,3 +141,32 @@ def test_admin_action_asks_for_a_reason_and_records_who(pool, client, data_lead)
     released = client.post(url, {"action": "release", "_selected_action": picked}, follow=True)
     assert "2 image(s) released from quarantine." in released.content.decode()
     assert not Image.objects.quarantined().exists()
+
+
+def test_quarantine_and_release_through_the_api(pool, api_client, annotator, data_lead):
+    image = pool["stickers"][0]
+    quarantine_url = reverse("image-quarantine", args=[image.pk])
+    release_url = reverse("image-release", args=[image.pk])
+    api_client.force_authenticate(annotator)
+    assert api_client.post(quarantine_url, {"reason": "x"}).status_code == 403
+
+    api_client.force_authenticate(data_lead)
+    missing = api_client.post(quarantine_url, {}, format="json")
+    assert missing.status_code == 400 and "reason" in missing.json()
+    done = api_client.post(quarantine_url, {"reason": "licence unclear"}, format="json")
+    assert done.status_code == 200
+    body = done.json()
+    assert body["status"] == "quarantined" and body["quarantine_reason"] == "licence unclear"
+    assert body["quarantined_by"] == data_lead.username and body["quarantined_at"]
+    again = api_client.post(quarantine_url, {"reason": "other"}, format="json")
+    assert (
+        again.status_code == 409
+        and "already quarantined: licence unclear" in again.json()["detail"]
+    )
+    listed = api_client.get(reverse("image-detail", args=[image.pk])).json()
+    assert listed["quarantine_reason"] == "licence unclear"
+
+    released = api_client.post(release_url)
+    assert released.status_code == 200 and released.json()["status"] == "ok"
+    assert released.json()["quarantined_by"] is None
+    assert api_client.post(release_url).status_code == 409
