@@ -167,6 +167,7 @@ class _Decoded:
     frame_count: int
     lossy_source: bool
     pass_through: bool  # the original bytes decode to exactly `image`
+    icc_profile: bytes | None = None  # the source's RGB profile, still true of `image`'s pixels
 
 
 def _decode_raster(data: bytes, *, max_pixels: int) -> _Decoded:
@@ -200,7 +201,21 @@ def _decode_raster(data: bytes, *, max_pixels: int) -> _Decoded:
         and image.mode == normalised.mode
         and "transparency" not in image.info
     )
-    return _Decoded(normalised, fmt, source_mode, frame_count, lossy, pass_through)
+    return _Decoded(
+        normalised, fmt, source_mode, frame_count, lossy, pass_through, _kept_icc(image, normalised)
+    )
+
+
+def _kept_icc(source: Image.Image, normalised: Image.Image) -> bytes | None:
+    """The ICC profile a re-encoded copy must carry so its colours look as the source's did.
+
+    Only an RGB profile on pixels that were not colour-converted: CMYK is converted to sRGB
+    through its profile, and a grey profile would be wrong on the RGB copy of a grey image.
+    """
+    icc = source.info.get("icc_profile")
+    if not icc or source.mode not in ("RGB", "RGBA", "P", "PA"):
+        return None
+    return icc if icc[16:20] == b"RGB " and normalised.mode in ("RGB", "RGBA") else None
 
 
 def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
@@ -374,11 +389,25 @@ def _finish(
     elif image.mode == "RGB" and decoded.lossy_source and lossy_quality is not None:
         buffer = io.BytesIO()
         # Explicitly empty: Pillow would carry a source comment over from image.info.
-        image.save(buffer, "JPEG", quality=lossy_quality, subsampling=0, exif=b"", comment=b"")
+        image.save(
+            buffer,
+            "JPEG",
+            quality=lossy_quality,
+            subsampling=0,
+            exif=b"",
+            comment=b"",
+            icc_profile=decoded.icc_profile,
+        )
         stored, stored_format = buffer.getvalue(), "JPEG"
     else:
         buffer = io.BytesIO()
-        image.save(buffer, "PNG", compress_level=png_compress_level, exif=b"")
+        image.save(
+            buffer,
+            "PNG",
+            compress_level=png_compress_level,
+            exif=b"",
+            icc_profile=decoded.icc_profile,
+        )
         stored, stored_format = buffer.getvalue(), "PNG"
     return ValidatedImage(
         origin=origin,

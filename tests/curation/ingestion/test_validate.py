@@ -154,6 +154,35 @@ def test_exif_orientation_is_applied():
     assert image.stored_format == "JPEG" and image.stored_sha256 != image.sha256
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_re_encoded_copy_keeps_the_rgb_colour_profile_and_drops_the_exif(fmt):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the rotation forces a re-encode
+    exif[0x010F] = "CameraMaker"
+    source = encode(photo(0), fmt, exif=exif.tobytes(), icc_profile=icc)
+    image = ok(source)
+    assert image.stored_sha256 != image.sha256  # not passed through
+    stored = Image.open(io.BytesIO(image.data))
+    assert stored.info.get("icc_profile") == icc
+    assert not stored.getexif()
+
+
+def test_a_non_rgb_profile_is_not_put_on_the_rgb_copy_of_a_grey_image():
+    from PIL import ImageCms
+
+    lab_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    assert lab_icc[16:20] != b"RGB "
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    image = ok(
+        encode(Image.new("L", (64, 64), 90), "PNG", exif=exif.tobytes(), icc_profile=lab_icc)
+    )
+    assert "icc_profile" not in Image.open(io.BytesIO(image.data)).info
+
+
 def test_animated_gif_keeps_the_first_frame_and_counts_frames():
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     frames = [Image.new("RGB", (24, 24), c) for c in colours]
