@@ -77,19 +77,16 @@ def open_task(page, project_id: int, task_id: int, text: str, images: int) -> No
     labeling(page).get_by_text(text).first.wait_for()
     # Every image of the task rendered (the browser loads them from the platform, cross-origin),
     # each on the checkerboard that shows transparency. Label Studio mounts an image's Konva stage
-    # only after its <img> has loaded, so on a loaded machine the stages come later: wait for both.
-    page.wait_for_function(
-        """n => {
-            const imgs = [...document.querySelectorAll('.lsf-image img')];
-            return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0)
-                && document.querySelectorAll('.checker .konvajs-content').length >= n;
-        }""",
-        arg=images,
-    )
-    checkers = page.evaluate(
-        """() => [...document.querySelectorAll('.checker .konvajs-content')]
-                 .map(e => getComputedStyle(e).backgroundImage)"""
-    )
+    # only after its <img> has loaded, and may re-render the task once it has switched to the
+    # tab it opens it in, so the stages are read in the same check that waits for them.
+    read_checkers = """n => {
+        const imgs = [...document.querySelectorAll('.lsf-image img')];
+        const stages = [...document.querySelectorAll('.checker .konvajs-content')];
+        const ready = imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0)
+            && stages.length >= n;
+        return ready ? stages.map(e => getComputedStyle(e).backgroundImage) : null;
+    }"""
+    checkers = page.wait_for_function(read_checkers, arg=images).json_value()
     assert len(checkers) >= images and all("conic-gradient" in c for c in checkers), checkers
     labeling(page).get_by_text(text).first.click()  # focus the labeling area for hotkeys
 
