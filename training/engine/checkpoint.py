@@ -11,17 +11,24 @@ so a folder that exists is complete):
     ema/ema_state.json        EMA scalars (decay, optimization_step, ...)
     training_state/optimizer.pt   optimizer, lr scheduler and grad scaler state (torch.save)
     training_state/trainer.json   step, micro step, data position per role, loss history,
-                                  python and numpy RNG states
-    training_state/rng_<rank>.safetensors   torch CPU/CUDA RNG and the run's noise generator
+                                  world size
+    training_state/rng_<rank>.safetensors   per process: torch CPU RNG, its CUDA device's RNG
+                                  and the run's noise generator
+    training_state/rng_<rank>.json          per process: python and numpy RNG states
+
+Every process of a multi-GPU run writes its own `rng_<rank>` files into the folder before the
+main process completes it, so each rank resumes its own random streams exactly.
 
 `save_training_checkpoint(trainer)` / `restore_training_checkpoint(trainer, path)` write and
-read that folder for the loop's Trainer; `load_checkpoint_for_inference(path)` rebuilds the base
-model with the adapter (and EMA) applied, refusing a base model of another family.
+read that folder for the loop's Trainer; `initialize_from_checkpoint(trainer, path)` starts a
+run from another checkpoint's adapter weights; `load_checkpoint_for_inference(path)` rebuilds
+the base model with the adapter (and EMA) applied, refusing a base model of another family.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -32,6 +39,8 @@ import torch
 
 from training.engine.config import ConfigError, TrainConfig
 from training.engine.errors import BaseModelError
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -70,37 +79,66 @@ def restore_python_numpy_rng(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
 
 
-def torch_rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
+def torch_rng_tensors(
+    generator: torch.Generator, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """This process's torch RNG: CPU, its own CUDA device (a rank draws on one GPU) and the
+    run's noise generator."""
     tensors = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state().cpu()}
-    if torch.cuda.is_available():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{index}"] = state
+    if device is not None and device.type == "cuda":
+        tensors["torch_cuda"] = torch.cuda.get_rng_state(device)
     return tensors
 
 
-def restore_torch_rng(tensors: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+def restore_torch_rng(
+    tensors: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device | None = None
+) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
     generator.set_state(tensors["generator"])
-    if torch.cuda.is_available():
-        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+    if device is not None and device.type == "cuda" and "torch_cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["torch_cuda"], device)
+
+
+def rank_rng_files(folder: Path, rank: int) -> tuple[Path, Path]:
+    state = folder / "training_state"
+    return state / f"rng_{rank}.safetensors", state / f"rng_{rank}.json"
+
+
+def write_rank_rng(folder: Path, rank: int, generator: torch.Generator, device: Any) -> None:
+    from safetensors.torch import save_file
+
+    tensors_file, json_file = rank_rng_files(folder, rank)
+    tensors_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(torch_rng_tensors(generator, device), tensors_file)
+    json_file.write_text(json.dumps(python_numpy_rng_state()))
+
+
+def temporary_checkpoint_folder(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / CHECKPOINTS_DIR / f"{checkpoint_name(step)}.tmp"
+
+
+def fresh_temporary_folder(output_dir: str | Path, step: int) -> Path:
+    temporary = temporary_checkpoint_folder(output_dir, step)
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir(parents=True)
+    return temporary
 
 
 def write_checkpoint_folder(
-    output_dir: str | Path, step: int, fill: Any, keep: int | None = None
+    output_dir: str | Path, step: int, fill: Any, keep: int | None = None, *, fresh: bool = True
 ) -> Path:
     """Create the folder for `step` atomically: `fill(tmp_dir)` writes it, then it is renamed.
 
-    With `keep`, only the newest `keep` checkpoints survive.
+    With `keep`, only the newest `keep` checkpoints survive. `fresh=False` keeps what other
+    processes already wrote into the temporary folder.
     """
     root = Path(output_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    temporary = root / f"{checkpoint_name(step)}.tmp"
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
+    temporary = temporary_checkpoint_folder(output_dir, step)
+    if fresh or not temporary.is_dir():
+        temporary = fresh_temporary_folder(output_dir, step)
     fill(temporary)
     if final.exists():
         shutil.rmtree(final)
@@ -124,10 +162,18 @@ def read_lineage(path: str | Path) -> dict[str, Any]:
 
 
 def save_training_checkpoint(trainer: Any) -> Path | None:
-    """Write the Trainer's state as the next checkpoint folder (on the main process only)."""
+    """Write the Trainer's state as the next checkpoint folder: every process its own RNG
+    files, then the main process the rest; returns the folder on the main process."""
     from safetensors.torch import save_file
 
     accelerator = trainer.accelerator
+    output_dir, step = trainer.config.output_dir, trainer.step
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        fresh_temporary_folder(output_dir, step)
+    accelerator.wait_for_everyone()
+    temporary = temporary_checkpoint_folder(output_dir, step)
+    write_rank_rng(temporary, accelerator.process_index, trainer.generator, trainer.device)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return None
@@ -150,7 +196,7 @@ def save_training_checkpoint(trainer: Any) -> Path | None:
             scalars = {k: v for k, v in trainer.ema.state_dict().items() if k != "shadow_params"}
             (folder / "ema" / "ema_state.json").write_text(json.dumps(scalars, indent=2))
         state = folder / "training_state"
-        state.mkdir()
+        state.mkdir(exist_ok=True)
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         torch.save(
             {
@@ -167,16 +213,12 @@ def save_training_checkpoint(trainer: Any) -> Path | None:
             "losses": trainer.losses,
             "role_losses": trainer.role_losses,
             "skipped_images": trainer.skipped,
-            "rng": python_numpy_rng_state(),
+            "world_size": accelerator.num_processes,
         }
         (state / "trainer.json").write_text(json.dumps(trainer_state))
-        save_file(
-            torch_rng_tensors(trainer.generator),
-            state / f"rng_{accelerator.process_index}.safetensors",
-        )
 
     return write_checkpoint_folder(
-        trainer.config.output_dir, trainer.step, fill, trainer.config.keep_checkpoints
+        output_dir, step, fill, trainer.config.keep_checkpoints, fresh=False
     )
 
 
@@ -219,15 +261,70 @@ def restore_training_checkpoint(trainer: Any, path: str | Path, may_change: froz
         trainer.orders[role].load_state_dict(position)
     trainer.losses = list(trainer_state["losses"])
     trainer.role_losses = list(trainer_state["role_losses"])
-    trainer.skipped = list(trainer_state["skipped_images"])
-    trainer._bad = set(trainer.skipped)
-    restore_python_numpy_rng(trainer_state["rng"])
-    rank = trainer.accelerator.process_index
-    rng_file = path / "training_state" / f"rng_{rank}.safetensors"
-    if rng_file.is_file():
-        restore_torch_rng(load_file(rng_file), trainer.generator)
-    else:  # other ranks of a multi-GPU run: a fresh stream per (seed, rank, step)
+    trainer.batches.set_skipped(list(trainer_state["skipped_images"]))
+    restore_rank_rng(trainer, path, trainer_state)
+
+
+def restore_rank_rng(trainer: Any, path: Path, trainer_state: dict[str, Any]) -> None:
+    """This process's random streams as its rank saved them. A checkpoint of another world size
+    has no file for some ranks: those start a fresh stream per (seed, rank, step), and the log
+    says the resume is not exact."""
+    from safetensors.torch import load_file
+
+    accelerator = trainer.accelerator
+    rank, world = accelerator.process_index, accelerator.num_processes
+    saved_world = int(trainer_state.get("world_size", 1))
+    if saved_world != world:
+        logger.warning(
+            "%s was written by %d process(es), this run has %d: data order and noise are not "
+            "those of an uninterrupted run",
+            path,
+            saved_world,
+            world,
+        )
+    tensors_file, json_file = rank_rng_files(path, rank)
+    if json_file.is_file():
+        restore_python_numpy_rng(json.loads(json_file.read_text()))
+    elif "rng" in trainer_state:  # checkpoints from before per-rank files: rank 0's state
+        restore_python_numpy_rng(trainer_state["rng"])
+    if tensors_file.is_file():
+        restore_torch_rng(load_file(tensors_file), trainer.generator, trainer.device)
+    else:
         trainer.generator.manual_seed(trainer.config.seed * 7919 + rank + 104729 * trainer.step)
+
+
+def initialize_from_checkpoint(trainer: Any, checkpoint: str | Path) -> None:
+    """Start `trainer` from another checkpoint's adapter weights (not its optimizer, step or
+    data position): the checkpoint must hold the same adapter (FineStyle's two names are one)
+    trained on the same base model. The weights load in place into the parameters the
+    optimizer holds; an EMA is rebuilt around them so it does not pull back towards the fresh
+    init."""
+    from training.engine.adapters import get_adapter
+
+    path = Path(checkpoint)
+    try:
+        source = read_checkpoint_config(path)
+    except FileNotFoundError as error:
+        raise ConfigError("init_from", str(error)) from error
+    config = trainer.config
+    if get_adapter(source.adapter).load is not trainer.adapter.load:
+        raise ConfigError(
+            "init_from",
+            f"{path} holds a {source.adapter!r} adapter, this run trains {config.adapter!r}; "
+            "start from a checkpoint of the same adapter (or merge it into a base model first)",
+        )
+    if Path(source.base_model).resolve() != Path(config.base_model).resolve():
+        raise ConfigError(
+            "init_from",
+            f"{path} was trained on {source.base_model}, this run's base_model is "
+            f"{config.base_model}; its adapter only fits the model it was trained on",
+        )
+    trainer.adapter.load(trainer.unwrapped_denoiser(), path / "adapter")
+    if trainer.ema is not None:
+        from diffusers.training_utils import EMAModel
+
+        trainer.ema = EMAModel(trainer.trainable, decay=config.ema_decay)
+        trainer.ema.to(trainer.device)
 
 
 def checkpoint_family(path: str | Path) -> str:

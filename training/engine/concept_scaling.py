@@ -6,9 +6,12 @@ prompt, each paired with a short sub-prompt ("a fox in flat sticker style"), loc
 base model's own cross-attention maps for that concept's words.
 
 Two layers: `pairs_from_attention_maps` is pure (maps in, crops out) so a planted map tests the
-cropping; `concept_pairs` gets the maps from a real UNet by recording cross-attention
-probabilities during a denoising pass of the noised reference latents. Nouns come as an explicit
-word list: no NLP model is downloaded.
+cropping; `concept_pairs` gets the maps from the base model's denoiser by recording how image
+positions attend to text tokens during a denoising pass of the noised reference latents. Prompt
+encoding, noising and the forward come from the model's family (`families/`), so SD 1.x/2.x,
+SDXL and the SD3 layout all work: UNets record their cross-attention (`attn2`), the SD3
+transformer its joint attention's image-to-text block. Nouns come as an explicit word list: no
+NLP model is downloaded.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import training.engine  # noqa: F401  (torchvision shim before diffusers)
+from training.engine.families import Geometry, ModelFamily, cast_conditioning
 
 _STOPWORDS = frozenset(
     [
@@ -165,8 +169,9 @@ def pairs_from_attention_maps(
 
 # ---- cross-attention maps from a real UNet ------------------------------------------------------
 class _RecordingProcessor:
-    """Wraps a layer's attention processor: computes and stores the cross-attention probabilities,
-    then lets the original processor produce the output, so the forward pass is unchanged."""
+    """Wraps a layer's attention processor: computes and stores the probabilities with which
+    image positions attend to text tokens, then lets the original processor produce the output,
+    so the forward pass is unchanged."""
 
     def __init__(self, original: Any, name: str, store: dict[str, list[torch.Tensor]]) -> None:
         self.original, self.name, self.store = original, name, store
@@ -185,6 +190,8 @@ class _RecordingProcessor:
     def _probabilities(
         attn: Any, hidden_states: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
+        if getattr(attn, "add_k_proj", None) is not None:
+            return _joint_probabilities(attn, hidden_states, context)
         states = hidden_states
         if states.ndim == 4:
             batch, channels, h, w = states.shape
@@ -200,21 +207,47 @@ class _RecordingProcessor:
         return probs.view(batch, -1, *probs.shape[1:]).mean(1).float().cpu()  # mean over heads
 
 
+def _joint_probabilities(
+    attn: Any, hidden_states: torch.Tensor, context: torch.Tensor
+) -> torch.Tensor:
+    """MMDiT joint attention (SD3): image and text tokens attend over their concatenation; the
+    image queries' weights on the text keys are the image-to-text map, (batch, pixels, tokens)."""
+    batch = hidden_states.shape[0]
+    query, key = attn.to_q(hidden_states), attn.to_k(hidden_states)
+    text_key = attn.add_k_proj(context)
+    head_dim = key.shape[-1] // attn.heads
+
+    def heads(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+    query, key, text_key = heads(query), heads(key), heads(text_key)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    if attn.norm_added_k is not None:
+        text_key = attn.norm_added_k(text_key)
+    keys = torch.cat([key, text_key], dim=2)
+    probs = torch.softmax(query @ keys.transpose(-1, -2) * head_dim**-0.5, dim=-1)
+    return probs[..., key.shape[2] :].mean(1).float().cpu()  # text part, mean over heads
+
+
 @contextmanager
-def record_cross_attention(unet: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Within the block, every cross-attention layer appends (batch, pixels, tokens) probabilities
-    per forward pass to `store[layer name]`; the UNet's processors are restored on exit."""
-    original = dict(unet.attn_processors)
+def record_cross_attention(denoiser: Any) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Within the block, every layer where image positions attend to text (a UNet's `attn2`, an
+    SD3 transformer's joint attention) appends (batch, pixels, tokens) probabilities per forward
+    pass to `store[layer name]`; the denoiser's processors are restored on exit. Self-attention
+    layers are called without text and record nothing."""
+    original = dict(denoiser.attn_processors)
     store: dict[str, list[torch.Tensor]] = defaultdict(list)
     wrapped = {
-        name: _RecordingProcessor(processor, name, store) if ".attn2." in name else processor
-        for name, processor in original.items()
+        name: _RecordingProcessor(processor, name, store) for name, processor in original.items()
     }
-    unet.set_attn_processor(wrapped)
+    denoiser.set_attn_processor(wrapped)
     try:
         yield store
     finally:
-        unet.set_attn_processor(dict(original))
+        denoiser.set_attn_processor(dict(original))
 
 
 def word_token_indices(tokenizer: Any, prompt: str, word: str) -> list[int]:
@@ -264,49 +297,69 @@ def _image_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None]
 
 
+def _family_of(components: Mapping[str, Any]) -> ModelFamily:
+    """The components' family: `load_base_components` names it; a bare dict (such as
+    `tiny.build_tiny_components()`) is told apart by the denoiser and text encoders it holds."""
+    from training.engine.families import get_family
+
+    if components.get("family") is not None:
+        return components["family"]
+    if "transformer" in components:
+        return get_family("sd3")
+    return get_family("sdxl" if "text_encoder_2" in components else "sd")
+
+
 @torch.no_grad()
 def attention_maps(
     image: Image.Image,
     prompt: str,
     words: Sequence[str],
     *,
-    unet: Any,
-    vae: Any,
-    text_encoder: Any,
-    tokenizer: Any,
-    scheduler: Any,
+    components: Mapping[str, Any],
     timesteps: Sequence[int] = (300, 500, 700),
     resolution: int | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Per word, the base model's cross-attention map while denoising the noised reference.
+    """Per word, the base model's image-to-text attention map while denoising the noised
+    reference, for any family.
 
-    Several timesteps are averaged because single-step maps are noisy; noise is drawn from `seed`.
-    Returns (maps, skipped) where skipped names words absent from the tokenized prompt.
+    `timesteps` are on the engine's noise axis (integers in [0, T), larger = noisier; sigma =
+    t / T for flow matching). Several are averaged because single-step maps are noisy; noise is
+    drawn from `seed`. Returns (maps, skipped) where skipped names words absent from the
+    tokenized prompt (positions come from the first CLIP tokenizer, whose tokens lead the text
+    sequence in every family).
     """
-    device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
+    family = _family_of(components)
+    denoiser, vae, tokenizer = (
+        components[family.denoiser],
+        components["vae"],
+        components["tokenizer"],
+    )
+    scheduler = components.get("noise_scheduler") or family.training_scheduler(
+        components["scheduler"].config
+    )
+    device = next(denoiser.parameters()).device
+    dtype = next(denoiser.parameters()).dtype
     scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    resolution = resolution or unet.config.sample_size * scale_factor
+    resolution = resolution or denoiser.config.sample_size * scale_factor
     pixels = _image_tensor(image, resolution).to(device, dtype=vae.dtype)
-    latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
-    tokens = tokenizer(
-        prompt,
-        padding="max_length",
-        truncation=True,
-        max_length=tokenizer.model_max_length,
-        return_tensors="pt",
-    ).input_ids.to(device)
-    context = text_encoder(tokens)[0].to(dtype)
+    scaling, shift = family.latent_scale(vae)
+    latents = (vae.encode(pixels).latent_dist.mean - shift) * scaling
+    pipeline = family.pipeline({**components, "scheduler": components["scheduler"]})
+    geometry = Geometry((resolution, resolution), (0, 0), (resolution, resolution))
+    conditioning = cast_conditioning(
+        family.condition(pipeline, [prompt], [geometry], device), dtype
+    )
     generator = torch.Generator(device="cpu").manual_seed(seed)
     indices = {w: word_token_indices(tokenizer, prompt, w) for w in words}
     skipped = {w: "not found in the tokenized prompt" for w, ids in indices.items() if not ids}
-    with record_cross_attention(unet) as store:
+    with record_cross_attention(denoiser) as store:
         for step in timesteps:
             noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
             t = torch.tensor([int(step)], device=device)
-            unet(scheduler.add_noise(latents, noise, t).to(dtype), t, context)
-    size = tuple(latents.shape[-2:])
+            noisy, model_t, _ = family.noise(scheduler, latents, noise, t)
+            family.predict(denoiser, noisy.to(dtype), model_t, conditioning)
+    size = (int(latents.shape[-2]), int(latents.shape[-1]))
     maps = {w: maps_for_tokens(store, ids, size) for w, ids in indices.items() if ids}
     return maps, skipped
 
@@ -327,25 +380,15 @@ def concept_pairs(
 ) -> ConceptScaling:
     """The whole FineStyle scaling step for one reference image and its prompt.
 
-    `components` holds the base model's unet, vae, text_encoder, tokenizer and (noise) scheduler,
-    e.g. `training.engine.tiny.build_tiny_components()`. `words` None falls back to
-    `candidate_words(prompt, exclude=[descriptor])`.
+    `components` are a base model's, as `base_model.load_base_components(folder)` returns them
+    (any family), or a bare dict such as `training.engine.tiny.build_tiny_components()`.
+    `words` None falls back to `candidate_words(prompt, exclude=[descriptor])`.
     """
     words = list(words) if words is not None else candidate_words(prompt, exclude=[descriptor])
     if not words:
         raise ValueError(f"words: no concept words given or found in prompt {prompt!r}")
-    scheduler = components.get("noise_scheduler") or components["scheduler"]
     maps, skipped = attention_maps(
-        image,
-        prompt,
-        words,
-        unet=components["unet"],
-        vae=components["vae"],
-        text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"],
-        scheduler=scheduler,
-        timesteps=timesteps,
-        seed=seed,
+        image, prompt, words, components=components, timesteps=timesteps, seed=seed
     )
     result = pairs_from_attention_maps(
         image,

@@ -83,6 +83,10 @@ class TrainConfig:
     keep_checkpoints: int | None = None
     latent_cache_dir: str | None = None
     use_sample_weights: bool = True
+    # a checkpoint folder (same adapter, same base model) whose adapter weights start this run;
+    # its optimizer and step do not carry over. How a trained checkpoint of any adapter seeds
+    # the next round, and how styledrop_iterative chains its iterations.
+    init_from: str | None = None
     # ---- data and objective options (validated here, recorded in lineage) ----
     # "center_crop": shorter side to resolution, centre cut (SDXL's time_ids say where);
     # "pad": the whole image scaled into the square, padded losslessly with background_color
@@ -196,6 +200,10 @@ class TrainConfig:
         _positive_int("checkpoint_every", self.checkpoint_every)
         if self.keep_checkpoints is not None:
             _positive_int("keep_checkpoints", self.keep_checkpoints)
+        if self.init_from is not None and (
+            not isinstance(self.init_from, str) or not self.init_from.strip()
+        ):
+            raise ConfigError("init_from", "must be a checkpoint folder path or null")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
         _positive_float("learning_rate", self.learning_rate)

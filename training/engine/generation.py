@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import training.engine  # noqa: F401  (torchvision shim before diffusers/transformers)
+from training.engine.style_prompts import with_style_descriptor
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -40,6 +41,9 @@ class SamplerSettings:
     resolution: int = 512
     negative_prompt: str | None = None
     style_suffix: str | None = None  # appended to every prompt as ", <suffix>"
+    # FineStyle checkpoints sample with its two-scale guidance; None = the adapter's own λ
+    finestyle_lambda1: float | None = None
+    finestyle_lambda2: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplerSettings:
@@ -64,6 +68,12 @@ class SamplerSettings:
             raise ValueError(
                 f"sampler.resolution: must be a positive multiple of 8, got {self.resolution!r}"
             )
+        for name in ("finestyle_lambda1", "finestyle_lambda2"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValueError(f"sampler.{name}: must be a number >= 0, got {value!r}")
 
     def full_prompt(self, prompt: str) -> str:
         suffix = (self.style_suffix or "").strip().lstrip(",").strip()
@@ -118,6 +128,7 @@ def build_pipeline(
     # diffusers name to its dummy placeholder class, which hides the pipeline's methods.
     pipeline: Any = family.pipeline(components)
     pipeline.engine_family = family
+    pipeline.engine_config = components.get("config")
     pipeline.engine_source = {
         "checkpoint": str(checkpoint) if checkpoint else None,
         "base_model": str(base_model or components.get("config").base_model),  # type: ignore[union-attr]
@@ -152,6 +163,7 @@ def adopt_pipeline(pipeline: Any) -> Any:
     if family is None:
         raise ValueError(f"pipeline: {type(pipeline).__name__} is not a family the engine knows")
     pipeline.engine_family = family
+    pipeline.engine_config = None
     pipeline.engine_source = {
         "checkpoint": None,
         "base_model": str(pipeline.config.get("_name_or_path", "")),
@@ -179,6 +191,50 @@ def _scheduler_for(pipeline: Any, name: str) -> Any:
             f"use one of {list(family.schedulers)}"
         )
     return getattr(diffusers, SCHEDULERS[name]).from_config(pipeline.scheduler.config)
+
+
+def _checkpoint_style(pipeline: Any) -> str:
+    """The style descriptor the checkpoint's run trained with (appended to every prompt, as in
+    training); none for a base model or a plain diffusers pipeline."""
+    from training.engine.style_prompts import run_style_descriptor
+
+    config = getattr(pipeline, "engine_config", None)
+    return run_style_descriptor(config) if config is not None else ""
+
+
+def _guidance(pipeline: Any, settings: SamplerSettings) -> tuple[Any, dict[str, Any]]:
+    """(factory of the context the pipeline samples in, how it guides): FineStyle's λ1/λ2 guidance for a
+    FineStyle checkpoint, plain classifier-free guidance otherwise."""
+    from contextlib import nullcontext
+
+    from training.engine.adapters.finestyle import ADAPTER_NAMES, adapter_params, finestyle_guided
+
+    adapter = pipeline.engine_source.get("adapter")
+    overrides = {
+        "finestyle_lambda1": settings.finestyle_lambda1,
+        "finestyle_lambda2": settings.finestyle_lambda2,
+    }
+    if adapter not in ADAPTER_NAMES:
+        given = [name for name, value in overrides.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"sampler.{given[0]}: the checkpoint's adapter is {adapter!r}, not FineStyle "
+                f"({' or '.join(ADAPTER_NAMES)})"
+            )
+        return nullcontext, {"method": "cfg", "guidance_scale": settings.guidance_scale}
+    denoiser = denoiser_of(pipeline)
+    params = adapter_params(denoiser)
+    lambda1 = (
+        params["lambda1"] if settings.finestyle_lambda1 is None else settings.finestyle_lambda1
+    )
+    lambda2 = (
+        params["lambda2"] if settings.finestyle_lambda2 is None else settings.finestyle_lambda2
+    )
+
+    def context() -> Any:
+        return finestyle_guided(denoiser, float(lambda1), float(lambda2), settings.guidance_scale)
+
+    return context, {"method": "finestyle", "lambda1": float(lambda1), "lambda2": float(lambda2)}
 
 
 def _to_images(decoded: torch.Tensor) -> list[Image.Image]:
@@ -228,6 +284,12 @@ def generate(
         settings.resolution // vae_scale,
     )
     jobs = [(prompt, int(seed)) for prompt in prompts for seed in seeds]
+    descriptor = _checkpoint_style(pipeline)
+
+    def full_prompt(prompt: str) -> str:
+        return with_style_descriptor(settings.full_prompt(prompt), descriptor)
+
+    guidance_context, guidance = _guidance(pipeline, settings)
     results: list[GeneratedImage] = []
     decoder = getattr(pipeline, "alpha_decoder", None) or pipeline.vae
     for start in range(0, len(jobs), batch_size):
@@ -240,26 +302,28 @@ def generate(
         ).to(run_device, denoiser.dtype)
         generators = [torch.Generator(run_device).manual_seed(seed) for _, seed in chunk]
         negative = [settings.negative_prompt] * len(chunk) if settings.negative_prompt else None
-        output = pipeline(
-            prompt=[settings.full_prompt(prompt) for prompt, _ in chunk],
-            negative_prompt=negative,
-            height=settings.resolution,
-            width=settings.resolution,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            latents=latents,
-            generator=generators,
-            output_type="latent",
-        )
+        with guidance_context():
+            output = pipeline(
+                prompt=[full_prompt(prompt) for prompt, _ in chunk],
+                negative_prompt=negative,
+                height=settings.resolution,
+                width=settings.resolution,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                latents=latents,
+                generator=generators,
+                output_type="latent",
+            )
         scaled = output.images / scaling + shift
         images = _to_images(decoder.decode(scaled.to(decoder.dtype), return_dict=False)[0])
         for (prompt, seed), image in zip(chunk, images, strict=True):
             metadata = {
                 **pipeline.engine_source,
                 "prompt": prompt,
-                "full_prompt": settings.full_prompt(prompt),
+                "full_prompt": full_prompt(prompt),
                 "seed": seed,
                 "sampler": settings.to_dict(),
+                "guidance": guidance,
                 "width": image.width,
                 "height": image.height,
                 "mode": image.mode,

@@ -6,18 +6,18 @@ Resuming is exact on one process: every source of randomness (python, numpy, tor
 own noise generator), the optimizer, the lr schedule, the EMA and the read position in each
 dataset are saved with the weights (`checkpoint.py`), and the recipe plans batches from step
 counters alone, so step k+1 after a resume is the step k+1 an uninterrupted run would take.
-`run.run_training` is the entry point callers use.
+`run.run_training` is the entry point callers use. The data side is `batches.py`, placement and
+precision `placement.py`, the optimizer `optim.py`, checkpoints `checkpoint.py`, lineage
+`lineage.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,21 +25,26 @@ import torch.nn.functional as F
 
 from training.engine.adapters import get_adapter
 from training.engine.base_model import load_base_components
-from training.engine.checkpoint import restore_training_checkpoint, save_training_checkpoint
+from training.engine.batches import BatchSource, TrainingBatch
+from training.engine.checkpoint import (
+    initialize_from_checkpoint,
+    restore_training_checkpoint,
+    save_training_checkpoint,
+)
 from training.engine.config import DATASET_ROLES, ConfigError, TrainConfig
 from training.engine.data import (
     EpochBatchOrder,
     ImageCaptionDataset,
-    ImageLoadError,
     ImageOptions,
     LatentCache,
     Resolver,
-    encode_latent_parameters,
     module_checksum,
-    sample_latents,
 )
-from training.engine.families import Geometry, ModelFamily, cast_conditioning
-from training.engine.recipes import BatchPart, build_recipe
+from training.engine.families import ModelFamily, cast_conditioning
+from training.engine.lineage import code_version, lineage_record
+from training.engine.optim import build_optimizer
+from training.engine.placement import build_accelerator
+from training.engine.recipes import build_recipe
 from training.engine.run_types import (
     RESUME_MAY_CHANGE,
     CancelFn,
@@ -47,7 +52,6 @@ from training.engine.run_types import (
     ProgressFn,
     TrainResult,
 )
-from training.engine.timesteps import sample_timesteps
 
 logger = logging.getLogger(__name__)
 
@@ -62,95 +66,6 @@ __all__ = [
 ]
 
 
-@dataclass
-class TrainingBatch:
-    """One micro-batch as the denoiser sees it; `roles`/`timesteps` are what tests assert on.
-    `conditioning` holds the family's forward arguments (text embeddings, pooled embeddings,
-    SDXL's added_cond_kwargs)."""
-
-    latents: torch.Tensor
-    conditioning: dict[str, Any]
-    timesteps: torch.Tensor
-    weights: torch.Tensor
-    roles: list[str]
-    image_sha256: list[str] = field(default_factory=list)
-    geometry: list[Geometry] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    flipped: list[bool] = field(default_factory=list)
-
-
-@dataclass
-class _Sample:
-    sha256: str
-    weight: float
-    caption: str
-    pixels: torch.Tensor | None  # None when the latent cache had it
-    parameters: torch.Tensor | None
-    geometry: Geometry
-    flip: bool = False
-
-
-def resolve_mixed_precision(requested: str, device: torch.device) -> str:
-    """fp16/bf16 only on CUDA (CPU autocast is slower than fp32 here); bf16 falls back to fp16 on
-    GPUs without it."""
-    if requested == "no":
-        return "no"
-    if device.type != "cuda":
-        logger.warning(
-            "mixed_precision=%s ignored: %s has no fast half precision", requested, device
-        )
-        return "no"
-    if requested == "bf16" and not torch.cuda.is_bf16_supported():
-        logger.warning("bf16 unsupported on this GPU; using fp16")
-        return "fp16"
-    return requested
-
-
-class _AdamWOptions(TypedDict):
-    lr: float
-    betas: tuple[float, float]
-    weight_decay: float
-    eps: float
-
-
-def build_optimizer(
-    parameters: list[torch.nn.Parameter], config: TrainConfig
-) -> torch.optim.Optimizer:
-    """AdamW, fused where the device supports it (about 3x faster optimizer step, DESIGN §6b),
-    or bitsandbytes' 8-bit AdamW (`optimizer: adamw_8bit`, validated to be installed)."""
-    options: _AdamWOptions = {
-        "lr": config.learning_rate,
-        "betas": (config.adam_beta1, config.adam_beta2),
-        "weight_decay": config.adam_weight_decay,
-        "eps": config.adam_epsilon,
-    }
-    if config.optimizer == "adamw_8bit":
-        import bitsandbytes
-
-        optimizer: torch.optim.Optimizer = bitsandbytes.optim.AdamW8bit(parameters, **options)
-        return optimizer
-    try:
-        return torch.optim.AdamW(parameters, fused=True, **options)
-    except (RuntimeError, ValueError, TypeError) as error:
-        logger.info("fused AdamW unavailable (%s); using the default implementation", error)
-        return torch.optim.AdamW(parameters, **options)
-
-
-def code_version() -> str | None:
-    try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout.strip() or None
-
-
 class Trainer:
     """One training run: built from a config, optionally restored from a checkpoint, then `run`."""
 
@@ -162,8 +77,6 @@ class Trainer:
         resolver: Resolver | None = None,
         device: str | torch.device | None = None,
     ) -> None:
-        from accelerate import Accelerator, PartialState
-        from accelerate.state import AcceleratorState
         from diffusers.optimization import get_scheduler
 
         config.validate()
@@ -177,7 +90,11 @@ class Trainer:
         self.noise_scheduler = components["noise_scheduler"]
         self.num_train_timesteps = self.family.num_train_timesteps(self.noise_scheduler)
         self.recipe = build_recipe(config, self.num_train_timesteps)
-        self.datasets = {
+        options = ImageOptions(
+            config.image_fit,
+            (config.background_color[0], config.background_color[1], config.background_color[2]),
+        )
+        datasets = {
             role: ImageCaptionDataset.from_manifest(
                 config.datasets[role].manifest,
                 config.datasets[role].sha256,
@@ -185,35 +102,15 @@ class Trainer:
                 split=config.datasets[role].split,
                 resolver=resolver,
                 image_root=config.datasets[role].image_root,
-                options=ImageOptions(
-                    config.image_fit,
-                    (
-                        config.background_color[0],
-                        config.background_color[1],
-                        config.background_color[2],
-                    ),
-                ),
+                options=options,
             )
             for role in self.recipe.roles
         }
 
-        wanted = (
-            torch.device(device)
-            if device
-            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        self.mixed_precision = resolve_mixed_precision(config.mixed_precision, wanted)
-        if PartialState().num_processes == 1:
-            # One process may run many jobs (a GPU worker); accelerate keeps its settings in a
-            # process-wide singleton that refuses a second mixed-precision setting otherwise.
-            AcceleratorState._reset_state()
-            if wanted.type == "cuda" and wanted.index is not None:
-                # Accelerator() takes the current CUDA device; one worker per GPU names its own.
-                torch.cuda.set_device(wanted)
-        self.accelerator = Accelerator(
-            mixed_precision=self.mixed_precision,
+        self.accelerator, self.mixed_precision = build_accelerator(
+            device,
+            mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
-            cpu=wanted.type == "cpu",
         )
         accelerator = self.accelerator
         self.device = accelerator.device
@@ -261,34 +158,66 @@ class Trainer:
             self.ema = EMAModel(self.trainable, decay=config.ema_decay)
             self.ema.to(self.device)
 
-        self.generator = torch.Generator(device=self.device).manual_seed(
-            config.seed * 7919 + accelerator.process_index
-        )
-        self.orders = {
-            role: EpochBatchOrder(len(dataset), config.seed * 1009 + DATASET_ROLES.index(role))
-            for role, dataset in self.datasets.items()
-        }
-        self.latent_cache = None
+        latent_cache = None
         if config.latent_cache_dir:
-            self.latent_cache = LatentCache(
+            latent_cache = LatentCache(
                 config.latent_cache_dir,
                 module_checksum(self.vae),
                 config.resolution,
-                next(iter(self.datasets.values())).options.cache_key(),
+                options.cache_key(),
             )
-        self.scaling_factor, self.shift_factor = self.family.latent_scale(self.vae)
+        self.batches = BatchSource(
+            config=config,
+            recipe=self.recipe,
+            datasets=datasets,
+            orders={
+                role: EpochBatchOrder(len(dataset), config.seed * 1009 + DATASET_ROLES.index(role))
+                for role, dataset in datasets.items()
+            },
+            family=self.family,
+            pipeline=self.pipeline,
+            vae=self.vae,
+            generator=torch.Generator(device=self.device).manual_seed(
+                config.seed * 7919 + accelerator.process_index
+            ),
+            device=self.device,
+            weight_dtype=self.weight_dtype,
+            process_index=accelerator.process_index,
+            num_processes=processes,
+            latent_cache=latent_cache,
+        )
         self.step = 0
         self.micro_step = 0
         self.losses: list[float] = []
         self.role_losses: list[dict[str, float]] = []
-        self.skipped: list[str] = []
-        self._bad: set[str] = set()
         self.checkpoints: list[str] = []
+        if config.init_from:
+            initialize_from_checkpoint(self, config.init_from)
 
     @property
     def unet(self) -> Any:
         """The (prepared) denoiser under its old name; a transformer for flow families."""
         return self.denoiser
+
+    @property
+    def datasets(self) -> dict[str, ImageCaptionDataset]:
+        return self.batches.datasets
+
+    @property
+    def orders(self) -> dict[str, EpochBatchOrder]:
+        return self.batches.orders
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.batches.generator
+
+    @property
+    def latent_cache(self) -> LatentCache | None:
+        return self.batches.latent_cache
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.batches.skipped
 
     def _check_family_options(self) -> None:
         for name, reason in self.family.unsupported_options.items():
@@ -302,105 +231,12 @@ class Trainer:
         np.random.seed(seed % (2**32))
         torch.manual_seed(seed)
 
-    # ---- data ------------------------------------------------------------------------------
-    def _load_sample(self, role: str, index: int, flip: bool = False) -> _Sample:
-        """The sample at `index` (pixels, or cached latent parameters), stepping to the next row
-        when an image cannot be opened, so one bad file never stops a run."""
-        dataset = self.datasets[role]
-        for attempt in range(len(dataset)):
-            row = dataset.rows[(index + attempt) % len(dataset)]
-            if row.image_sha256 in self._bad:
-                continue
-            if self.latent_cache is not None:
-                cached = self.latent_cache.get(row.image_sha256, flip)
-                if cached is not None:
-                    parameters, geometry = cached
-                    return _Sample(
-                        row.image_sha256, row.weight, row.caption, None, parameters, geometry, flip
-                    )
-            try:
-                pixels, caption, geometry = dataset.load(
-                    (index + attempt) % len(dataset), flip=flip
-                )
-            except ImageLoadError as error:
-                logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
-                self._bad.add(row.image_sha256)
-                self.skipped.append(row.image_sha256)
-                continue
-            return _Sample(row.image_sha256, row.weight, caption, pixels, None, geometry, flip)
-        raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
-
-    def _part_indices(self, part: BatchPart) -> list[int]:
-        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
-        taken = self.orders[part.role].take(part.count * processes)
-        return taken[rank * part.count : (rank + 1) * part.count]
-
-    def _encode_pending(self, samples: list[_Sample]) -> None:
-        pending = [s for s in samples if s.parameters is None]
-        if not pending:
-            return
-        pixels = torch.stack([s.pixels for s in pending])  # type: ignore[misc]
-        encoded = encode_latent_parameters(
-            self.vae, pixels.to(self.device, self.weight_dtype)
-        ).float()
-        for sample, tensor in zip(pending, encoded, strict=True):
-            sample.parameters = tensor
-            if self.latent_cache is not None:
-                self.latent_cache.put(sample.sha256, tensor, sample.geometry, sample.flip)
-
-    @torch.no_grad()
     def draw_batch(self, step: int | None = None, micro_step: int | None = None) -> TrainingBatch:
         """Plan, read and encode the next micro-batch (advances the data position and the RNG)."""
-        parts = self.recipe.plan(
+        return self.batches.draw(
             self.step if step is None else step,
             self.micro_step if micro_step is None else micro_step,
         )
-        samples: list[_Sample] = []
-        roles: list[str] = []
-        timesteps, weights = [], []
-        count = sum(part.count for part in parts)
-        flips = self._coin_flips(count, self.config.random_flip)
-        for part in parts:
-            for index in self._part_indices(part):
-                samples.append(self._load_sample(part.role, index, flips[len(samples)]))
-                roles.append(part.role)
-        self._encode_pending(samples)
-        stacked = torch.stack([s.parameters.to(self.device) for s in samples])  # type: ignore[union-attr]
-        latents = sample_latents(
-            stacked, self.scaling_factor, self.generator, shift_factor=self.shift_factor
-        )
-        for part in parts:
-            timesteps.append(
-                sample_timesteps(part.count, part.t_min, part.t_max, self.generator, self.device)
-            )
-            weights.extend([part.loss_weight] * part.count)
-        sample_weights = torch.tensor(
-            [s.weight if self.config.use_sample_weights else 1.0 for s in samples],
-            device=self.device,
-        )
-        geometry = [s.geometry for s in samples]
-        dropped = self._coin_flips(len(samples), self.config.caption_dropout)
-        captions = ["" if drop else s.caption for s, drop in zip(samples, dropped, strict=True)]
-        conditioning = self.family.condition(self.pipeline, captions, geometry, self.device)
-        return TrainingBatch(
-            latents=latents,
-            conditioning=conditioning,
-            timesteps=torch.cat(timesteps),
-            weights=torch.tensor(weights, device=self.device) * sample_weights,
-            roles=roles,
-            image_sha256=[s.sha256 for s in samples],
-            geometry=geometry,
-            captions=captions,
-            flipped=[s.flip for s in samples],
-        )
-
-    def _coin_flips(self, count: int, probability: float) -> list[bool]:
-        """`count` draws that are True with `probability`, from the run's saved generator (so a
-        resumed run flips and drops exactly as an uninterrupted one); none drawn when off."""
-        if probability <= 0:
-            return [False] * count
-        draws = torch.rand(count, generator=self.generator, device=self.generator.device)
-        return (draws < probability).tolist()
 
     # ---- steps -----------------------------------------------------------------------------
     def _micro_step(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -518,49 +354,7 @@ class Trainer:
         return {names[id(p)]: p for p in self.trainable}
 
     def lineage_record(self) -> dict[str, Any]:
-        import accelerate
-        import diffusers
-        import peft
-
-        config = self.config
-        return {
-            "code_version": code_version(),
-            **self.lineage,
-            "step": self.step,
-            "total_steps": config.steps,
-            "recipe": config.recipe,
-            "adapter": config.adapter,
-            "base_model": config.base_model,
-            "training_options": {
-                **config.training_options(),
-                "mixed_precision_used": self.mixed_precision,
-            },
-            "family": {
-                "name": self.family.name,
-                "pipeline_class": self.family.pipeline_class,
-                "denoiser": self.family.denoiser,
-                "prediction_type": self.family.prediction_type(self.noise_scheduler),
-                "noise_axis": self.family.noise_axis,
-                "num_train_timesteps": self.num_train_timesteps,
-                "variant": self.model_folder.variant,
-            },
-            "datasets": {
-                role: {
-                    "manifest": spec.manifest,
-                    "sha256": spec.sha256,
-                    "version_id": spec.version_id,
-                }
-                for role, spec in config.datasets.items()
-            },
-            "resumed_from": self.resumed_from,
-            "libraries": {
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-                "peft": peft.__version__,
-                "accelerate": accelerate.__version__,
-            },
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        return lineage_record(self)
 
     def save_checkpoint(self) -> Path | None:
         path = save_training_checkpoint(self)

@@ -116,10 +116,9 @@ class StyleDropIterativeSettings:
         self.sampler_settings(config)
 
     def descriptor(self, config: TrainConfig) -> str:
-        if self.style_descriptor is not None:
-            return self.style_descriptor
-        value = config.adapter_params.get("style_descriptor", "")
-        return value if isinstance(value, str) else ""
+        from training.engine.style_prompts import run_style_descriptor
+
+        return run_style_descriptor(config)
 
     def sampler_settings(self, config: TrainConfig) -> SamplerSettings:
         """The generation settings, the style descriptor as the prompt suffix (so generations

@@ -223,7 +223,7 @@ def checkpoint_name(base: Checkpoint, job: Job) -> str:
 
 
 def _lineage(base: Checkpoint, version: DatasetVersion, job: Job) -> dict[str, Any]:
-    from training.engine.loop import code_version
+    from training.engine.lineage import code_version
 
     return {
         "recipe": "transparency_decoder",

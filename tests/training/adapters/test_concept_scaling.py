@@ -170,3 +170,32 @@ def test_candidate_words_without_an_nlp_model() -> None:
     assert concept_scaling.sub_prompt("fox", "watercolor", "{word} painted in {descriptor}") == (
         "fox painted in watercolor"
     )
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+def test_concept_pairs_on_every_family(family: str) -> None:
+    """SDXL (two encoders, time ids) and the SD3 transformer (joint attention) give per-word
+    maps on their own latent grid, through the family interface."""
+    from training.engine.tiny import build_tiny_components
+
+    components = build_tiny_components(0, family=family)
+    denoiser = components["transformer" if family == "sd3" else "unet"]
+    with torch.no_grad(), record_cross_attention(denoiser) as store:
+        pass
+    assert not store  # nothing recorded outside a forward pass
+    result = concept_pairs(
+        _reference(),
+        "a fox and a tree",
+        ["fox", "tree", "zebra"],
+        components=components,
+        threshold=0.6,
+        min_area=0.0,
+        timesteps=(400, 600),
+    )
+    assert result.skipped == {"zebra": "not found in the tokenized prompt"}
+    assert set(result.maps) == {"fox", "tree"}
+    for word in ("fox", "tree"):
+        attention = result.maps[word]
+        assert attention.ndim == 2 and attention.shape[0] == attention.shape[1] > 1
+        assert torch.isfinite(attention).all() and attention.max() > attention.min()
+    assert {p.word for p in result.pairs} == {"fox", "tree"}

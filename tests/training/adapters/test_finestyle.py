@@ -76,7 +76,7 @@ def test_save_load_round_trip_is_exact(unet, fresh_unet, unet_inputs, tmp_path) 
     restored = fresh_unet()
     get_adapter("finestyle").load(restored, tmp_path)
     assert torch.equal(restored(latents, t, context).sample, expected)
-    assert restored._finestyle_params["rank"] == 3
+    assert finestyle.adapter_params(restored)["rank"] == 3
 
 
 def test_guidance_formula() -> None:
@@ -99,7 +99,9 @@ def test_guidance_formula() -> None:
     assert torch.allclose(step, tuned_cond - base_cond, atol=1e-6)
 
 
-def test_guided_prediction_uses_the_base_model_for_lambda1(unet, fresh_unet, unet_inputs) -> None:
+def test_guided_denoiser_uses_the_base_model_for_lambda1(unet, fresh_unet, unet_inputs) -> None:
+    """Inside `finestyle_guided`, the pipeline's CFG step u + g(c - u) over what the denoiser
+    returns for [uncond; cond] is FineStyle's ε, whatever g."""
     latents, t, context = unet_inputs
     uncond = torch.zeros_like(context)
     base = fresh_unet()
@@ -108,13 +110,23 @@ def test_guided_prediction_uses_the_base_model_for_lambda1(unet, fresh_unet, une
         for name, parameter in unet.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=0.2)
-        guided = finestyle.guided_noise_prediction(unet, latents, t, context, uncond, 1.5, 2.0)
         tuned_cond = unet(latents, t, context).sample
         tuned_uncond = unet(latents, t, uncond).sample
         base_cond = base(latents, t, context).sample
+        expected = finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 1.5, 2.0)
+        for scale in (3.0, 7.5):
+            with finestyle.finestyle_guided(unet, 1.5, 2.0, guidance_scale=scale):
+                u, c = unet(
+                    torch.cat([latents, latents]),
+                    t,
+                    torch.cat([uncond, context]),
+                    return_dict=False,
+                )[0].chunk(2)
+            assert torch.allclose(u + scale * (c - u), expected, atol=1e-4)
     assert not torch.allclose(tuned_cond, base_cond, atol=1e-4)  # the adapter does something
-    expected = finestyle.finestyle_guidance(tuned_cond, base_cond, tuned_uncond, 1.5, 2.0)
-    assert torch.allclose(guided, expected, atol=1e-4)
-    # adapters are back on afterwards
+    # the denoiser is itself again afterwards, adapters on
     with torch.no_grad():
         assert torch.equal(unet(latents, t, context).sample, tuned_cond)
+    without_uncond = finestyle.finestyle_guided(unet, 1.0, 2.0, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="lambda2"):
+        without_uncond.__enter__()

@@ -1,4 +1,5 @@
-"""StyleDrop: the adapter, the style descriptor, feedback selection and the iteration plan."""
+"""StyleDrop: the adapter, the style descriptor and feedback selection (the iterative recipe
+itself: test_styledrop_iterative.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,9 @@ from PIL import Image
 
 from training.engine import metrics
 from training.engine.adapters import get_adapter, styledrop
-from training.engine.adapters.styledrop import (
-    FeedbackSelection,
-    Generation,
-    StyleExample,
-    next_training_set,
-    run_styledrop_iterative,
-    select_by_feedback,
-    styledrop_iteration_plan,
-    with_style_descriptor,
-)
 from training.engine.config import ConfigError
+from training.engine.style_prompts import with_style_descriptor
+from training.engine.styledrop_feedback import Generation, select_by_feedback
 
 
 def _image(
@@ -142,59 +135,3 @@ def test_human_feedback_uses_the_callback_verdicts() -> None:
     assert reasons == {"g1": "failed review", "g2": "no judgement", "g4": "no judgement"}
     with pytest.raises(ValueError, match="unknown generation ids"):
         select_by_feedback(generations, "human", human_feedback=lambda batch: {"nope": True})
-
-
-def test_iteration_plan_and_training_sets() -> None:
-    plan = styledrop_iteration_plan(3)
-    assert [(s.iteration, s.stage) for s in plan] == [
-        (0, "train"),
-        (1, "generate"), (1, "select"), (1, "train"),
-        (2, "generate"), (2, "select"), (2, "train"),
-    ]  # fmt: skip
-    with pytest.raises(ConfigError):
-        styledrop_iteration_plan(0)
-
-    references = [StyleExample(_image((1, 2, 3)), "a fox")]
-    empty = FeedbackSelection("human", [], [])
-    with pytest.raises(ValueError, match="0 generations passed"):
-        next_training_set(references, empty, 1)
-
-
-def test_run_iterative_trains_next_round_on_the_selection() -> None:
-    references = [StyleExample(_image((200, 0, 0)), "a fox")]
-    trained_on: list[list[tuple[str, str | None]]] = []
-
-    def train(examples, iteration):
-        trained_on.append([(e.origin, e.generation_id) for e in examples])
-        return f"ckpt-{iteration}"
-
-    def generate(checkpoint, iteration):
-        return [Generation(f"{checkpoint}/{i}", "a tree", _image((0, 0, 200))) for i in range(3)]
-
-    def keep_even(generations):
-        return select_by_feedback(
-            generations,
-            "human",
-            human_feedback=lambda batch: {g.id: g.id.endswith(("0", "2")) for g in batch},
-        )
-
-    records = run_styledrop_iterative(
-        references, iterations=3, train=train, generate=generate, select=keep_even
-    )
-    assert [r.checkpoint for r in records] == ["ckpt-0", "ckpt-1", "ckpt-2"]
-    assert trained_on[0] == [("reference", None)]
-    assert trained_on[1] == [
-        ("reference", None),
-        ("generation", "ckpt-0/0"),
-        ("generation", "ckpt-0/2"),
-    ]
-    assert trained_on[2] == [
-        ("reference", None),
-        ("generation", "ckpt-1/0"),
-        ("generation", "ckpt-1/2"),
-    ]
-    assert records[0].selection is not None and len(records[0].selection.selected) == 2
-    assert (
-        styledrop.training_prompts(records[1].training_set, "in sticker style")[1]
-        == "a tree, in sticker style"
-    )

@@ -9,78 +9,47 @@ Interface (one `Adapter` per name, registered with `register_adapter`):
   needs to rebuild itself into `directory`, which exists and is empty.
 - `load(unet, directory)`: on a freshly loaded base UNet (or one `apply` already prepared, when a
   run resumes), restore what `save` wrote so outputs match bit-for-bit.
+- `merge(unet)` (optional): fold the loaded adapter into the denoiser's own weights so it saves
+  as a plain diffusers model, which is how a trained checkpoint becomes the base of the next
+  round. None for adapters whose update is not a weight change (StyleInject's variance
+  injection depends on the input); those seed a round by continuing the same adapter instead
+  (`TrainConfig.init_from`).
 
 An adapter module registers itself at import time:
 
-    from training.engine.adapters import Adapter, register_adapter
+    from training.engine.adapters.registry import Adapter, register_adapter
     register_adapter(Adapter("kv_lora", apply=apply, save=save, load=load))
 
 Modules in this package are imported on first lookup of an unknown name, so a new module needs
-no edit here. `full` and `lora` live in `full.py` and `lora.py`.
+no edit here. `full` and `lora` live in `full.py` and `lora.py`; every LoRA kind (`lora`,
+StyleDrop, FineStyle) is built by `peft_lora.lora_adapter`.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from training.engine.adapters import full, lora
+from training.engine.adapters.registry import (
+    ADAPTERS,
+    Adapter,
+    ApplyFn,
+    LoadFn,
+    MergeFn,
+    SaveFn,
+    available_adapters,
+    get_adapter,
+    register_adapter,
+)
 
-import torch
-
-logger = logging.getLogger(__name__)
-
-ApplyFn = Callable[[Any, dict[str, Any]], list[torch.nn.Parameter]]
-SaveFn = Callable[[Any, Path], object]  # the result is ignored; some return the folder
-LoadFn = Callable[[Any, Path], None]
-
-
-@dataclass(frozen=True)
-class Adapter:
-    name: str
-    apply: ApplyFn
-    save: SaveFn
-    load: LoadFn
-    description: str = ""
-
-
-ADAPTERS: dict[str, Adapter] = {}
-_discovered = False
-
-
-def register_adapter(adapter: Adapter) -> Adapter:
-    ADAPTERS[adapter.name] = adapter
-    return adapter
-
-
-def _discover() -> None:
-    """Import every module of this package once so self-registering adapters appear."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for module in pkgutil.iter_modules(__path__):
-        try:
-            importlib.import_module(f"{__name__}.{module.name}")
-        except Exception:  # one broken adapter module must not hide the others
-            logger.exception("adapter module %s failed to import", module.name)
-
-
-def get_adapter(name: str) -> Adapter:
-    if name not in ADAPTERS:
-        _discover()
-    if name not in ADAPTERS:
-        raise KeyError(f"adapter {name!r} is not registered (known: {sorted(ADAPTERS)})")
-    return ADAPTERS[name]
-
-
-def available_adapters() -> list[str]:
-    _discover()
-    return sorted(ADAPTERS)
-
-
-# The two built in adapters; imported last because they register through the names above.
-from training.engine.adapters import full, lora  # noqa: E402, F401
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "ApplyFn",
+    "LoadFn",
+    "MergeFn",
+    "SaveFn",
+    "available_adapters",
+    "full",
+    "get_adapter",
+    "lora",
+    "register_adapter",
+]

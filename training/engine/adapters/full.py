@@ -1,4 +1,4 @@
-"""`full`: every UNet weight trains; saved as a complete diffusers UNet folder (drop-in)."""
+"""`full`: every denoiser weight trains; saved as a complete diffusers model folder (drop-in)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from training.engine.adapters import Adapter, register_adapter
+from training.engine.adapters.registry import Adapter, register_adapter
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -32,4 +32,8 @@ def load(unet: Any, directory: Path) -> None:
     unet.load_state_dict(load_file(path), strict=True)
 
 
-register_adapter(Adapter("full", apply, save, load, "fine-tune every UNet weight"))
+def merge(unet: Any) -> None:
+    """Nothing to fold: the trained weights are the denoiser's own."""
+
+
+register_adapter(Adapter("full", apply, save, load, "fine-tune every UNet weight", merge=merge))

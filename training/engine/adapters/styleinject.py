@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 import training.engine  # noqa: F401
-from training.engine.adapters import Adapter, register_adapter
+from training.engine.adapters.registry import Adapter, register_adapter
 from training.engine.config import ConfigError
 
 NAME = "styleinject"

@@ -1,0 +1,191 @@
+"""The loop's data side: which rows a step reads, their latents (cached or encoded), captions,
+timesteps and conditioning, drawn from the run's saved generator so a resumed run draws exactly
+what an uninterrupted one would.
+
+`BatchSource.draw(step, micro_step)` returns one `TrainingBatch` per micro-step; the recipe
+plans its parts (role, count, timestep window, weight) from step counters alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from training.engine.config import TrainConfig
+from training.engine.data import (
+    EpochBatchOrder,
+    ImageCaptionDataset,
+    ImageLoadError,
+    LatentCache,
+    encode_latent_parameters,
+    sample_latents,
+)
+from training.engine.families import Geometry, ModelFamily
+from training.engine.recipes import BatchPart, Recipe
+from training.engine.run_types import DataError
+from training.engine.style_prompts import run_style_descriptor, with_style_descriptor
+from training.engine.timesteps import sample_timesteps
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingBatch:
+    """One micro-batch as the denoiser sees it; `roles`/`timesteps` are what tests assert on.
+    `conditioning` holds the family's forward arguments (text embeddings, pooled embeddings,
+    SDXL's added_cond_kwargs)."""
+
+    latents: torch.Tensor
+    conditioning: dict[str, Any]
+    timesteps: torch.Tensor
+    weights: torch.Tensor
+    roles: list[str]
+    image_sha256: list[str] = field(default_factory=list)
+    geometry: list[Geometry] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    flipped: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class _Sample:
+    sha256: str
+    weight: float
+    caption: str
+    pixels: torch.Tensor | None  # None when the latent cache had it
+    parameters: torch.Tensor | None
+    geometry: Geometry
+    flip: bool = False
+
+
+@dataclass
+class BatchSource:
+    """Everything a micro-batch is drawn from. `orders` (read position per role), `generator`
+    and `skipped` are saved with every checkpoint."""
+
+    config: TrainConfig
+    recipe: Recipe
+    datasets: dict[str, ImageCaptionDataset]
+    orders: dict[str, EpochBatchOrder]
+    family: ModelFamily
+    pipeline: Any
+    vae: Any
+    generator: torch.Generator
+    device: torch.device
+    weight_dtype: torch.dtype
+    process_index: int = 0
+    num_processes: int = 1
+    latent_cache: LatentCache | None = None
+    skipped: list[str] = field(default_factory=list)
+    _bad: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.scaling_factor, self.shift_factor = self.family.latent_scale(self.vae)
+        # StyleDrop's descriptor names the style in every training caption (and, through the
+        # checkpoint's config, in every sampling prompt), whichever recipe trains it.
+        self.style_descriptor = run_style_descriptor(self.config)
+
+    def set_skipped(self, skipped: list[str]) -> None:
+        self.skipped[:] = skipped
+        self._bad = set(skipped)
+
+    def _load_sample(self, role: str, index: int, flip: bool = False) -> _Sample:
+        """The sample at `index` (pixels, or cached latent parameters), stepping to the next row
+        when an image cannot be opened, so one bad file never stops a run."""
+        dataset = self.datasets[role]
+        for attempt in range(len(dataset)):
+            row = dataset.rows[(index + attempt) % len(dataset)]
+            if row.image_sha256 in self._bad:
+                continue
+            if self.latent_cache is not None:
+                cached = self.latent_cache.get(row.image_sha256, flip)
+                if cached is not None:
+                    parameters, geometry = cached
+                    return _Sample(
+                        row.image_sha256, row.weight, row.caption, None, parameters, geometry, flip
+                    )
+            try:
+                pixels, caption, geometry = dataset.load(
+                    (index + attempt) % len(dataset), flip=flip
+                )
+            except ImageLoadError as error:
+                logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
+                self._bad.add(row.image_sha256)
+                self.skipped.append(row.image_sha256)
+                continue
+            return _Sample(row.image_sha256, row.weight, caption, pixels, None, geometry, flip)
+        raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
+
+    def _part_indices(self, part: BatchPart) -> list[int]:
+        rank, processes = self.process_index, self.num_processes
+        taken = self.orders[part.role].take(part.count * processes)
+        return taken[rank * part.count : (rank + 1) * part.count]
+
+    def _encode_pending(self, samples: list[_Sample]) -> None:
+        pending = [s for s in samples if s.parameters is None]
+        if not pending:
+            return
+        pixels = torch.stack([s.pixels for s in pending])  # type: ignore[misc]
+        encoded = encode_latent_parameters(
+            self.vae, pixels.to(self.device, self.weight_dtype)
+        ).float()
+        for sample, tensor in zip(pending, encoded, strict=True):
+            sample.parameters = tensor
+            if self.latent_cache is not None:
+                self.latent_cache.put(sample.sha256, tensor, sample.geometry, sample.flip)
+
+    @torch.no_grad()
+    def draw(self, step: int, micro_step: int) -> TrainingBatch:
+        """Plan, read and encode one micro-batch (advances the data position and the RNG)."""
+        parts = self.recipe.plan(step, micro_step)
+        samples: list[_Sample] = []
+        roles: list[str] = []
+        timesteps, weights = [], []
+        count = sum(part.count for part in parts)
+        flips = self.coin_flips(count, self.config.random_flip)
+        for part in parts:
+            for index in self._part_indices(part):
+                samples.append(self._load_sample(part.role, index, flips[len(samples)]))
+                roles.append(part.role)
+        self._encode_pending(samples)
+        stacked = torch.stack([s.parameters.to(self.device) for s in samples])  # type: ignore[union-attr]
+        latents = sample_latents(
+            stacked, self.scaling_factor, self.generator, shift_factor=self.shift_factor
+        )
+        for part in parts:
+            timesteps.append(
+                sample_timesteps(part.count, part.t_min, part.t_max, self.generator, self.device)
+            )
+            weights.extend([part.loss_weight] * part.count)
+        sample_weights = torch.tensor(
+            [s.weight if self.config.use_sample_weights else 1.0 for s in samples],
+            device=self.device,
+        )
+        geometry = [s.geometry for s in samples]
+        dropped = self.coin_flips(len(samples), self.config.caption_dropout)
+        captions = [
+            "" if drop else with_style_descriptor(s.caption, self.style_descriptor)
+            for s, drop in zip(samples, dropped, strict=True)
+        ]
+        conditioning = self.family.condition(self.pipeline, captions, geometry, self.device)
+        return TrainingBatch(
+            latents=latents,
+            conditioning=conditioning,
+            timesteps=torch.cat(timesteps),
+            weights=torch.tensor(weights, device=self.device) * sample_weights,
+            roles=roles,
+            image_sha256=[s.sha256 for s in samples],
+            geometry=geometry,
+            captions=captions,
+            flipped=[s.flip for s in samples],
+        )
+
+    def coin_flips(self, count: int, probability: float) -> list[bool]:
+        """`count` draws that are True with `probability`, from the run's saved generator (so a
+        resumed run flips and drops exactly as an uninterrupted one); none drawn when off."""
+        if probability <= 0:
+            return [False] * count
+        draws = torch.rand(count, generator=self.generator, device=self.generator.device)
+        return (draws < probability).tolist()
