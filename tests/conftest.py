@@ -113,12 +113,12 @@ def ls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Serve
         server.free_port(),
         run_dir / "data",
         password=secrets.token_urlsafe(12),
-        token=secrets.token_hex(20),
         run_dir=run_dir,
     )
     try:
         server.wait_healthy(handle.url, timeout=240, handle=handle)
-        yield handle
+        # `token` becomes the service account's personal access token; legacy tokens are off.
+        yield server.provision(handle)
     finally:
         server.stop(ROOT, run_dir=run_dir)
 

@@ -246,7 +246,13 @@ SPECTACULAR_SETTINGS = {
 
 # --- Label Studio ----------------------------------------------------------------------------
 LABEL_STUDIO_URL = env.str("LABEL_STUDIO_URL", default="http://127.0.0.1:8089")
+# The platform's Label Studio credential: a personal access token (a legacy token still works
+# where the organization accepts those). When unset, the file below is read at each use; it is
+# what `manage.py labelstudio start` / `labelstudio token` write (docs/operations.md, rotation).
 LABEL_STUDIO_API_KEY = env.str("LABEL_STUDIO_API_KEY", default="")
+LABEL_STUDIO_API_KEY_FILE = env.str(
+    "LABEL_STUDIO_API_KEY_FILE", default=str(VAR_DIR / "labelstudio" / "api-key")
+)
 LABEL_STUDIO_WEBHOOK_SECRET = env.str("LABEL_STUDIO_WEBHOOK_SECRET", default="")
 LABEL_STUDIO_ADMIN_EMAIL = env.str("LABEL_STUDIO_ADMIN_EMAIL", default="admin@example.com")
 LABEL_STUDIO_ADMIN_PASSWORD = env.str("LABEL_STUDIO_ADMIN_PASSWORD", default="")

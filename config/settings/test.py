@@ -41,3 +41,6 @@ JOB_HANDLER_MODULES = [*JOB_HANDLER_MODULES, "tests.job_handlers"]
 # Tests use their own Redis database so they never touch queues of a running demo.
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in JOB_QUEUES}
+
+# Never the demo's Label Studio credential from var/: a test sets LABEL_STUDIO_API_KEY itself.
+LABEL_STUDIO_API_KEY_FILE = env.str("LABEL_STUDIO_API_KEY_FILE", default="")

@@ -9,7 +9,8 @@ password tools are the `label-studio reset_password` CLI and its own Django admi
   own Django admin (`/admin/users/user/<id>/...`), logged in as the Label Studio superuser the
   platform started it with (`LABEL_STUDIO_ADMIN_EMAIL` / password). That works against a remote
   server too, where the CLI would not;
-- an account's own API token comes from logging in as it (`/api/current-user/token`).
+- an account's own API token comes from logging in as it: a new personal access token
+  (`tokens.session_token`), or its legacy token where the organization accepts only those.
 
 An inactive account cannot log in (the login form says "don't match"), its sessions and API
 token stop working at once (Django and DRF both refuse inactive users), and it stays in the
@@ -27,9 +28,11 @@ from html.parser import HTMLParser
 from typing import Any
 
 import httpx
-from label_studio_sdk import LabelStudio
 
+from curation.labelstudio.auth import make_sdk
 from curation.labelstudio.parsing import parse_datetime
+from curation.labelstudio.sessions import form_login, open_session
+from curation.labelstudio.tokens import session_token
 
 
 class LabelStudioAccountError(RuntimeError):
@@ -48,7 +51,8 @@ class LabelStudioUser:
 
 @dataclass(frozen=True)
 class LabelStudioAccount:
-    """An account the platform made or found; `token` is its own API token when we logged in."""
+    """An account the platform made or found; `token` is its own API token when we logged in
+    (a personal access token, freshly issued: any earlier one of the account is revoked)."""
 
     user_id: int
     email: str
@@ -66,9 +70,10 @@ class LabelStudioAccounts:
         admin_email: str = "",
         admin_password: str = "",
         timeout: float = 30.0,
+        source: str = "LABEL_STUDIO_API_KEY",
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.sdk = LabelStudio(base_url=self.base_url, api_key=api_key, timeout=timeout)
+        self.sdk, self.auth = make_sdk(self.base_url, api_key, source=source, timeout=timeout)
         self.admin_email = admin_email
         self._admin_password = admin_password
         self.timeout = timeout
@@ -103,32 +108,23 @@ class LabelStudioAccounts:
     # -- sessions --------------------------------------------------------------------------
 
     def session(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=self.timeout)
+        return open_session(self.base_url, timeout=self.timeout)
 
     def login(self, session: httpx.Client, email: str, password: str) -> bool:
         """Log the session in through Label Studio's own login form; False when refused."""
-        session.get("/user/login/")
-        response = session.post(
-            "/user/login/",
-            data={
-                "email": email,
-                "password": password,
-                "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
-            },
-            headers={"Referer": f"{self.base_url}/user/login/"},
-        )
-        return response.status_code == 302
+        return form_login(session, email, password)
 
     def can_log_in(self, email: str, password: str) -> bool:
         with self.session() as session:
             return self.login(session, email, password)
 
     def token_for(self, email: str, password: str) -> str | None:
-        """The account's own API token, by logging in as it; None when the login is refused."""
+        """A new API token for the account (a PAT where the organization accepts them: its
+        previous one is revoked), by logging in as it; None when the login is refused."""
         with self.session() as session:
             if not self.login(session, email, password):
                 return None
-            return _session_token(session)
+            return session_token(session)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -154,7 +150,7 @@ class LabelStudioAccounts:
                     f"signup of {email} failed ({response.status_code}): "
                     + _form_errors(response.text)
                 )
-            token = _session_token(session)
+            token = session_token(session)
         user_id = self.find_user(email)
         if user_id is None:
             raise LabelStudioAccountError(f"signup of {email} reported success but no user exists")
@@ -257,14 +253,6 @@ class LabelStudioAccounts:
                     f"cannot log in to Label Studio as its admin {self.admin_email}: wrong password"
                 )
             yield session
-
-
-def _session_token(session: httpx.Client) -> str | None:
-    response = session.get("/api/current-user/token")
-    if response.status_code != 200:
-        return None
-    token = response.json().get("token")
-    return str(token) if token else None
 
 
 def _csrf(session: httpx.Client, html: str) -> str:

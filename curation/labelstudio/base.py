@@ -7,15 +7,14 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from label_studio_sdk import LabelStudio
+from curation.labelstudio.auth import make_sdk
+from curation.labelstudio.errors import LabelStudioAuthError, LabelStudioError
+
+__all__ = ["TASK_KEY", "LabelStudioAuthError", "LabelStudioBase", "LabelStudioError", "dm_datetime"]
 
 TASK_KEY = "task_key"
 # Label Studio's data-manager datetime filter format (data_manager/managers.py).
 _DM_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-class LabelStudioError(RuntimeError):
-    """A Label Studio call failed or answered something unexpected; the message says which."""
 
 
 def dm_datetime(value: datetime) -> str:
@@ -27,9 +26,18 @@ def dm_datetime(value: datetime) -> str:
 class LabelStudioBase:
     """One Label Studio server as the platform sees it (admin token unless said otherwise)."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 120.0,
+        source: str = "LABEL_STUDIO_API_KEY",
+    ) -> None:
+        """`api_key`: a personal access token or a legacy token; `source` names where it came
+        from, for the error when Label Studio refuses it."""
         self.base_url = base_url.rstrip("/")
-        self.sdk = LabelStudio(base_url=self.base_url, api_key=api_key, timeout=timeout)
+        self.sdk, self.auth = make_sdk(self.base_url, api_key, source=source, timeout=timeout)
 
     def _get_json(self, path: str, params: Mapping[str, Any]) -> Any:
         # The SDK's typed pagers build a pydantic model per task (slow at 20k tasks and lossy for

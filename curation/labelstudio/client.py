@@ -7,12 +7,13 @@ record); annotator accounts live in `accounts.py`.
 
 from __future__ import annotations
 
-from curation.labelstudio.base import TASK_KEY, LabelStudioError
+from curation.labelstudio.base import TASK_KEY, LabelStudioAuthError, LabelStudioError
 from curation.labelstudio.projects import ProjectsMixin, PushResult
 from curation.labelstudio.pull import Pull, PullMixin, TaskRead
 
 __all__ = [
     "TASK_KEY",
+    "LabelStudioAuthError",
     "LabelStudioClient",
     "LabelStudioError",
     "Pull",

@@ -22,9 +22,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from curation.labelstudio.tokens import ensure_service_token
 
 LABEL_STUDIO_VERSION = "1.23.2"
 VENV_NAME = ".venv-labelstudio"
@@ -64,8 +66,9 @@ class ServerHandle:
     run_dir: str
     log_file: str
     username: str
-    token: str = field(repr=False)
     password: str = field(repr=False)
+    # The service account's personal access token; set by `provision` once the server is up.
+    token: str = field(repr=False, default="")
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,6 @@ def child_env(
     data_dir: Path,
     username: str,
     password: str,
-    token: str,
     extra_env: dict[str, str] | None = None,
     webhook_addresses: Sequence[str] = DEFAULT_WEBHOOK_ADDRESSES,
 ) -> dict[str, str]:
@@ -236,10 +238,10 @@ def child_env(
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
             "LABEL_STUDIO_USERNAME": username,
             "LABEL_STUDIO_PASSWORD": password,
-            "LABEL_STUDIO_USER_TOKEN": token,
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-            # Only honoured when the organization is first created (i.e. on a fresh data dir).
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            # Read only when the organization is first created (a fresh data dir); `provision`
+            # turns legacy tokens off in an older organization through Label Studio's API.
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "false",
             # SSRF protection stays on; only the platform's address is let through.
             **ssrf_env(webhook_addresses),
             "SECRET_KEY": _secret_key(data_dir),
@@ -345,7 +347,6 @@ def start(
     data_dir: str | Path | None = None,
     username: str = DEFAULT_USERNAME,
     password: str = "",
-    token: str = "",
     *,
     run_dir: str | Path | None = None,
     host: str = "127.0.0.1",
@@ -355,15 +356,16 @@ def start(
 ) -> ServerHandle:
     """Start Label Studio detached (own session, pid and log file in `run_dir`); returns at once.
 
-    Call `wait_healthy(handle.url, handle=handle)` afterwards. If the run dir already has a live
+    Call `wait_healthy(handle.url, handle=handle)` and then `provision(handle)` (the service
+    account's personal access token) afterwards. If the run dir already has a live
     server it is returned unchanged, so `start` is safe to repeat. A fresh SQLite data dir is
     seeded from `ensure_template` (built once, ~70 s) unless `use_template` is False or
     `extra_env` selects another database (`DJANGO_DB`).
     """
-    if not password or not token:
-        raise LabelStudioServerError("start needs a non-empty admin password and API token")
-    if len(token) > 40:
-        raise LabelStudioServerError("token: Label Studio stores legacy tokens in 40 characters")
+    if not password:
+        raise LabelStudioServerError(
+            "start needs the service account's password (LABEL_STUDIO_ADMIN_PASSWORD)"
+        )
     binary = venv_dir(root) / "bin" / "label-studio"
     if not binary.exists():
         raise LabelStudioServerError(f"{binary} is missing: run ensure_installed({str(root)!r})")
@@ -388,7 +390,6 @@ def start(
         data_dir=data,
         username=username,
         password=password,
-        token=token,
         extra_env=extra_env,
         webhook_addresses=webhook_addresses,
     )
@@ -410,14 +411,35 @@ def start(
         run_dir=str(run),
         log_file=str(log_path),
         username=username,
-        token=token,
         password=password,
     )
     (run / PID_FILE).write_text(f"{proc.pid}\n")
-    state = run / STATE_FILE
+    _write_handle(handle)
+    return handle
+
+
+def _write_handle(handle: ServerHandle) -> None:
+    state = Path(handle.run_dir) / STATE_FILE
     state.write_text(json.dumps(asdict(handle), indent=2))
     state.chmod(0o600)  # it holds the admin credentials
-    return handle
+
+
+def provision(
+    handle: ServerHandle, *, current: str | None = None, allow_legacy: bool = False
+) -> ServerHandle:
+    """After `wait_healthy`: personal access tokens on and legacy tokens off in the server's
+    organization, and a working PAT for the service account (`current`, else the handle's,
+    when it still works; a new one otherwise), recorded in the run dir's state file."""
+    issued = ensure_service_token(
+        handle.url,
+        handle.username,
+        handle.password,
+        current=current or handle.token or None,
+        allow_legacy=allow_legacy,
+    )
+    updated = replace(handle, token=issued.token)
+    _write_handle(updated)
+    return updated
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:

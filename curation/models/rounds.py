@@ -300,7 +300,8 @@ class AnnotatorAccount(TimeStampedModel):
         null=True, blank=True, help_text="Last activity in Label Studio, read at each sync."
     )
     synced_at = models.DateTimeField(null=True, blank=True)
-    api_token = models.CharField(max_length=80, blank=True, editable=False)
+    # A personal access token (a JWT, ~250 characters) or, on older servers, a legacy token.
+    api_token = models.CharField(max_length=512, blank=True, editable=False)
     last_error = models.TextField(blank=True)
 
     class Meta:

@@ -12,8 +12,9 @@ annotate, delete tasks and edit configs. The platform therefore enforces roles o
 - A user who leaves the role (or is made inactive) stops counting at once and is switched off in
   Label Studio by the next sync, which a signal enqueues (`curation/signals.py`).
 
-The platform keeps each account's own API token (read when the account is created or a password
-issued), so it can act as the annotator (the demo script) without knowing any password.
+The platform keeps each account's own API token (a personal access token issued when the account
+is created or a password issued; issuing one revokes the account's previous one), so it can act
+as the annotator (the demo script) without knowing any password.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,26 +77,45 @@ def labelstudio_email(user: Any) -> str:
     return (user.email or f"{user.get_username()}@{FALLBACK_EMAIL_DOMAIN}").strip().lower()
 
 
-def labelstudio_client() -> LabelStudioClient:
-    if not settings.LABEL_STUDIO_API_KEY:
+def labelstudio_api_key() -> tuple[str, str]:
+    """(the platform's Label Studio credential, the setting it came from).
+
+    LABEL_STUDIO_API_KEY when set, else the file LABEL_STUDIO_API_KEY_FILE, read at each call so
+    that a worker started before `manage.py labelstudio start` (which writes it) or a rotation
+    (`labelstudio token --rotate`) needs no restart.
+    """
+    if settings.LABEL_STUDIO_API_KEY:
+        return settings.LABEL_STUDIO_API_KEY, "LABEL_STUDIO_API_KEY"
+    path = settings.LABEL_STUDIO_API_KEY_FILE
+    source = f"LABEL_STUDIO_API_KEY_FILE ({path})"
+    try:
+        key = Path(path).read_text().strip() if path else ""
+    except FileNotFoundError:
+        key = ""
+    if not key:
         raise LabelStudioError(
-            "LABEL_STUDIO_API_KEY is not set; the platform cannot reach Label Studio"
+            "no Label Studio token: LABEL_STUDIO_API_KEY is not set and "
+            f"{source} holds none (`python manage.py labelstudio start` writes it for the "
+            "server it starts; `labelstudio token` for one already running)"
         )
-    return LabelStudioClient(settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_API_KEY)
+    return key, source
+
+
+def labelstudio_client() -> LabelStudioClient:
+    key, source = labelstudio_api_key()
+    return LabelStudioClient(settings.LABEL_STUDIO_URL, key, source=source)
 
 
 def labelstudio_accounts() -> LabelStudioAccounts:
-    """Account operations as the Label Studio admin (`manage.py labelstudio start` uses the
-    same password rule: LABEL_STUDIO_ADMIN_PASSWORD, else the API key)."""
-    if not settings.LABEL_STUDIO_API_KEY:
-        raise LabelStudioError(
-            "LABEL_STUDIO_API_KEY is not set; the platform cannot reach Label Studio"
-        )
+    """Account operations as the platform's service account in Label Studio (its token, and
+    LABEL_STUDIO_ADMIN_EMAIL / LABEL_STUDIO_ADMIN_PASSWORD for what needs its Django admin)."""
+    key, source = labelstudio_api_key()
     return LabelStudioAccounts(
         settings.LABEL_STUDIO_URL,
-        settings.LABEL_STUDIO_API_KEY,
+        key,
+        source=source,
         admin_email=settings.LABEL_STUDIO_ADMIN_EMAIL,
-        admin_password=settings.LABEL_STUDIO_ADMIN_PASSWORD or settings.LABEL_STUDIO_API_KEY,
+        admin_password=settings.LABEL_STUDIO_ADMIN_PASSWORD,
     )
 
 
@@ -253,4 +274,8 @@ def annotator_client(user: Any, client: LabelStudioClient | None = None) -> Labe
             "or issue a password first"
         )
     base_url = client.base_url if client is not None else settings.LABEL_STUDIO_URL
-    return LabelStudioClient(base_url, account.api_token)
+    source = (
+        f"the Label Studio token the platform keeps for {account.email} (issue a password "
+        "to renew it)"
+    )
+    return LabelStudioClient(base_url, account.api_token, source=source)

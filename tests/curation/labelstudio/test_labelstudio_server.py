@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from dataclasses import replace
 
 import pytest
 
-from curation.labelstudio import configs, server
+from curation.labelstudio import configs, server, tokens
 from curation.labelstudio.accounts import LabelStudioAccounts
 from curation.labelstudio.client import LabelStudioClient
 from curation.labelstudio.parsing import (
@@ -82,10 +83,10 @@ def test_server_status_and_start_are_idempotent(ls_server: server.ServerHandle) 
         ls_server.port,
         ls_server.data_dir,
         password=ls_server.password,
-        token=ls_server.token,
         run_dir=ls_server.run_dir,
     )
     assert again.pid == ls_server.pid  # no second server was launched
+    assert again.token == ls_server.token  # the provisioned token is kept in the state file
 
 
 @pytest.mark.parametrize("kind", ["alignment", "style", "pairwise"])
@@ -157,7 +158,11 @@ def test_annotators_webhooks_edits_deletions_and_reconcile(
     alice = accounts.ensure_annotator(f"alice-{project_id}@example.com", "alice-pass-123")
     bob = accounts.ensure_annotator(f"bob-{project_id}@example.com", "bob-pass-1234")
     assert alice.token and bob.token and alice.user_id != bob.user_id
-    assert accounts.ensure_annotator(alice.email, "alice-pass-123").token == alice.token
+    # Logging in again issues a new personal access token and revokes the one before.
+    renewed = accounts.ensure_annotator(alice.email, "alice-pass-123").token
+    assert renewed and renewed != alice.token
+    assert not tokens.token_works(ls_server.url, alice.token)
+    alice = replace(alice, token=renewed)
     assert accounts.ensure_annotator(alice.email, "not-her-password").token is None
     as_alice = LabelStudioClient(ls_server.url, alice.token)
     as_bob = LabelStudioClient(ls_server.url, bob.token)

@@ -19,12 +19,13 @@ def test_child_env_scrubs_bare_and_platform_variables(
     monkeypatch.setenv("PASSWORD", "leaked")
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "config.settings.test")
     monkeypatch.setenv("DATABASE_URL", "postgres://platform")
-    env = server.child_env(data_dir=tmp_path, username="a@b.c", password="pw", token="t" * 20)
+    env = server.child_env(data_dir=tmp_path, username="a@b.c", password="pw")
     for leaked in ("USERNAME", "PASSWORD", "DJANGO_SETTINGS_MODULE", "DATABASE_URL"):
         assert leaked not in env
     assert env["LABEL_STUDIO_BASE_DATA_DIR"] == str(tmp_path)
     assert env["LABEL_STUDIO_USERNAME"] == "a@b.c"
-    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "false"
+    assert "LABEL_STUDIO_USER_TOKEN" not in env  # no legacy token is chosen for Label Studio
     assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
     # SSRF protection stays on: every default-banned network is still banned (Label Studio's
     # own list) except the one address the platform's webhooks need.
@@ -43,13 +44,12 @@ def test_child_env_scrubs_bare_and_platform_variables(
         data_dir=tmp_path,
         username="a@b.c",
         password="pw",
-        token="t" * 20,
         webhook_addresses=["10.1.2.3"],
     )
     assert "127.0.0.0/8" in other["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
     assert env["LATEST_VERSION_CHECK"] == "false"
     # The secret key is fixed per data dir: the same across restarts, private to the dir.
-    again = server.child_env(data_dir=tmp_path, username="a@b.c", password="pw", token="t" * 20)
+    again = server.child_env(data_dir=tmp_path, username="a@b.c", password="pw")
     assert env["SECRET_KEY"] == again["SECRET_KEY"] and len(env["SECRET_KEY"]) > 40
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
@@ -59,7 +59,6 @@ def test_extra_env_cannot_reintroduce_bare_credentials(tmp_path: Path) -> None:
         data_dir=tmp_path,
         username="a@b.c",
         password="pw",
-        token="t" * 20,
         extra_env={"DJANGO_DB": "default", "PASSWORD": "x"},
     )
     assert env["DJANGO_DB"] == "default" and "PASSWORD" not in env
@@ -67,11 +66,9 @@ def test_extra_env_cannot_reintroduce_bare_credentials(tmp_path: Path) -> None:
 
 def test_start_refuses_without_the_venv_or_credentials(tmp_path: Path) -> None:
     with pytest.raises(server.LabelStudioServerError, match="ensure_installed"):
-        server.start(tmp_path, 18999, password="pw", token="x" * 20)
-    with pytest.raises(server.LabelStudioServerError, match="password and API token"):
-        server.start(tmp_path, 18999, password="", token="x" * 20)
-    with pytest.raises(server.LabelStudioServerError, match="40 characters"):
-        server.start(tmp_path, 18999, password="pw", token="x" * 41)
+        server.start(tmp_path, 18999, password="pw")
+    with pytest.raises(server.LabelStudioServerError, match="LABEL_STUDIO_ADMIN_PASSWORD"):
+        server.start(tmp_path, 18999, password="")
 
 
 def test_start_refuses_a_busy_port(tmp_path: Path) -> None:
@@ -83,7 +80,7 @@ def test_start_refuses_a_busy_port(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(server.LabelStudioServerError, match=f"port {port}"):
-            server.start(tmp_path, port, password="pw", token="x" * 20, run_dir=tmp_path / "run")
+            server.start(tmp_path, port, password="pw", run_dir=tmp_path / "run")
 
 
 def test_status_and_stop_with_nothing_running(tmp_path: Path) -> None:

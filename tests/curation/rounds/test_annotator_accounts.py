@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from curation.labelstudio import tokens
 from curation.models import AnnotatorAccount, Job
 from curation.roles import ANNOTATOR
 from curation.services.annotators import (
@@ -34,13 +34,6 @@ def ls_settings(settings, ls_server):
     settings.LABEL_STUDIO_ADMIN_EMAIL = ls_server.username
     settings.LABEL_STUDIO_ADMIN_PASSWORD = ls_server.password
     return settings
-
-
-def _token_works(url: str, token: str) -> bool:
-    response = httpx.get(
-        f"{url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}
-    )
-    return response.status_code == 200
 
 
 def test_issued_password_logs_in_and_revoking_the_role_switches_the_account_off(
@@ -78,7 +71,7 @@ def test_issued_password_logs_in_and_revoking_the_role_switches_the_account_off(
     account.refresh_from_db()
     assert account.labelstudio_active is False
     assert not accounts.can_log_in(user.email, second.password)
-    assert not _token_works(ls_server.url, account.api_token)
+    assert not tokens.token_works(ls_server.url, account.api_token)
     with pytest.raises(ValueError, match="not an active annotator"):
         issue_password(user)
 
@@ -89,7 +82,7 @@ def test_issued_password_logs_in_and_revoking_the_role_switches_the_account_off(
     account.refresh_from_db()
     assert account.active and account.labelstudio_active
     assert accounts.can_log_in(user.email, second.password)
-    assert _token_works(ls_server.url, account.api_token)
+    assert tokens.token_works(ls_server.url, account.api_token)
 
 
 def test_data_lead_issues_a_password_from_the_admin_and_sees_the_state(
