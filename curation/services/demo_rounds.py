@@ -1,7 +1,9 @@
 """DEMO ONLY: rating rounds for a generation batch, annotated by a script.
 
-`demo_annotate` writes PSEUDO-RATINGS: deterministic numbers derived from hashes of ids, made to
-look like several people rating with some agreement. They are demo data, not judgements of the
+`demo_annotate` writes PSEUDO-RATINGS: deterministic numbers derived from hashes of the rated
+images' content (sha256) and the annotator's username, made to look like several people rating
+with some agreement. Never from database ids: a run whose jobs were retried or resumed (the
+chaos test) allocates other ids, yet must rate the same images the same way as an undisturbed run. They are demo data, not judgements of the
 images, and no test uses them as ground truth. They go through the real path nonetheless: each
 demo annotator's own Label Studio account creates them through the API (as the browser would),
 the platform receives them by webhook and/or reconcile, then curates the round.
@@ -15,7 +17,7 @@ from typing import Any
 
 from curation.labelstudio import results
 from curation.labelstudio.client import LabelStudioClient
-from curation.models import AnnotationRound, DatasetVersion, Image
+from curation.models import AnnotationRound, DatasetVersion, Image, LabelTask
 from curation.services.aggregation import compute_round_quality
 from curation.services.annotators import annotator_client, labelstudio_client, sync_annotators
 from curation.services.curation import curate_round
@@ -69,21 +71,45 @@ def demo_rating_rounds(
 
 
 def _unit(*parts: Any) -> float:
-    """A deterministic pseudo-random number in [0, 1) from the given ids."""
+    """A deterministic pseudo-random number in [0, 1) from the given parts."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def pseudo_result(kind: str, task_key: str, annotator_id: int, gold_answer: dict | None = None):
-    """DEMO DATA: a result that depends on the task (shared "quality") plus annotator noise."""
+def _quality(sha256: str) -> float:
     # Skewed towards decent images so a small demo batch still curates some rows.
-    quality = 0.3 + 0.7 * _unit("task", task_key)
-    noise = _unit("annotator", task_key, annotator_id) - 0.5
-    score = min(max(quality + 0.35 * noise, 0.0), 0.999)
-    stars = 1 + int(score * 5)
+    return 0.3 + 0.7 * _unit("image", sha256)
+
+
+def task_images(task: LabelTask) -> tuple[str, ...]:
+    """The content sha256 of what the task shows: (image,) or, for A/B, (left, right)."""
+    if task.image_id is not None:
+        return (task.image.sha256,)
+    shown = [g.image.sha256 for g in (task.generation, task.other_generation) if g is not None]
+    if not shown:
+        raise ValueError(f"task {task.key}: shows no image to rate")
+    return tuple(shown)
+
+
+def pseudo_result(
+    kind: str, images: Sequence[str], annotator: str, gold_answer: dict | None = None
+):
+    """DEMO DATA: a result that depends on the images shown (shared "quality", by content) plus
+    the annotator's noise. `images`: sha256 of each image in display order (`task_images`)."""
     if kind == Kind.PAIRWISE:
         preferred = gold_answer.get("preferred") if gold_answer else None
-        return results.pairwise_result(preferred or ("left" if score < 0.5 else "right"))
+        if preferred is None:
+            # The better image is chosen by content; the side follows where it was drawn, so
+            # the same two images get the same vote whichever side each landed on.
+            first, second = sorted(images)
+            noise = _unit("annotator", first, second, annotator) - 0.5
+            better = first if _quality(first) + 0.35 * noise >= _quality(second) else second
+            preferred = "left" if better == images[0] else "right"
+        return results.pairwise_result(preferred)
+    (sha256,) = images
+    noise = _unit("annotator", sha256, annotator) - 0.5
+    score = min(max(_quality(sha256) + 0.35 * noise, 0.0), 0.999)
+    stars = 1 + int(score * 5)
     if kind == Kind.ALIGNMENT:
         aligned = (
             gold_answer["aligned"] if gold_answer and "aligned" in gold_answer else score >= 0.3
@@ -107,7 +133,11 @@ def demo_annotate(
     sync_annotators()
     round_ = AnnotationRound.objects.get(pk=round_.pk)
     reconcile_round(round_, client=client)
-    tasks = list(round_.tasks.filter(labelstudio_task_id__isnull=False).order_by("pk"))
+    tasks = list(
+        round_.tasks.filter(labelstudio_task_id__isnull=False)
+        .select_related("image", "generation__image", "other_generation__image")
+        .order_by("pk")
+    )
     created = 0
     for annotator in annotators:
         as_annotator = annotator_client(annotator, client)
@@ -120,7 +150,10 @@ def demo_annotate(
             if task.pk in done:
                 continue
             result = pseudo_result(
-                round_.kind, task.key, annotator.pk, task.gold_answer if task.is_gold else None
+                round_.kind,
+                task_images(task),
+                annotator.get_username(),
+                task.gold_answer if task.is_gold else None,
             )
             as_annotator.sdk.annotations.create(id=task.labelstudio_task_id, result=result)
             created += 1
