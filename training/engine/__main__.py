@@ -92,6 +92,8 @@ def _generate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         transparency_decoder=args.transparency_decoder,
         progress=progress,
+        content_checkpoint=args.content_checkpoint,
+        style_weight=args.style_weight,
     )
     bar.close()
     out = Path(args.out)
@@ -213,6 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--style-suffix")
     gen.add_argument("--batch-size", type=int, default=4)
     gen.add_argument("--transparency-decoder")
+    gen.add_argument(
+        "--content-checkpoint",
+        help="sample --checkpoint (a style adapter) together with this content adapter (StyleDrop)",
+    )
+    gen.add_argument(
+        "--style-weight",
+        type=float,
+        default=0.5,
+        help="with --content-checkpoint: 0 content .. 1 style",
+    )
     gen.add_argument("--device")
     gen.set_defaults(handler=_generate)
 

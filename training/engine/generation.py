@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,8 +206,6 @@ def _checkpoint_style(pipeline: Any) -> str:
 def _guidance(pipeline: Any, settings: SamplerSettings) -> tuple[Any, dict[str, Any]]:
     """(factory of the context the pipeline samples in, how it guides): FineStyle's λ1/λ2 guidance for a
     FineStyle checkpoint, plain classifier-free guidance otherwise."""
-    from contextlib import nullcontext
-
     from training.engine.adapters.finestyle import ADAPTER_NAMES, adapter_params, finestyle_guided
 
     adapter = pipeline.engine_source.get("adapter")
@@ -258,9 +257,15 @@ def generate(
     batch_size: int = 4,
     transparency_decoder: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    content_checkpoint: str | Path | None = None,
+    style_weight: float = 0.5,
 ) -> list[GeneratedImage]:
     """Every prompt with every seed (prompt-major order). Pass a `pipeline` from
-    `build_pipeline` to reuse loaded weights across calls."""
+    `build_pipeline` to reuse loaded weights across calls.
+
+    With `content_checkpoint`, the (style) checkpoint samples together with that content
+    checkpoint, StyleDrop's composition of two adapters (`composition.py`): `style_weight` λ
+    mixes their predictions, (1 − λ)·content + λ·style."""
     if isinstance(settings, dict):
         settings = SamplerSettings.from_dict(settings)
     settings = settings or SamplerSettings()
@@ -290,6 +295,22 @@ def generate(
         return with_style_descriptor(settings.full_prompt(prompt), descriptor)
 
     guidance_context, guidance = _guidance(pipeline, settings)
+    composition: dict[str, Any] | None = None
+    compose: Any = nullcontext
+    if content_checkpoint is not None:
+        from training.engine.composition import composed_with, load_content_denoiser
+
+        if guidance["method"] != "cfg":
+            raise ValueError(
+                "content_checkpoint: composing with a FineStyle checkpoint's own guidance is "
+                "not supported; sample the FineStyle checkpoint alone"
+            )
+        content = load_content_denoiser(content_checkpoint, pipeline, run_device)
+        composition = {"content_checkpoint": str(content_checkpoint), "style_weight": style_weight}
+
+        def compose() -> Any:
+            return composed_with(denoiser, content, style_weight)
+
     results: list[GeneratedImage] = []
     decoder = getattr(pipeline, "alpha_decoder", None) or pipeline.vae
     for start in range(0, len(jobs), batch_size):
@@ -302,7 +323,7 @@ def generate(
         ).to(run_device, denoiser.dtype)
         generators = [torch.Generator(run_device).manual_seed(seed) for _, seed in chunk]
         negative = [settings.negative_prompt] * len(chunk) if settings.negative_prompt else None
-        with guidance_context():
+        with guidance_context(), compose():
             output = pipeline(
                 prompt=[full_prompt(prompt) for prompt, _ in chunk],
                 negative_prompt=negative,
@@ -324,6 +345,7 @@ def generate(
                 "seed": seed,
                 "sampler": settings.to_dict(),
                 "guidance": guidance,
+                "composition": composition,
                 "width": image.width,
                 "height": image.height,
                 "mode": image.mode,

@@ -22,8 +22,6 @@ from training.models import Checkpoint
 logger = logging.getLogger(__name__)
 
 TINY_BASE_NAME = "tiny-base"
-# Adapters whose weights fold into a plain UNet; the others add modules a base folder cannot hold.
-MERGEABLE_ADAPTERS = ("full", "lora")
 # Single-file checkpoints: UNet tensors (SD, SDXL) or MMDiT tensors (SD3) under these prefixes.
 SINGLE_FILE_PREFIXES = ("model.diffusion_model.",)
 
@@ -210,21 +208,61 @@ def ensure_tiny_base_checkpoint(name: str = TINY_BASE_NAME, seed: int = 0) -> Ch
     return checkpoint
 
 
+def _adapter(checkpoint: Checkpoint) -> Any:
+    from training.engine.adapters import get_adapter
+
+    try:
+        return get_adapter(checkpoint.adapter)
+    except KeyError as error:
+        raise BaseModelRefused(
+            f"base_checkpoint {checkpoint.name}: adapter {checkpoint.adapter!r} is not one the "
+            "engine knows"
+        ) from error
+
+
+def seed_for_run(checkpoint: Checkpoint, adapter: str) -> tuple[Path, str | None]:
+    """(base model folder, init_from) for a run of `adapter` seeded by `checkpoint`: a merged
+    folder when the checkpoint's adapter folds into the weights; otherwise the checkpoint's own
+    base model, the run continuing its adapter (`init_from`), which needs the same adapter."""
+    if is_base_model(checkpoint) or _adapter(checkpoint).merge is not None:
+        return materialize_base_model(checkpoint), None
+    if _adapter(checkpoint).load is not _adapter_named(adapter).load:
+        raise BaseModelRefused(
+            f"base_checkpoint {checkpoint.name}: its {checkpoint.adapter!r} adapter cannot be "
+            f"merged into a base model, so it seeds only a {checkpoint.adapter!r} run (this run "
+            f"trains {adapter!r})"
+        )
+    from training.engine.checkpoint import read_checkpoint_config
+
+    base = Path(read_checkpoint_config(checkpoint.path).base_model)
+    _check_diffusers_folder(base)
+    return base, checkpoint.path
+
+
+def _adapter_named(name: str) -> Any:
+    from training.engine.adapters import get_adapter
+
+    return get_adapter(name)
+
+
 def materialize_base_model(checkpoint: Checkpoint) -> Path:
     """A diffusers folder holding `checkpoint`'s weights, for training or generating on top of it.
 
-    Base models are their own folder. Trained `full` and `lora` checkpoints are merged once into
-    var/models/merged/checkpoint-<id>/ (LoRA fused into the attention weights); other adapters add
-    modules a plain UNet lacks, so they are refused with the reason.
+    Base models are their own folder. A trained checkpoint whose adapter folds into the
+    denoiser's weights (`full` and every LoRA kind: lora, styledrop, kv_lora/finestyle) is
+    merged once into var/models/merged/checkpoint-<id>/. StyleInject's update depends on the
+    input, so no plain folder holds it: `seed_for_run` continues such a checkpoint with a run of
+    the same adapter instead, and this refuses it with the reason.
     """
     if is_base_model(checkpoint):
         _check_diffusers_folder(Path(checkpoint.path))
         return Path(checkpoint.path)
-    if checkpoint.adapter not in MERGEABLE_ADAPTERS:
+    adapter = _adapter(checkpoint)
+    if adapter.merge is None:
         raise BaseModelRefused(
             f"base_checkpoint {checkpoint.name}: its {checkpoint.adapter!r} adapter cannot be "
-            f"merged into a base model (only {', '.join(MERGEABLE_ADAPTERS)}); start from its "
-            "base model or continue with the same recipe"
+            "merged into a base model (its update depends on the input); seed a "
+            f"{checkpoint.adapter!r} run from it, or start from its base model"
         )
     target = models_dir() / "merged" / f"checkpoint-{checkpoint.pk}"
     try:
@@ -235,9 +273,7 @@ def materialize_base_model(checkpoint: Checkpoint) -> Path:
     from training.engine.generation import build_pipeline, denoiser_of
 
     pipeline = build_pipeline(checkpoint=checkpoint.path, device="cpu", use_ema=True)
-    if checkpoint.adapter == "lora":
-        denoiser_of(pipeline).fuse_lora()
-        denoiser_of(pipeline).unload_lora()
+    adapter.merge(denoiser_of(pipeline))
     target.parent.mkdir(parents=True, exist_ok=True)
     _save_pipeline_atomically(pipeline, target)
     return target

@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from curation.models import Dataset, DatasetVersion, Job
 from curation.services.jobs import JobCancelled, JobContext, enqueue_job
 from training.models import Checkpoint, TrainingRun
-from training.services.checkpoints import BaseModelRefused, is_tiny, materialize_base_model
+from training.services.checkpoints import BaseModelRefused, is_tiny, seed_for_run
 from training.services.devices import resolve_device
 from training.services.manifests import ManifestRefused, StorageResolver, cache_dir, local_manifest
 
@@ -319,9 +319,11 @@ def build_train_config(run: TrainingRun) -> Any:
     if run.base_checkpoint is None:
         raise TrainingRunError("base_checkpoint", "is required")
     try:
-        base_model = materialize_base_model(run.base_checkpoint)
+        base_model, init_from = seed_for_run(run.base_checkpoint, run.adapter)
     except BaseModelRefused as error:
         raise TrainingRunError("base_checkpoint", str(error)) from error
+    if init_from is not None:
+        values["init_from"] = init_from
     datasets = {}
     for role, version in roles.items():
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from safetensors.torch import save_file
@@ -10,6 +12,7 @@ from training.services.checkpoints import (
     BaseModelRefused,
     materialize_base_model,
     register_base_model,
+    seed_for_run,
 )
 
 
@@ -30,7 +33,10 @@ def test_register_base_model_checks_the_folder(tiny_base, tmp_path):
 
 
 @pytest.mark.django_db
-def test_lora_checkpoint_merges_into_an_equivalent_base_model(versions, tiny_base, data_lead):
+@pytest.mark.parametrize("adapter", ["lora", "styledrop"])
+def test_lora_kind_checkpoint_merges_into_an_equivalent_base_model(
+    versions, tiny_base, data_lead, adapter
+):
     from training.engine.generation import generate
     from training.models import Checkpoint
     from training.services.demo_training import run_job_inline
@@ -40,6 +46,7 @@ def test_lora_checkpoint_merges_into_an_equivalent_base_model(versions, tiny_bas
         recipe="domain",
         dataset_versions=[versions["domain"]],
         base_checkpoint=tiny_base,
+        adapter=adapter,
         hyperparameters={"steps": 3, "learning_rate": 0.05},  # large, so the LoRA shows
     )
     job = run_job_inline("train", {"run_id": run.pk}, user=data_lead, target=run)
@@ -56,6 +63,14 @@ def test_lora_checkpoint_merges_into_an_equivalent_base_model(versions, tiny_bas
     assert np.abs(a - c).max() > 20  # the LoRA changed the model...
     assert np.abs(a - b).max() <= 2  # ...and the merged folder reproduces it
 
-    checkpoint.adapter = "kv_lora"
+    assert seed_for_run(checkpoint, "styleinject") == (merged, None)  # any run starts on it
+
+    # StyleInject's update depends on the input: no base folder holds it, so its checkpoint
+    # seeds a StyleInject run that continues its adapter on the checkpoint's own base model.
+    checkpoint.adapter = "styleinject"
     with pytest.raises(BaseModelRefused, match="cannot be merged"):
         materialize_base_model(checkpoint)
+    base_model, init_from = seed_for_run(checkpoint, "styleinject")
+    assert (base_model, init_from) == (Path(tiny_base.path), checkpoint.path)
+    with pytest.raises(BaseModelRefused, match="seeds only a 'styleinject' run"):
+        seed_for_run(checkpoint, "lora")
