@@ -1,6 +1,8 @@
 """Training engine benchmark: engine step vs a bare diffusers loop, latent cache, peak memory.
 
-Runs standalone (`python bench/training.py [--quick]`) on the tiny model (DESIGN §6b). The bare
+Runs standalone (`python bench/training.py [--quick] [--long]`): the tiny model (DESIGN §6b), then
+an SD 1.5-sized and an SDXL-sized UNet (`bench/training_sizes.py`, LoRA, batch 1), each in its own
+process so its peak RSS is its own. `--only tiny|sd15|sdxl` runs one. The bare
 baseline is the inner loop of diffusers' `train_text_to_image.py` written out by hand on the same
 components, batch and image files, in the same process; engine and bare steps are timed in
 alternating blocks so a noisy machine slows both alike, and medians are reported. The last line
@@ -91,9 +93,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and images")
     parser.add_argument(
+        "--long", action="store_true", help="real-size UNets: more steps (tens of minutes on CPU)"
+    )
+    parser.add_argument("--only", choices=("tiny", "sd15", "sdxl"), default=None)
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     args = parser.parse_args()
+    if args.only is None:
+        run_all(args)
+    elif args.only == "tiny":
+        tiny(args)
+    else:
+        real_size(args)
+
+
+def _child(args: argparse.Namespace, only: str) -> dict:
+    import subprocess
+
+    command = [sys.executable, __file__, "--only", only]
+    command += ["--quick"] * args.quick + ["--long"] * args.long
+    command += ["--threads", str(args.threads)] if args.threads else []
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        return {"model": only, "error": completed.stderr.strip().splitlines()[-1:]}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run_all(args: argparse.Namespace) -> None:
+    results = {name: _child(args, name) for name in ("tiny", "sd15", "sdxl")}
+    for name, figures in results.items():
+        print(f"{name}: {figures}")
+    print(json.dumps(results))
+
+
+def real_size(args: argparse.Namespace) -> None:
+    import torch
+
+    from bench.training_sizes import bench_size
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    blocks, block_steps, images = (4, 3, 8) if args.long else (2, 1, 4)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-training-{args.only}-"))
+    figures = bench_size(args.only, work, blocks=blocks, block_steps=block_steps, images=images)
+    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["torch_threads"] = torch.get_num_threads()
+    figures["device"] = "cpu"
+    print(json.dumps(figures))
+
+
+def tiny(args: argparse.Namespace) -> None:
     blocks, block_steps, images = (4, 5, 16) if args.quick else (8, 10, 64)
     batch_size = 4
 
