@@ -3,7 +3,9 @@ timesteps and conditioning, drawn from the run's saved generator so a resumed ru
 what an uninterrupted one would.
 
 `BatchSource.draw(step, micro_step)` returns one `TrainingBatch` per micro-step; the recipe
-plans its parts (role, count, timestep window, weight) from step counters alone.
+plans its parts (role, count, timestep window, weight) from step counters alone. With
+`image_fit: "bucket"` each part reads one aspect-ratio bucket (`data/buckets.py`); a batch whose
+parts fell in different buckets holds one `BucketGroup` per bucket.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 import torch
 
-from training.engine.config import TrainConfig
+from training.engine.config import DATASET_ROLES, TrainConfig
 from training.engine.data import (
+    BucketBatchOrder,
     EpochBatchOrder,
     ImageCaptionDataset,
     ImageLoadError,
@@ -23,7 +26,7 @@ from training.engine.data import (
     encode_latent_parameters,
     sample_latents,
 )
-from training.engine.families import Geometry, ModelFamily
+from training.engine.families import Geometry, ModelFamily, select_conditioning
 from training.engine.recipes import BatchPart, Recipe
 from training.engine.run_types import DataError
 from training.engine.style_prompts import run_style_descriptor, with_style_descriptor
@@ -33,13 +36,41 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainingBatch:
-    """One micro-batch as the denoiser sees it; `roles`/`timesteps` are what tests assert on.
-    `conditioning` holds the family's forward arguments (text embeddings, pooled embeddings,
-    SDXL's added_cond_kwargs)."""
+class Sample:
+    """One read sample: pixels to encode, or the latent cache's posterior parameters."""
 
+    sha256: str
+    weight: float
+    caption: str
+    pixels: torch.Tensor | None  # None when the latent cache had it
+    parameters: torch.Tensor | None
+    geometry: Geometry
+    flip: bool = False
+
+    @property
+    def bucket(self) -> tuple[int, int]:
+        """Samples of one bucket (training size, height x width) stack into one tensor."""
+        return self.geometry.target_size
+
+
+@dataclass
+class BucketGroup:
+    """Samples `start:stop` of a micro-batch, all in one bucket: their latents stack."""
+
+    start: int
+    stop: int
     latents: torch.Tensor
     conditioning: dict[str, Any]
+
+
+@dataclass
+class TrainingBatch:
+    """One micro-batch; `roles`/`timesteps` are what tests assert on. Each group holds the
+    family's forward arguments for its samples (text embeddings, pooled embeddings, SDXL's
+    added_cond_kwargs). Without buckets, or when every part of the batch fell in one bucket,
+    there is one group and `latents`/`conditioning` are its."""
+
+    groups: list[BucketGroup]
     timesteps: torch.Tensor
     weights: torch.Tensor
     roles: list[str]
@@ -48,16 +79,67 @@ class TrainingBatch:
     captions: list[str] = field(default_factory=list)
     flipped: list[bool] = field(default_factory=list)
 
+    def _only_group(self) -> BucketGroup:
+        if len(self.groups) != 1:
+            raise ValueError(f"this batch spans {len(self.groups)} buckets; read .groups")
+        return self.groups[0]
 
-@dataclass
-class _Sample:
-    sha256: str
-    weight: float
-    caption: str
-    pixels: torch.Tensor | None  # None when the latent cache had it
-    parameters: torch.Tensor | None
-    geometry: Geometry
-    flip: bool = False
+    @property
+    def latents(self) -> torch.Tensor:
+        return self._only_group().latents
+
+    @property
+    def conditioning(self) -> dict[str, Any]:
+        return self._only_group().conditioning
+
+
+def group_runs(samples: list[Sample]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of consecutive samples in one bucket. Recipe parts are
+    contiguous and each part reads one bucket, so a batch has at most one run per part."""
+    runs: list[tuple[int, int]] = []
+    for index, sample in enumerate(samples):
+        if runs and samples[runs[-1][0]].bucket == sample.bucket:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+def split_conditioning(conditioning: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    if start == 0 and stop == _batch_size(conditioning):
+        return conditioning
+    return select_conditioning(conditioning, torch.arange(start, stop))
+
+
+def _batch_size(conditioning: dict[str, Any]) -> int:
+    for value in conditioning.values():
+        if isinstance(value, torch.Tensor):
+            return int(value.shape[0])
+        if isinstance(value, dict):
+            return _batch_size(value)
+    return 0
+
+
+def batch_orders(
+    config: TrainConfig, datasets: dict[str, ImageCaptionDataset]
+) -> tuple[dict[str, EpochBatchOrder | BucketBatchOrder], list[str]]:
+    """The read order of each role (by bucket with image_fit "bucket") and the images the
+    bucketing scan could not read (skipped from the start, as a failed load would be)."""
+    orders: dict[str, EpochBatchOrder | BucketBatchOrder] = {}
+    unreadable: list[str] = []
+    for role, dataset in datasets.items():
+        seed = config.seed * 1009 + DATASET_ROLES.index(role)
+        if config.image_fit != "bucket":
+            orders[role] = EpochBatchOrder(len(dataset), seed)
+            continue
+        buckets, failed = dataset.buckets()
+        for index, why in failed.items():
+            logger.warning("datasets.%s: skipping unreadable sample: %s", role, why)
+            unreadable.append(dataset.rows[index].image_sha256)
+        if not buckets:
+            raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be read")
+        orders[role] = BucketBatchOrder(buckets, seed)
+    return orders, unreadable
 
 
 @dataclass
@@ -68,7 +150,7 @@ class BatchSource:
     config: TrainConfig
     recipe: Recipe
     datasets: dict[str, ImageCaptionDataset]
-    orders: dict[str, EpochBatchOrder]
+    orders: dict[str, EpochBatchOrder | BucketBatchOrder]
     family: ModelFamily
     pipeline: Any
     vae: Any
@@ -91,31 +173,29 @@ class BatchSource:
         self.skipped[:] = skipped
         self._bad = set(skipped)
 
-    def _load_sample(self, role: str, index: int, flip: bool = False) -> _Sample:
+    def _load_sample(self, role: str, index: int, flip: bool = False) -> Sample:
         """The sample at `index` (pixels, or cached latent parameters), stepping to the next row
-        when an image cannot be opened, so one bad file never stops a run."""
+        of its bucket when an image cannot be opened, so one bad file never stops a run."""
         dataset = self.datasets[role]
-        for attempt in range(len(dataset)):
-            row = dataset.rows[(index + attempt) % len(dataset)]
+        for candidate in dataset.fallbacks(index):
+            row = dataset.rows[candidate]
             if row.image_sha256 in self._bad:
                 continue
             if self.latent_cache is not None:
                 cached = self.latent_cache.get(row.image_sha256, flip)
                 if cached is not None:
                     parameters, geometry = cached
-                    return _Sample(
+                    return Sample(
                         row.image_sha256, row.weight, row.caption, None, parameters, geometry, flip
                     )
             try:
-                pixels, caption, geometry = dataset.load(
-                    (index + attempt) % len(dataset), flip=flip
-                )
+                pixels, caption, geometry = dataset.load(candidate, flip=flip)
             except ImageLoadError as error:
                 logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
                 self._bad.add(row.image_sha256)
                 self.skipped.append(row.image_sha256)
                 continue
-            return _Sample(row.image_sha256, row.weight, caption, pixels, None, geometry, flip)
+            return Sample(row.image_sha256, row.weight, caption, pixels, None, geometry, flip)
         raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
 
     def _part_indices(self, part: BatchPart) -> list[int]:
@@ -123,10 +203,12 @@ class BatchSource:
         taken = self.orders[part.role].take(part.count * processes)
         return taken[rank * part.count : (rank + 1) * part.count]
 
-    def _encode_pending(self, samples: list[_Sample]) -> None:
+    def _encode_pending(self, samples: list[Sample]) -> None:
         pending = [s for s in samples if s.parameters is None]
-        if not pending:
-            return
+        for start, stop in group_runs(pending):
+            self._encode(pending[start:stop])
+
+    def _encode(self, pending: list[Sample]) -> None:
         pixels = torch.stack([s.pixels for s in pending])  # type: ignore[misc]
         encoded = encode_latent_parameters(
             self.vae, pixels.to(self.device, self.weight_dtype)
@@ -140,7 +222,7 @@ class BatchSource:
     def draw(self, step: int, micro_step: int) -> TrainingBatch:
         """Plan, read and encode one micro-batch (advances the data position and the RNG)."""
         parts = self.recipe.plan(step, micro_step)
-        samples: list[_Sample] = []
+        samples: list[Sample] = []
         roles: list[str] = []
         timesteps, weights = [], []
         count = sum(part.count for part in parts)
@@ -150,10 +232,16 @@ class BatchSource:
                 samples.append(self._load_sample(part.role, index, flips[len(samples)]))
                 roles.append(part.role)
         self._encode_pending(samples)
-        stacked = torch.stack([s.parameters.to(self.device) for s in samples])  # type: ignore[union-attr]
-        latents = sample_latents(
-            stacked, self.scaling_factor, self.generator, shift_factor=self.shift_factor
-        )
+        runs = group_runs(samples)
+        latents = [
+            sample_latents(
+                torch.stack([s.parameters.to(self.device) for s in samples[start:stop]]),  # type: ignore[union-attr]
+                self.scaling_factor,
+                self.generator,
+                shift_factor=self.shift_factor,
+            )
+            for start, stop in runs
+        ]
         for part in parts:
             timesteps.append(
                 sample_timesteps(part.count, part.t_min, part.t_max, self.generator, self.device)
@@ -170,9 +258,12 @@ class BatchSource:
             for s, drop in zip(samples, dropped, strict=True)
         ]
         conditioning = self.family.condition(self.pipeline, captions, geometry, self.device)
+        groups = [
+            BucketGroup(start, stop, group_latents, split_conditioning(conditioning, start, stop))
+            for (start, stop), group_latents in zip(runs, latents, strict=True)
+        ]
         return TrainingBatch(
-            latents=latents,
-            conditioning=conditioning,
+            groups=groups,
             timesteps=torch.cat(timesteps),
             weights=torch.tensor(weights, device=self.device) * sample_weights,
             roles=roles,

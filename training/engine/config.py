@@ -28,7 +28,7 @@ LR_SCHEDULERS = (
     "polynomial",
 )
 OPTIMIZERS = ("adamw", "adamw_8bit")
-IMAGE_FITS = ("center_crop", "pad")
+IMAGE_FITS = ("center_crop", "pad", "bucket")
 # "references" (styledrop_iterative) comes last: loop.py seeds batch order by the role's index.
 DATASET_ROLES = ("domain", "alignment", "style", "references")
 
@@ -89,8 +89,13 @@ class TrainConfig:
     init_from: str | None = None
     # ---- data and objective options (validated here, recorded in lineage) ----
     # "center_crop": shorter side to resolution, centre cut (SDXL's time_ids say where);
-    # "pad": the whole image scaled into the square, padded losslessly with background_color
+    # "pad": the whole image scaled into the square, padded losslessly with background_color;
+    # "bucket": aspect-ratio buckets of about resolution² pixels (data/buckets.py)
     image_fit: str = "center_crop"
+    # bucket: sides are multiples of bucket_step pixels; no bucket is more than
+    # bucket_max_aspect:1 either way (more extreme images are padded into the last one)
+    bucket_step: int = 64
+    bucket_max_aspect: float = 2.0
     # alpha is composited on this RGB colour before encoding (stickers: white)
     background_color: list[int] = field(default_factory=lambda: [255, 255, 255])
     # probability of mirroring each sample left-right (drawn from the run's seeded generator)
@@ -232,6 +237,18 @@ class TrainConfig:
     def _validate_options(self) -> None:
         if self.image_fit not in IMAGE_FITS:
             raise ConfigError("image_fit", f"{self.image_fit!r} is not one of {IMAGE_FITS}")
+        _positive_int("bucket_step", self.bucket_step)
+        if self.image_fit == "bucket" and (
+            self.bucket_step % 8 or self.resolution % self.bucket_step
+        ):
+            raise ConfigError(
+                "bucket_step",
+                f"must be a multiple of 8 that divides resolution ({self.resolution}), "
+                f"got {self.bucket_step}",
+            )
+        aspect = self.bucket_max_aspect
+        if isinstance(aspect, bool) or not isinstance(aspect, int | float) or not 1 <= aspect <= 8:
+            raise ConfigError("bucket_max_aspect", f"must be a number in [1, 8], got {aspect!r}")
         colour = self.background_color
         if (
             not isinstance(colour, list | tuple)
@@ -273,6 +290,8 @@ class TrainConfig:
             name: getattr(self, name)
             for name in (
                 "image_fit",
+                "bucket_step",
+                "bucket_max_aspect",
                 "background_color",
                 "random_flip",
                 "caption_dropout",

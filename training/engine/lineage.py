@@ -64,6 +64,15 @@ def lineage_record(trainer: Any) -> dict[str, Any]:
             for role, spec in config.datasets.items()
         },
         "initialized_from": config.init_from,
+        "data": {
+            role: {
+                "buckets": {
+                    f"{width}x{height}": len(members)
+                    for (width, height), members in sorted(dataset.buckets()[0].items())
+                }
+            }
+            for role, dataset in trainer.datasets.items()
+        },
         "resumed_from": trainer.resumed_from,
         "world_size": trainer.accelerator.num_processes,
         "libraries": {

@@ -25,14 +25,15 @@ import torch.nn.functional as F
 
 from training.engine.adapters import get_adapter
 from training.engine.base_model import load_base_components
-from training.engine.batches import BatchSource, TrainingBatch
+from training.engine.batches import BatchSource, BucketGroup, TrainingBatch, batch_orders
 from training.engine.checkpoint import (
     initialize_from_checkpoint,
     restore_training_checkpoint,
     save_training_checkpoint,
 )
-from training.engine.config import DATASET_ROLES, ConfigError, TrainConfig
+from training.engine.config import ConfigError, TrainConfig
 from training.engine.data import (
+    BucketBatchOrder,
     EpochBatchOrder,
     ImageCaptionDataset,
     ImageOptions,
@@ -93,6 +94,8 @@ class Trainer:
         options = ImageOptions(
             config.image_fit,
             (config.background_color[0], config.background_color[1], config.background_color[2]),
+            config.bucket_step,
+            config.bucket_max_aspect,
         )
         datasets = {
             role: ImageCaptionDataset.from_manifest(
@@ -158,6 +161,9 @@ class Trainer:
             self.ema = EMAModel(self.trainable, decay=config.ema_decay)
             self.ema.to(self.device)
 
+        if config.image_fit == "bucket":
+            self._check_bucket_step(self.vae, denoiser)
+        orders, unreadable = batch_orders(config, datasets)
         latent_cache = None
         if config.latent_cache_dir:
             latent_cache = LatentCache(
@@ -170,10 +176,7 @@ class Trainer:
             config=config,
             recipe=self.recipe,
             datasets=datasets,
-            orders={
-                role: EpochBatchOrder(len(dataset), config.seed * 1009 + DATASET_ROLES.index(role))
-                for role, dataset in datasets.items()
-            },
+            orders=orders,
             family=self.family,
             pipeline=self.pipeline,
             vae=self.vae,
@@ -186,6 +189,7 @@ class Trainer:
             num_processes=processes,
             latent_cache=latent_cache,
         )
+        self.batches.set_skipped(unreadable)
         self.step = 0
         self.micro_step = 0
         self.losses: list[float] = []
@@ -204,7 +208,7 @@ class Trainer:
         return self.batches.datasets
 
     @property
-    def orders(self) -> dict[str, EpochBatchOrder]:
+    def orders(self) -> dict[str, EpochBatchOrder | BucketBatchOrder]:
         return self.batches.orders
 
     @property
@@ -225,6 +229,16 @@ class Trainer:
             if value not in (None, False, 0):
                 raise ConfigError(name, reason)
 
+    def _check_bucket_step(self, vae: Any, denoiser: Any) -> None:
+        """Every bucket side must reach a whole latent the denoiser can downsample."""
+        multiple = self.family.pixel_multiple(vae, denoiser)
+        if self.config.bucket_step % multiple:
+            raise ConfigError(
+                "bucket_step",
+                f"must be a multiple of {multiple} for this base model (VAE and "
+                f"{self.family.denoiser} downsampling), got {self.config.bucket_step}",
+            )
+
     @staticmethod
     def _seed_everything(seed: int) -> None:
         random.seed(seed)
@@ -240,34 +254,13 @@ class Trainer:
 
     # ---- steps -----------------------------------------------------------------------------
     def _micro_step(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-sample loss, per-sample objective weight: min-SNR-γ, or ones)."""
-        noise = torch.randn(
-            batch.latents.shape,
-            generator=self.generator,
-            device=self.device,
-            dtype=batch.latents.dtype,
-        )
-        if self.config.noise_offset:
-            # Offset noise: a per-channel constant lets the model shift overall brightness
-            # (flat sticker backgrounds), which zero-mean noise cannot teach.
-            offset = torch.randn(
-                (*batch.latents.shape[:2], *([1] * (batch.latents.ndim - 2))),
-                generator=self.generator,
-                device=self.device,
-                dtype=batch.latents.dtype,
-            )
-            noise = noise + self.config.noise_offset * offset
-        noisy, model_timesteps, target = self.family.noise(
-            self.noise_scheduler, batch.latents, noise, batch.timesteps
-        )
-        prediction = self.family.predict(
-            self.denoiser,
-            noisy,
-            model_timesteps,
-            cast_conditioning(batch.conditioning, self.weight_dtype),
-        )
-        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
-            dim=tuple(range(1, prediction.ndim))
+        """(per-sample loss, per-sample objective weight: min-SNR-γ, or ones). The denoiser runs
+        once per bucket group; the losses come back in batch order."""
+        per_sample = torch.cat(
+            [
+                self._group_loss(group, batch.timesteps[group.start : group.stop])
+                for group in batch.groups
+            ]
         )
         if self.config.min_snr_gamma is None:
             return per_sample, torch.ones_like(per_sample)
@@ -275,6 +268,34 @@ class Trainer:
             self.noise_scheduler, batch.timesteps, float(self.config.min_snr_gamma)
         )
         return per_sample, objective.to(per_sample.device, per_sample.dtype)
+
+    def _group_loss(self, group: BucketGroup, timesteps: torch.Tensor) -> torch.Tensor:
+        latents = group.latents
+        noise = torch.randn(
+            latents.shape, generator=self.generator, device=self.device, dtype=latents.dtype
+        )
+        if self.config.noise_offset:
+            # Offset noise: a per-channel constant lets the model shift overall brightness
+            # (flat sticker backgrounds), which zero-mean noise cannot teach.
+            offset = torch.randn(
+                (*latents.shape[:2], *([1] * (latents.ndim - 2))),
+                generator=self.generator,
+                device=self.device,
+                dtype=latents.dtype,
+            )
+            noise = noise + self.config.noise_offset * offset
+        noisy, model_timesteps, target = self.family.noise(
+            self.noise_scheduler, latents, noise, timesteps
+        )
+        prediction = self.family.predict(
+            self.denoiser,
+            noisy,
+            model_timesteps,
+            cast_conditioning(group.conditioning, self.weight_dtype),
+        )
+        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
+            dim=tuple(range(1, prediction.ndim))
+        )
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         """One optimizer step (gradient_accumulation_steps micro-batches); returns the mean loss

@@ -197,6 +197,12 @@ class ModelFamily:
         return denoiser(noisy, timesteps, **conditioning, return_dict=False)[0]
 
     # ---- latents ---------------------------------------------------------------------------
+    def pixel_multiple(self, vae: Any, denoiser: Any) -> int:
+        """Image sides must be multiples of this: the VAE's downsampling times the denoiser's
+        (a UNet halves the latent once per block but the last)."""
+        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        return vae_factor * 2 ** (len(denoiser.config.block_out_channels) - 1)
+
     @staticmethod
     def latent_scale(vae: Any) -> tuple[float, float]:
         """(scaling_factor, shift_factor): training latents are (z - shift) * scale."""

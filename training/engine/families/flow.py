@@ -34,6 +34,10 @@ class SD3FlowFamily(ModelFamily):
         "matching (the sd3 family); leave it null",
     }
 
+    def pixel_multiple(self, vae: Any, denoiser: Any) -> int:
+        """The VAE's downsampling times the transformer's patch size."""
+        return 2 ** (len(vae.config.block_out_channels) - 1) * int(denoiser.config.patch_size)
+
     def training_scheduler(self, config: Any) -> Any:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
