@@ -31,14 +31,19 @@ def revoke_media_links(round_: AnnotationRound) -> int:
     return round_.media_generation
 
 
+def reissue_media_links(round_: AnnotationRound) -> None:
+    """End the round's links now; once committed, a job gives Label Studio fresh ones."""
+    revoke_media_links(round_)
+    if round_.labelstudio_project_id is not None:
+        transaction.on_commit(lambda: _enqueue_refresh(round_))
+
+
 def revoke_rounds_of(user_ids: list[int]) -> int:
     """A user stopped being an annotator: end the links of every open round they were in."""
     rounds = AnnotationRound.objects.filter(members__in=user_ids, state__in=OPEN_STATES)
     ids = list(rounds.distinct().values_list("pk", flat=True))
     for round_ in AnnotationRound.objects.filter(pk__in=ids):
-        revoke_media_links(round_)
-        if round_.labelstudio_project_id is not None:
-            transaction.on_commit(lambda r=round_: _enqueue_refresh(r))
+        reissue_media_links(round_)
     return len(ids)
 
 
