@@ -78,7 +78,11 @@ def test_a_legacy_token_is_refused_once_legacy_tokens_are_off(
     with open_session(ls_server.url) as session:
         assert form_login(session, ls_server.username, ls_server.password)
         legacy = tokens.legacy_token(session)
+        # An organization made by an older platform (or switched back by a member): legacy on.
+        tokens.set_token_policy(session, legacy=True)
     assert legacy and credential_kind(legacy) == LEGACY
+    assert LabelStudioClient(ls_server.url, legacy).sdk.users.whoami().email == ls_server.username
+    server.provision(ls_server)  # what every `labelstudio start` does: legacy off again
     raw = httpx.get(f"{ls_server.url}/api/projects/", headers={"Authorization": f"Token {legacy}"})
     assert raw.status_code == 401 and "legacy token authentication has been disabled" in raw.text
     client = LabelStudioClient(ls_server.url, legacy)
