@@ -26,6 +26,7 @@ from training.engine.data import (
     encode_latent_parameters,
     sample_latents,
 )
+from training.engine.data.alpha import latent_mask
 from training.engine.families import Geometry, ModelFamily, select_conditioning
 from training.engine.recipes import BatchPart, Recipe
 from training.engine.run_types import DataError
@@ -46,6 +47,8 @@ class Sample:
     parameters: torch.Tensor | None
     geometry: Geometry
     flip: bool = False
+    # alpha_mode "loss_mask": [1, H, W] pixel alpha until encoded, then [1, h, w] latent-sized
+    mask: torch.Tensor | None = None
 
     @property
     def bucket(self) -> tuple[int, int]:
@@ -61,6 +64,7 @@ class BucketGroup:
     stop: int
     latents: torch.Tensor
     conditioning: dict[str, Any]
+    masks: torch.Tensor | None = None  # [b, 1, h, w] loss weights (alpha_mode "loss_mask")
 
 
 @dataclass
@@ -184,18 +188,34 @@ class BatchSource:
             if self.latent_cache is not None:
                 cached = self.latent_cache.get(row.image_sha256, flip)
                 if cached is not None:
-                    parameters, geometry = cached
+                    parameters, geometry, mask = cached
                     return Sample(
-                        row.image_sha256, row.weight, row.caption, None, parameters, geometry, flip
+                        row.image_sha256,
+                        row.weight,
+                        row.caption,
+                        None,
+                        parameters,
+                        geometry,
+                        flip,
+                        mask,
                     )
             try:
-                pixels, caption, geometry = dataset.load(candidate, flip=flip)
+                loaded = dataset.load(candidate, flip=flip)
             except ImageLoadError as error:
                 logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
                 self._bad.add(row.image_sha256)
                 self.skipped.append(row.image_sha256)
                 continue
-            return Sample(row.image_sha256, row.weight, caption, pixels, None, geometry, flip)
+            return Sample(
+                row.image_sha256,
+                row.weight,
+                row.caption,
+                loaded.pixels,
+                None,
+                loaded.geometry,
+                flip,
+                loaded.mask,
+            )
         raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
 
     def _part_indices(self, part: BatchPart) -> list[int]:
@@ -215,8 +235,18 @@ class BatchSource:
         ).float()
         for sample, tensor in zip(pending, encoded, strict=True):
             sample.parameters = tensor
+            if sample.mask is not None:
+                sample.mask = latent_mask(sample.mask, (tensor.shape[-2], tensor.shape[-1]))
+                if not sample.mask.any():
+                    logger.warning(
+                        "image %s is fully transparent: with alpha_mode loss_mask it trains "
+                        "nothing",
+                        sample.sha256,
+                    )
             if self.latent_cache is not None:
-                self.latent_cache.put(sample.sha256, tensor, sample.geometry, sample.flip)
+                self.latent_cache.put(
+                    sample.sha256, tensor, sample.geometry, sample.flip, sample.mask
+                )
 
     @torch.no_grad()
     def draw(self, step: int, micro_step: int) -> TrainingBatch:
@@ -259,7 +289,13 @@ class BatchSource:
         ]
         conditioning = self.family.condition(self.pipeline, captions, geometry, self.device)
         groups = [
-            BucketGroup(start, stop, group_latents, split_conditioning(conditioning, start, stop))
+            BucketGroup(
+                start,
+                stop,
+                group_latents,
+                split_conditioning(conditioning, start, stop),
+                self._masks(samples[start:stop]),
+            )
             for (start, stop), group_latents in zip(runs, latents, strict=True)
         ]
         return TrainingBatch(
@@ -272,6 +308,11 @@ class BatchSource:
             captions=captions,
             flipped=[s.flip for s in samples],
         )
+
+    def _masks(self, samples: list[Sample]) -> torch.Tensor | None:
+        if self.config.alpha_mode != "loss_mask":
+            return None
+        return torch.stack([s.mask for s in samples]).to(self.device)  # type: ignore[misc]
 
     def coin_flips(self, count: int, probability: float) -> list[bool]:
         """`count` draws that are True with `probability`, from the run's saved generator (so a

@@ -28,6 +28,7 @@ LR_SCHEDULERS = (
     "polynomial",
 )
 OPTIMIZERS = ("adamw", "adamw_8bit")
+ALPHA_MODES = ("composite", "loss_mask")
 IMAGE_FITS = ("center_crop", "pad", "bucket")
 # "references" (styledrop_iterative) comes last: loop.py seeds batch order by the role's index.
 DATASET_ROLES = ("domain", "alignment", "style", "references")
@@ -98,6 +99,9 @@ class TrainConfig:
     bucket_max_aspect: float = 2.0
     # alpha is composited on this RGB colour before encoding (stickers: white)
     background_color: list[int] = field(default_factory=lambda: [255, 255, 255])
+    # "composite": alpha only composites on background_color; "loss_mask": the loss is also
+    # weighted by alpha at latent resolution and normalised by its area (data/alpha.py)
+    alpha_mode: str = "composite"
     # probability of mirroring each sample left-right (drawn from the run's seeded generator)
     random_flip: float = 0.0
     # probability of training a sample on the empty caption (for classifier-free guidance)
@@ -249,6 +253,8 @@ class TrainConfig:
         aspect = self.bucket_max_aspect
         if isinstance(aspect, bool) or not isinstance(aspect, int | float) or not 1 <= aspect <= 8:
             raise ConfigError("bucket_max_aspect", f"must be a number in [1, 8], got {aspect!r}")
+        if self.alpha_mode not in ALPHA_MODES:
+            raise ConfigError("alpha_mode", f"{self.alpha_mode!r} is not one of {ALPHA_MODES}")
         colour = self.background_color
         if (
             not isinstance(colour, list | tuple)
@@ -293,6 +299,7 @@ class TrainConfig:
                 "bucket_step",
                 "bucket_max_aspect",
                 "background_color",
+                "alpha_mode",
                 "random_flip",
                 "caption_dropout",
                 "noise_offset",

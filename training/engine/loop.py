@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from training.engine.adapters import get_adapter
 from training.engine.base_model import load_base_components
@@ -41,6 +40,7 @@ from training.engine.data import (
     Resolver,
     module_checksum,
 )
+from training.engine.data.alpha import masked_mse
 from training.engine.families import ModelFamily, cast_conditioning
 from training.engine.lineage import code_version, lineage_record
 from training.engine.optim import build_optimizer
@@ -96,6 +96,7 @@ class Trainer:
             (config.background_color[0], config.background_color[1], config.background_color[2]),
             config.bucket_step,
             config.bucket_max_aspect,
+            config.alpha_mode,
         )
         datasets = {
             role: ImageCaptionDataset.from_manifest(
@@ -293,9 +294,7 @@ class Trainer:
             model_timesteps,
             cast_conditioning(group.conditioning, self.weight_dtype),
         )
-        return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
-            dim=tuple(range(1, prediction.ndim))
-        )
+        return masked_mse(prediction, target, group.masks)
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         """One optimizer step (gradient_accumulation_steps micro-batches); returns the mean loss

@@ -83,16 +83,16 @@ def test_bucket_grid_holds_about_the_target_pixel_count():
 def test_a_wide_sticker_keeps_its_edges_in_its_bucket():
     to_rgb = lambda t: ((t.permute(1, 2, 0).numpy() + 1) * 127.5).round()  # noqa: E731
     options = ImageOptions("bucket", (0, 0, 255), bucket_step=8, bucket_max_aspect=2.0)
-    pixels, geometry = load_image(edge_sticker(120, 72), 64, options)
+    pixels, geometry, _ = load_image(edge_sticker(120, 72), 64, options)
     assert pixels.shape == (3, 48, 80)  # the 5:3 bucket, not a 64x64 square
     rgb = to_rgb(pixels)
     assert rgb[24, 0].tolist() == [255, 0, 0] and rgb[24, 79].tolist() == [0, 255, 0]
     assert geometry.original_size == (72, 120) and geometry.target_size == (48, 80)
     assert geometry.crop_top_left == (0, 0)  # exactly the bucket's aspect: nothing padded
-    cropped, _ = load_image(edge_sticker(120, 72), 64, ImageOptions("center_crop", (0, 0, 255)))
+    cropped, _, _ = load_image(edge_sticker(120, 72), 64, ImageOptions("center_crop", (0, 0, 255)))
     assert not (to_rgb(cropped)[..., 0] > 200).any()  # what centre crop does to the same image
     # more extreme than the last bucket: padded on the background, still nothing cut
-    wide, wide_geometry = load_image(edge_sticker(160, 40), 64, options)
+    wide, wide_geometry, _ = load_image(edge_sticker(160, 40), 64, options)
     rgb = to_rgb(wide)
     assert wide.shape == (3, 48, 96) or wide.shape[1:] == (wide_geometry.target_size)
     assert rgb[rgb.shape[0] // 2, 0].tolist() == [255, 0, 0]

@@ -99,8 +99,8 @@ def test_latent_cache_round_trips_and_is_keyed_by_vae_and_resolution(tmp_path):
     assert cache.get("e" * 64) is None
     geometry = Geometry((40, 30), (4, 0), (32, 32))
     cache.put("e" * 64, tensor, geometry)
-    parameters, cached_geometry = cache.get("e" * 64)
-    assert torch.equal(parameters, tensor) and cached_geometry == geometry
+    parameters, cached_geometry, mask = cache.get("e" * 64)
+    assert torch.equal(parameters, tensor) and cached_geometry == geometry and mask is None
     assert (cache.hits, cache.misses) == (1, 1)
     assert LatentCache(tmp_path, "0" * 64, 32).get("e" * 64) is None
     assert LatentCache(tmp_path, "f" * 64, 64).get("e" * 64) is None

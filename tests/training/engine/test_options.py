@@ -61,8 +61,8 @@ def _wide_sticker() -> Image.Image:
 
 def test_pad_keeps_a_wide_sticker_whole_where_centre_crop_cuts_its_edges():
     blue = ImageOptions("pad", (0, 0, 255))
-    padded, geometry = load_image(_wide_sticker(), 32, blue)
-    cropped, crop_geometry = load_image(
+    padded, geometry, _ = load_image(_wide_sticker(), 32, blue)
+    cropped, crop_geometry, _ = load_image(
         _wide_sticker(), 32, ImageOptions("center_crop", (0, 0, 255))
     )
     to_rgb = lambda t: ((t.permute(1, 2, 0).numpy() + 1) * 127.5).round()  # noqa: E731
@@ -75,8 +75,8 @@ def test_pad_keeps_a_wide_sticker_whole_where_centre_crop_cuts_its_edges():
 
 
 def test_random_flip_mirrors_samples_and_caches_them_apart(make_config, tmp_path):
-    mirrored, _ = load_image(_wide_sticker(), 32, ImageOptions("pad"), flip=True)
-    plain, _ = load_image(_wide_sticker(), 32, ImageOptions("pad"))
+    mirrored, _, _ = load_image(_wide_sticker(), 32, ImageOptions("pad"), flip=True)
+    plain, _, _ = load_image(_wide_sticker(), 32, ImageOptions("pad"))
     assert torch.equal(mirrored, plain.flip(-1))
     cache = tmp_path / "cache"
     flipped = Trainer(

@@ -6,12 +6,13 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from training.engine.data.buckets import Size, bucket_sizes, nearest_bucket, plan_fit
+from training.engine.data.buckets import FitPlan, Size, bucket_sizes, nearest_bucket, plan_fit
 from training.engine.data.manifest import ManifestRow, read_manifest
 from training.engine.families.base import Geometry
 
@@ -49,6 +50,7 @@ class ImageOptions:
     background: tuple[int, int, int] = TRAINING_BACKGROUND
     bucket_step: int = 64
     bucket_max_aspect: float = 2.0
+    alpha_mode: str = "composite"
 
     def cache_key(self) -> str:
         """What changes a latent besides the VAE, resolution and image: part of the cache path."""
@@ -56,7 +58,8 @@ class ImageOptions:
         fit = self.fit
         if fit == "bucket":
             fit = f"bucket{self.bucket_step}x{self.bucket_max_aspect:g}"
-        return f"{fit}-{colour}"
+        alpha = "-alphamask" if self.alpha_mode == "loss_mask" else ""
+        return f"{fit}-{colour}{alpha}"
 
     def target(self, width: int, height: int, resolution: int) -> Size:
         """The (width, height) an image of this size trains at."""
@@ -66,40 +69,65 @@ class ImageOptions:
         return nearest_bucket(width, height, sizes)
 
 
+class LoadedImage(NamedTuple):
+    """[3, H, W] pixels in [-1, 1] (H = W = R unless bucketed); the Geometry (the source's
+    size, the crop's top-left in resized pixels, negative = padding, the target size: what
+    SDXL's time_ids say about the image); with alpha_mode "loss_mask", the [1, H, W] alpha in
+    [0, 1] after the same fit (0 on padding, 1 where an image has no alpha)."""
+
+    pixels: torch.Tensor
+    geometry: Geometry
+    mask: torch.Tensor | None = None
+
+
 def load_image(
     source: ImageSource,
     resolution: int,
     options: ImageOptions | None = None,
     *,
     flip: bool = False,
-) -> tuple[torch.Tensor, Geometry]:
-    """[3, H, W] float tensor in [-1, 1] (H = W = R unless bucketed) and its Geometry: the
-    source's size, the crop's top-left in resized pixels (negative = padding), the target size
-    (what SDXL's time_ids say about the image)."""
+) -> LoadedImage:
     options = options or ImageOptions()
     image = open_image(source)
+    alpha = None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
         canvas = Image.new("RGBA", rgba.size, (*options.background, 255))
         image = Image.alpha_composite(canvas, rgba)
     image = image.convert("RGB")
+    if options.alpha_mode == "loss_mask" and alpha is None:
+        alpha = Image.new("L", image.size, 255)
+    if options.alpha_mode != "loss_mask":
+        alpha = None
     if flip:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        alpha = alpha.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if alpha else None
     width, height = image.size
     target = options.target(width, height, resolution)
     plan = plan_fit(width, height, target, options.fit)
+    image = _fit(image, plan, options.fit, options.background)
+    mask = None
+    if alpha is not None:
+        fitted = np.asarray(_fit(alpha, plan, options.fit, 0), dtype=np.float32) / 255.0
+        mask = torch.from_numpy(fitted)[None].contiguous()
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    geometry = Geometry((height, width), plan.offset, (target[1], target[0]))
+    return LoadedImage(torch.from_numpy(array).permute(2, 0, 1).contiguous(), geometry, mask)
+
+
+def _fit(
+    image: Image.Image, plan: FitPlan, fit: str, background: tuple[int, int, int] | int
+) -> Image.Image:
     if plan.resized != image.size:
         image = image.resize(plan.resized, Image.Resampling.BICUBIC)
     top, left = plan.offset
-    if options.fit == "center_crop":
-        image = image.crop((left, top, left + target[0], top + target[1]))
-    else:
-        canvas_rgb = Image.new("RGB", target, options.background)
-        canvas_rgb.paste(image, (-left, -top))
-        image = canvas_rgb
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    geometry = Geometry((height, width), plan.offset, (target[1], target[0]))
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous(), geometry
+    target = plan.target
+    if fit == "center_crop":
+        return image.crop((left, top, left + target[0], top + target[1]))
+    canvas = Image.new(image.mode, target, background)
+    canvas.paste(image, (-left, -top))
+    return canvas
 
 
 def image_size(source: ImageSource) -> Size:
@@ -163,19 +191,17 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
             path = self.image_root / path
         return path
 
-    def load(self, index: int, *, flip: bool = False) -> tuple[torch.Tensor, str, Geometry]:
-        """(pixels, caption, geometry) of row `index`; ImageLoadError names a bad sample."""
+    def load(self, index: int, *, flip: bool = False) -> LoadedImage:
+        """The image of row `index`; ImageLoadError names a bad sample."""
         row = self.rows[index]
         try:
-            pixels, geometry = load_image(
-                self.source(row), self.resolution, self.options, flip=flip
-            )
+            loaded = load_image(self.source(row), self.resolution, self.options, flip=flip)
         except ImageLoadError:
             raise
         except Exception as error:
             where = row.image_path or "via resolver"
             raise ImageLoadError(f"image {row.image_sha256} ({where}): {error}") from error
-        return pixels, row.caption, geometry
+        return loaded
 
     def buckets(self) -> tuple[dict[Size, list[int]], dict[int, str]]:
         """Row indices per training size (width, height), and the rows whose image could not be
@@ -208,5 +234,4 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         return [index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        pixels, caption, _ = self.load(index)
-        return pixels, caption
+        return self.load(index).pixels, self.rows[index].caption

@@ -49,14 +49,17 @@ def sample_latents(
 
 
 class LatentCache:
-    """VAE posterior parameters and the image's Geometry on disk, one safetensors file per
-    (VAE checksum, resolution, image)."""
+    """VAE posterior parameters, the image's Geometry and (alpha_mode "loss_mask") its
+    latent-resolution alpha mask on disk, one safetensors file per (VAE checksum, resolution,
+    options, image, flip)."""
 
     def __init__(
         self, root: str | Path, vae_checksum: str, resolution: int, variant: str = ""
     ) -> None:
-        # Everything that changes a latent is in the path: VAE, resolution, fit and background
-        # (`variant`), and per file the flip, so a changed option never reads a stale latent.
+        # Everything that changes a latent is in the path: VAE, resolution, `variant` (fit with
+        # its bucket grid, background, alpha mode: ImageOptions.cache_key) and per file the
+        # flip. The bucket and the crop or padding are pure functions of the image and those,
+        # so a changed option never reads a stale latent.
         folder = f"r{resolution}" + (f"-{variant}" if variant else "")
         self.directory = Path(root) / vae_checksum[:16] / folder
         self.hits = 0
@@ -66,7 +69,9 @@ class LatentCache:
         name = f"{image_sha256}-flip" if flip else image_sha256
         return self.directory / image_sha256[:2] / f"{name}.safetensors"
 
-    def get(self, image_sha256: str, flip: bool = False) -> tuple[torch.Tensor, Geometry] | None:
+    def get(
+        self, image_sha256: str, flip: bool = False
+    ) -> tuple[torch.Tensor, Geometry, torch.Tensor | None] | None:
         from safetensors.torch import load_file
 
         path = self.path(image_sha256, flip)
@@ -79,15 +84,21 @@ class LatentCache:
                 tensors["parameters"],
                 Geometry.from_list(tensors["geometry"].tolist()),
             )
+            mask = tensors.get("mask")
         except Exception as error:  # a torn, corrupt or older-format file is re-encoded
             logger.warning("latent cache: unusable %s (%s); re-encoding", path, error)
             self.misses += 1
             return None
         self.hits += 1
-        return parameters, geometry
+        return parameters, geometry, mask
 
     def put(
-        self, image_sha256: str, parameters: torch.Tensor, geometry: Geometry, flip: bool = False
+        self,
+        image_sha256: str,
+        parameters: torch.Tensor,
+        geometry: Geometry,
+        flip: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> None:
         from safetensors.torch import save_file
 
@@ -98,5 +109,7 @@ class LatentCache:
             "parameters": parameters.detach().cpu().contiguous(),
             "geometry": torch.tensor(geometry.as_list(), dtype=torch.int64),
         }
+        if mask is not None:
+            tensors["mask"] = mask.detach().cpu().contiguous()
         save_file(tensors, temporary)
         os.replace(temporary, path)  # atomic: concurrent runs never read half a file
