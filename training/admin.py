@@ -127,6 +127,7 @@ class TrainingRunAdmin(PlatformAdmin):
         "buttons",
         "job_link",
         "loss_plot",
+        "preview_grids",
         "log_tail",
         "versions_used",
         "checkpoints_made",
@@ -176,6 +177,30 @@ class TrainingRunAdmin(PlatformAdmin):
     @admin.display(description="loss curve")
     def loss_plot(self, obj: m.TrainingRun) -> SafeString:
         return loss_curve_svg(obj.loss_curve or [])
+
+    @admin.display(description="validation previews")
+    def preview_grids(self, obj: m.TrainingRun) -> SafeString | str:
+        previews = obj.previews or []
+        if not previews:
+            every = (obj.hyperparameters.get("previews") or {}).get("every")
+            return (
+                "— none yet" if every else "— off (hyperparameters.previews.every sets how often)"
+            )
+        last = previews[-1]
+        figures = format_html_join(
+            "",
+            '<figure style="margin:0;flex:none;text-align:center" data-step="{}">'
+            '<img src="{}" alt="preview at step {}" style="min-height:128px;max-height:256px;image-rendering:pixelated" loading="lazy">'
+            "<figcaption>step {}</figcaption></figure>",
+            ((p["step"], signed_path(p["grid_key"]), p["step"], p["step"]) for p in previews),
+        )
+        return format_html(
+            '<div class="preview-strip" style="display:flex;gap:12px;overflow-x:auto">{}</div>'
+            "<div>rows: {} · columns: seeds {}</div>",
+            figures,
+            " | ".join(last["prompts"]),
+            ", ".join(str(s) for s in last["seeds"]),
+        )
 
     @admin.display(description="job log (tail)")
     def log_tail(self, obj: m.TrainingRun) -> SafeString | str:

@@ -123,6 +123,9 @@ class TrainConfig:
     # sequential: the phases in order, and optionally how many steps each gets (default: equal)
     sequential_order: list[str] = field(default_factory=lambda: ["alignment", "style"])
     phase_steps: list[int] | None = None
+    # validation previews: {"every": N steps (0 = off), "prompts": [...], "seeds": [...],
+    # "sampler": {...SamplerSettings}} written as grids under output_dir/previews (previews.py)
+    previews: dict[str, Any] = field(default_factory=dict)
     # styledrop_iterative: iterations, feedback, prompts/seeds... (styledrop_settings.py)
     styledrop: dict[str, Any] = field(default_factory=dict)
 
@@ -235,6 +238,9 @@ class TrainConfig:
         if not 0 < self.ema_decay < 1:
             raise ConfigError("ema_decay", f"must be in (0, 1), got {self.ema_decay}")
         self._validate_options()
+        from training.engine.previews import PreviewSettings
+
+        PreviewSettings.from_dict(self.previews, self.resolution)
         self._validate_datasets()
         self._validate_recipe(num_train_timesteps)
 

@@ -45,6 +45,7 @@ from training.engine.families import ModelFamily, cast_conditioning
 from training.engine.lineage import code_version, lineage_record
 from training.engine.optim import build_optimizer
 from training.engine.placement import build_accelerator
+from training.engine.previews import PreviewSettings, write_preview
 from training.engine.recipes import build_recipe
 from training.engine.run_types import (
     RESUME_MAY_CHANGE,
@@ -191,6 +192,7 @@ class Trainer:
             latent_cache=latent_cache,
         )
         self.batches.set_skipped(unreadable)
+        self.previews = PreviewSettings.from_dict(config.previews, config.resolution)
         self.step = 0
         self.micro_step = 0
         self.losses: list[float] = []
@@ -340,6 +342,7 @@ class Trainer:
             loss, role_losses = self.train_step()
             self.losses.append(loss)
             self.role_losses.append(role_losses)
+            self._maybe_preview()
             if progress is not None:
                 progress(self.step, total, loss)
             if self.step % self.config.checkpoint_every == 0 or self.step == total:
@@ -362,6 +365,23 @@ class Trainer:
             output_dir=self.config.output_dir,
             seconds=time.perf_counter() - started,
         )
+
+    def _maybe_preview(self) -> None:
+        """The validation preview of this step, when one is due (before the step is reported,
+        so the caller's progress callback finds it)."""
+        if not self.previews.every or self.step % self.previews.every:
+            return
+        if not self.accelerator.is_main_process:
+            return
+        self.denoiser.eval()  # no adapter dropout in samples; train_step sets train() again
+        with self.accelerator.autocast():
+            write_preview(
+                self.pipeline,
+                self.previews,
+                self.config.resolution,
+                self.config.output_dir,
+                self.step,
+            )
 
     # ---- checkpoints -----------------------------------------------------------------------
     def unwrapped_denoiser(self) -> Any:

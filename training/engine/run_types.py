@@ -12,7 +12,7 @@ CancelFn = Callable[[], bool]
 
 # Fields a resumed run may change: where it writes and how often, not what it computes.
 RESUME_MAY_CHANGE = frozenset(
-    {"output_dir", "checkpoint_every", "keep_checkpoints", "latent_cache_dir"}
+    {"output_dir", "checkpoint_every", "keep_checkpoints", "latent_cache_dir", "previews"}
 )
 
 

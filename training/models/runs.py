@@ -48,6 +48,9 @@ class TrainingRun(TimeStampedModel):
         "curation.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     loss_curve = models.JSONField(default=list, blank=True)
+    # Validation previews imported from the engine's previews/index.json, in step order:
+    # [{"step", "grid_key" (media storage), "prompts", "seeds"}] (services/previews.py)
+    previews = models.JSONField(default=list, blank=True)
     output_dir = models.CharField(max_length=1024, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

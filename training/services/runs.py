@@ -22,6 +22,7 @@ from training.models import Checkpoint, TrainingRun
 from training.services.checkpoints import BaseModelRefused, is_tiny, seed_for_run
 from training.services.devices import resolve_device
 from training.services.manifests import ManifestRefused, StorageResolver, cache_dir, local_manifest
+from training.services.previews import drop_previews_after, import_previews
 
 logger = logging.getLogger(__name__)
 
@@ -393,8 +394,11 @@ class _Progress:
     """The engine's progress callback: job progress, loss curve every N steps, never raising
     (a cancel is picked up by the engine's own should_cancel check, which saves a checkpoint)."""
 
-    def __init__(self, run: TrainingRun, ctx: JobContext, every: int) -> None:
+    def __init__(
+        self, run: TrainingRun, ctx: JobContext, every: int, preview_every: int = 0
+    ) -> None:
         self.run, self.ctx, self.every = run, ctx, every
+        self.preview_every = preview_every
 
     def __call__(self, step: int, total: int, loss: float) -> None:
         with contextlib.suppress(JobCancelled):
@@ -402,6 +406,9 @@ class _Progress:
         if step % self.every == 0 or step == total:
             self.run.loss_curve.append({"step": step, "loss": round(float(loss), 6)})
             TrainingRun.objects.filter(pk=self.run.pk).update(loss_curve=self.run.loss_curve)
+        if self.preview_every and step % self.preview_every == 0:
+            # The engine writes a step's preview before reporting the step.
+            import_previews(self.run, self.run.output_dir)
 
 
 def _checkpoint_for(run: TrainingRun) -> Checkpoint | None:
@@ -438,6 +445,7 @@ def execute_training_run(run: TrainingRun, ctx: JobContext) -> Checkpoint:
     # Steps after the last saved checkpoint were lost with the previous attempt: drop their points.
     run.loss_curve = [p for p in run.loss_curve if p.get("step", 0) <= resumed_step]
     TrainingRun.objects.filter(pk=run.pk).update(loss_curve=run.loss_curve)
+    drop_previews_after(run, resumed_step)
     ctx.save_state(
         output_dir=str(output_dir), resumed_from=str(resume_from) if resume_from else None
     )
@@ -447,7 +455,7 @@ def execute_training_run(run: TrainingRun, ctx: JobContext) -> Checkpoint:
     )
     every = int(run.hyperparameters.get("loss_log_every") or 1)
     common = {
-        "progress": _Progress(run, ctx, every),
+        "progress": _Progress(run, ctx, every, config.previews.get("every", 0)),
         "should_cancel": ctx.should_cancel,
         "lineage": run_lineage(run, ctx.job),
         "resolver": StorageResolver.for_versions(_versions(run)),
@@ -470,6 +478,7 @@ def execute_training_run(run: TrainingRun, ctx: JobContext) -> Checkpoint:
         _set_status(run, TrainingRun.Status.CANCELLED)
         ctx.log(f"cancelled at step {result.step}; resume continues from {result.checkpoint_path}")
         raise JobCancelled(f"training run {run.pk} cancelled at step {result.step}")
+    import_previews(run, output_dir)
     checkpoint = _record_checkpoint(run, config, result)
     _set_status(run, TrainingRun.Status.SUCCEEDED)
     ctx.log(f"checkpoint {checkpoint.name} at step {checkpoint.step}")
