@@ -8,6 +8,7 @@ hence a byte-identical manifest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -88,6 +89,7 @@ def curate_round(
     rules: dict[str, Any] | None = None,
     dataset: Dataset | None = None,
     parent: DatasetVersion | None = None,
+    on_frozen: Callable[[DatasetVersion], None] | None = None,
 ) -> DatasetVersion:
     """Freeze a DatasetVersion from the round's judgements under explicit rules; round → curated.
 
@@ -95,6 +97,8 @@ def curate_round(
     above `min_rating`. Pairwise rows: the preferred image where its win fraction beats
     `min_win_fraction`. Gold tasks are never rows. The rules travel in the version's lineage.
     A closed (or already curated) round is curated from its closing snapshot only.
+    `on_frozen(version)` runs inside the transaction that freezes the version: a job records
+    it there, so the version and that record commit together (raising rolls both back).
     """
     round_ = AnnotationRound.objects.get(pk=round_.pk)
     if round_.state not in (State.PUSHED, State.ANNOTATING, State.CLOSED, State.CURATED):
@@ -173,4 +177,6 @@ def curate_round(
         AnnotationRound.objects.filter(pk=round_.pk).update(
             result_version=version, state=State.CURATED
         )
+        if on_frozen is not None:
+            on_frozen(version)
     return version

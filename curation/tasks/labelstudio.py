@@ -92,10 +92,22 @@ def reconcile_job(ctx: JobContext) -> dict:
 
 @job_handler("labelstudio.curate")
 def curate_job(ctx: JobContext) -> dict:
+    """Curate once per job: the version commits with the job's record of it (fenced), so an
+    attempt whose worker died after that commit, or a superseded one, never curates again."""
+    from curation.models import DatasetVersion
     from curation.services.curation import curate_round
 
-    round_ = AnnotationRound.objects.get(pk=ctx.params["round_id"])
-    version = curate_round(round_, ctx.job.created_by, rules=ctx.params.get("rules"))
+    if ctx.state.get("dataset_version"):
+        version = DatasetVersion.objects.get(pk=ctx.state["dataset_version"])
+        ctx.log(f"version {version} was curated by an earlier attempt of this job")
+    else:
+        round_ = AnnotationRound.objects.get(pk=ctx.params["round_id"])
+        version = curate_round(
+            round_,
+            ctx.job.created_by,
+            rules=ctx.params.get("rules"),
+            on_frozen=lambda v: ctx.save_state(dataset_version=v.pk),
+        )
     return {"dataset_version": version.pk, "rows": version.row_count, "checksum": version.checksum}
 
 

@@ -1,6 +1,6 @@
 """The demo round with every long stage a job run by the workers, then what it left, as JSON.
 
-python -m tests.chaos.demo_round OUT.json STATUS_FILE [--no-labelstudio]
+python -m tests.chaos.demo_round OUT.json STATUS_FILE
 
 Run by the chaos test against a private database (DATABASE_URL) while workers serve the jobs.
 The stages are the demo's (curation.services.demo_domain, training.services.demo_training,
@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,14 @@ WAIT_SECONDS = float(os.environ.get("CHAOS_STAGE_TIMEOUT", "900"))
 TRAIN_STEPS = 4
 
 
+# (stage, when it began): the report says how long each stage took.
+_STAGES: list[tuple[str, float]] = []
+
+
 def _status(path: Path, text: str) -> None:
+    stage = text.split(":")[-1]
+    if not _STAGES or _STAGES[-1][0] != stage:
+        _STAGES.append((stage, time.monotonic()))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -68,12 +76,11 @@ def wait_jobs(status: Path, stage: str, job_ids: list[int]) -> None:
         time.sleep(0.5)
 
 
-def run(status: Path, labelstudio: bool) -> dict[str, Any]:
+def run(status: Path) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
 
     from curation.models import AnnotationRound, Job, PromptSet, RecipeScore
-    from curation.services.demo import load_demo_fixtures
+    from curation.services.demo import ensure_demo_logins, load_demo_fixtures
     from curation.services.demo_domain import (
         DEMO_ACCEPT_LIMIT,
         DEMO_DATASET,
@@ -82,6 +89,7 @@ def run(status: Path, labelstudio: bool) -> dict[str, Any]:
         DEMO_SHARD_SIZE,
         DEMO_SPACE,
     )
+    from curation.services.demo_rounds import demo_annotate
     from curation.services.embeddings import enqueue_embedding, ensure_space, plan_embedding
     from curation.services.indexes import enqueue_build_index
     from curation.services.ingest import enqueue_ingest
@@ -92,6 +100,7 @@ def run(status: Path, labelstudio: bool) -> dict[str, Any]:
         start_recipe_run,
     )
     from curation.services.review import freeze_domain_version
+    from curation.services.rounds import create_round
     from training.models import Checkpoint, RetrainRound
     from training.services.checkpoints import ensure_tiny_base_checkpoint
     from training.services.demo_training import DEMO_SAMPLER
@@ -99,9 +108,11 @@ def run(status: Path, labelstudio: bool) -> dict[str, Any]:
     from training.services.loops import start_retrain_round
     from training.services.runs import create_training_run, enqueue_training
 
-    _status(status, "setup")
-    call_command("migrate", verbosity=0)
+    _status(status, "setup")  # the test migrated the database before starting the workers
     load_demo_fixtures(ROOT / "fixtures" / "demo.json")
+    # Every round shares the session's Label Studio: all but the first find the annotators'
+    # accounts there already and take them over, as the demo does.
+    ensure_demo_logins(ROOT / "fixtures" / "demo.json")
     users = get_user_model().objects
     lead = users.get(username="lead")
 
@@ -159,55 +170,52 @@ def run(status: Path, labelstudio: bool) -> dict[str, Any]:
     )
     wait_jobs(status, "generate", [enqueue_generation(generations, lead).pk])
 
-    if labelstudio:
-        from curation.services.demo_rounds import demo_annotate
-        from curation.services.rounds import create_round
-
-        annotators = list(users.filter(groups__name="annotator").order_by("username"))
-        rounds = [
-            create_round(
-                name=f"chaos · {kind}",
-                kind=kind,
-                generation_batch=generations,
-                overlap=3,
-                gold_rate=0.0,
-                user=lead,
-            )
-            for kind in (AnnotationRound.Kind.ALIGNMENT, AnnotationRound.Kind.STYLE)
-        ]
-        pushes = [
-            enqueue_job("labelstudio.push", params={"round_id": r.pk}, user=lead) for r in rounds
-        ]
-        wait_jobs(status, "push", [j.pk for j in pushes])
-        _status(status, "ratings")
-        for round_ in rounds:
-            demo_annotate(round_, annotators, user=lead, curate=False)
-        curates = [
-            enqueue_job("labelstudio.curate", params={"round_id": r.pk}, user=lead) for r in rounds
-        ]
-        wait_jobs(status, "curate", [j.pk for j in curates])
-        curated = [AnnotationRound.objects.get(pk=r.pk).result_version for r in rounds]
-        retrain = start_retrain_round(
-            base_checkpoint=checkpoint,
-            dataset_versions=curated,
-            prompt_set=generation_set,
-            eval_prompt_set=evaluation_set,
-            recipe="style_tailoring",
-            adapter="lora",
-            hyperparameters={"steps": 2, "checkpoint_every": 1, "resolution": 32, "t_s": 500},
-            seeds=[0],
+    annotators = list(users.filter(groups__name="annotator").order_by("username"))
+    rounds = [
+        create_round(
+            name=f"chaos · {kind}",
+            kind=kind,
+            generation_batch=generations,
+            overlap=3,
+            gold_rate=0.0,
             user=lead,
-            name="chaos retrain round",
         )
-        _status(status, "waiting:retrain")
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            retrain = _retry_db(RetrainRound.objects.get, pk=retrain.pk)
-            if retrain.state in (RetrainRound.State.WAITING, RetrainRound.State.DONE):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"retrain round not done: {retrain.state}")
-            time.sleep(0.5)
+        for kind in (AnnotationRound.Kind.ALIGNMENT, AnnotationRound.Kind.STYLE)
+    ]
+    pushes = [enqueue_job("labelstudio.push", params={"round_id": r.pk}, user=lead) for r in rounds]
+    wait_jobs(status, "push", [j.pk for j in pushes])
+    _status(status, "ratings")
+    for round_ in rounds:
+        demo_annotate(round_, annotators, user=lead, curate=False)
+    curates = [
+        enqueue_job("labelstudio.curate", params={"round_id": r.pk}, user=lead) for r in rounds
+    ]
+    wait_jobs(status, "curate", [j.pk for j in curates])
+    curated = [AnnotationRound.objects.get(pk=r.pk).result_version for r in rounds]
+    retrain = start_retrain_round(
+        base_checkpoint=checkpoint,
+        dataset_versions=curated,
+        prompt_set=generation_set,
+        eval_prompt_set=evaluation_set,
+        recipe="style_tailoring",
+        adapter="lora",
+        hyperparameters={"steps": 2, "checkpoint_every": 1, "resolution": 32, "t_s": 500},
+        seeds=[0],
+        user=lead,
+        name="chaos retrain round",
+    )
+    _status(status, "waiting:retrain")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        retrain = _retry_db(RetrainRound.objects.get, pk=retrain.pk)
+        if retrain.state in (RetrainRound.State.WAITING, RetrainRound.State.DONE):
+            break
+        if retrain.state == RetrainRound.State.FAILED:
+            failed = retrain.steps.filter(job__status=Job.Status.FAILED).select_related("job")
+            raise SystemExit(f"retrain round failed: {[(s.name, s.job.error) for s in failed]}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"retrain round not done: {retrain.state}")
+        time.sleep(0.5)
     _status(status, "report")
     return _report()
 
@@ -233,14 +241,21 @@ def _report() -> dict[str, Any]:
     # What the trained model drew: equal only if every resumed training run equals an
     # uninterrupted one, bit for bit.
     generated = sorted(Generation.objects.values_list("image__sha256", flat=True))
-    return {"counts": counts, "frozen": frozen, "generated": generated, "jobs": jobs}
+    stages = [(name, round(end - begin, 1)) for (name, begin), (_, end) in pairwise(_STAGES)]
+    return {
+        "counts": counts,
+        "frozen": frozen,
+        "generated": generated,
+        "jobs": jobs,
+        "stages": stages,
+    }
 
 
 def main() -> None:
     out, status = Path(sys.argv[1]), Path(sys.argv[2])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
     django.setup()
-    report = run(status, labelstudio="--no-labelstudio" not in sys.argv)
+    report = run(status)
     out.write_text(json.dumps(report, indent=1, default=str))
     _status(status, "finished")
 

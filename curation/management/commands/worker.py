@@ -36,6 +36,7 @@ class Command(BaseCommand):
             # one; RQ's lock lets a single one work at a time and another take over if it dies.
             kwargs = {"burst": options["batch"], "with_scheduler": True}
             if options["worker_id"]:
+                self._take_rq_name(options["worker_id"], queues[0])
                 kwargs["name"] = options["worker_id"]
             call_command("rqworker", *queues, **kwargs)
             return
@@ -49,3 +50,15 @@ class Command(BaseCommand):
         if options["worker_id"]:
             kwargs["worker_id"] = options["worker_id"]
         call_command("db_worker", **kwargs)
+
+    def _take_rq_name(self, name: str, queue: str) -> None:
+        import django_rq
+
+        from curation.compat.rq_workers import WorkerNameTaken, release_dead_namesake
+
+        try:
+            released = release_dead_namesake(django_rq.get_connection(queue), name)
+        except WorkerNameTaken as exc:
+            raise CommandError(str(exc)) from exc
+        if released:
+            self.stderr.write(released)
