@@ -1,14 +1,24 @@
-"""Chaos: the demo round finishes, identical to an undisturbed one, while its workers are killed.
+"""Chaos: the whole demo round finishes, identical to an undisturbed one, while workers are killed.
 
-For each backend the same round (tests/chaos/demo_round.py: ingest → embed → index → recipe →
-freeze → train → generate; with CHAOS_LABELSTUDIO=1 also push → ratings by the demo script →
-curate → retrain, against the session's Label Studio) runs twice on a fresh database:
-once undisturbed, once while a controller SIGKILLs a random worker (and its work horse) every
-few seconds, and — on RQ with PostgreSQL — restarts the private Redis once (losing every queued
-task) and the private PostgreSQL once. Two workers and a scheduler serve each run, restarted by a
-supervisor when they die, as systemd would. Then: every table's row count and every frozen
-manifest's checksum and every generated image equal the undisturbed run's, every job succeeded,
-and no job was completed by more than one attempt.
+The round (tests/chaos/demo_round.py: ingest → embed → index → recipe → freeze → train →
+generate → Label Studio push → ratings by the demo script → curate → retrain round, against the
+session's real Label Studio) runs three times on fresh databases: once undisturbed (the
+reference, database backend on SQLite), then once per backend while a controller SIGKILLs the
+worker running a job (with its work horse) every few seconds, once per stage, and — on RQ with
+PostgreSQL — restarts the private Redis once (losing every queued task) and the private
+PostgreSQL once. Two workers and a scheduler serve each run, restarted by a supervisor when they
+die, as systemd would. Then: every table's row count, every frozen manifest's checksum and every
+generated image equal the reference's, every job succeeded, and no job was completed by more
+than one attempt. The demo's pseudo-ratings depend on image content and usernames only, so the
+disturbed runs rate exactly what the reference rated.
+
+Cost: measured 2026-12-02 on the shared 2-core dev machine at load average 13–15 (six sessions):
+the module took 18 min 53 s wall (reference round 274 s, RQ/PostgreSQL chaos round 342 s, SQLite
+chaos round 234 s, the rest Label Studio start-up, initdb and migrations) and 398 s of CPU (user
++ sys of pytest and the processes it waited for). Alone on an idle 2-core machine that is about
+6–7 minutes for both tests: the CPU spread over two cores plus the stale-heartbeat waits of ~15
+kills (6 s each). The round is already minimal: tiny model, 4 + 2 training steps, 6 prompts × 1
+seed, 32 px; what remains is mostly worker boots (~5 s of CPU each, Django importing torch).
 """
 
 from __future__ import annotations
