@@ -21,12 +21,12 @@ from training.engine.data import (
     BucketBatchOrder,
     EpochBatchOrder,
     ImageCaptionDataset,
-    ImageLoadError,
     LatentCache,
     encode_latent_parameters,
     sample_latents,
 )
 from training.engine.data.alpha import latent_mask
+from training.engine.data.prefetch import Loaded, Plan, Prefetcher, Read, read_sample
 from training.engine.families import Geometry, ModelFamily, select_conditioning
 from training.engine.recipes import BatchPart, Recipe
 from training.engine.run_types import DataError
@@ -166,6 +166,7 @@ class BatchSource:
     latent_cache: LatentCache | None = None
     skipped: list[str] = field(default_factory=list)
     _bad: set[str] = field(default_factory=set)
+    prefetcher: Prefetcher | None = None
 
     def __post_init__(self) -> None:
         self.scaling_factor, self.shift_factor = self.family.latent_scale(self.vae)
@@ -176,51 +177,97 @@ class BatchSource:
     def set_skipped(self, skipped: list[str]) -> None:
         self.skipped[:] = skipped
         self._bad = set(skipped)
+        self.close_prefetch()  # a restored run reads on from its restored position
 
-    def _load_sample(self, role: str, index: int, flip: bool = False) -> Sample:
-        """The sample at `index` (pixels, or cached latent parameters), stepping to the next row
-        of its bucket when an image cannot be opened, so one bad file never stops a run."""
-        dataset = self.datasets[role]
-        for candidate in dataset.fallbacks(index):
-            row = dataset.rows[candidate]
-            if row.image_sha256 in self._bad:
-                continue
-            if self.latent_cache is not None:
-                cached = self.latent_cache.get(row.image_sha256, flip)
-                if cached is not None:
-                    parameters, geometry, mask = cached
-                    return Sample(
-                        row.image_sha256,
-                        row.weight,
-                        row.caption,
-                        None,
-                        parameters,
-                        geometry,
-                        flip,
-                        mask,
-                    )
-            try:
-                loaded = dataset.load(candidate, flip=flip)
-            except ImageLoadError as error:
-                logger.warning("datasets.%s: skipping unreadable sample: %s", role, error)
-                self._bad.add(row.image_sha256)
-                self.skipped.append(row.image_sha256)
-                continue
-            return Sample(
-                row.image_sha256,
-                row.weight,
-                row.caption,
-                loaded.pixels,
-                None,
-                loaded.geometry,
-                flip,
-                loaded.mask,
-            )
-        raise DataError(f"datasets.{role}: not one image of {len(dataset)} could be loaded")
+    def _sample(self, role: str, loaded: Loaded) -> Sample:
+        """A worker's (or the inline reader's) result as a Sample; rows it found unreadable are
+        reported once as skipped."""
+        for sha, why in loaded.skipped:
+            if sha not in self._bad:
+                logger.warning("datasets.%s: skipping unreadable sample: %s", role, why)
+                self._bad.add(sha)
+                self.skipped.append(sha)
+        return Sample(
+            loaded.sha256,
+            loaded.weight,
+            loaded.caption,
+            loaded.pixels,
+            loaded.parameters,
+            loaded.geometry,
+            loaded.flip,
+            loaded.mask,
+        )
 
-    def _part_indices(self, part: BatchPart) -> list[int]:
+    def plan(self, step: int, micro_step: int, orders: dict[str, Any]) -> Plan:
+        """The reads of one micro-batch (advances `orders`): rows from the batch orders, flips
+        from a generator keyed by (seed, micro step, rank), so planning ahead in another
+        process draws nothing from the run's own generator."""
+        parts = self.recipe.plan(step, micro_step)
+        count = sum(part.count for part in parts)
+        flips = self._keyed_flips(micro_step, count)
+        reads: list[Read] = []
+        for part in parts:
+            for index in self._part_indices(part, orders):
+                reads.append(Read(part.role, index, flips[len(reads)]))
+        positions = {role: order.state_dict() for role, order in orders.items()}
+        return Plan(micro_step, reads, positions)
+
+    def _keyed_flips(self, micro_step: int, count: int) -> list[bool]:
+        probability = self.config.random_flip
+        if probability <= 0:
+            return [False] * count
+        key = ((self.config.seed * 1_000_003 + micro_step) * 8191 + self.process_index) % 2**63
+        draws = torch.rand(count, generator=torch.Generator().manual_seed(key))
+        return (draws < probability).tolist()
+
+    def _read(self, step: int, micro_step: int) -> tuple[Plan, list[Sample]]:
+        """Plan and read one micro-batch: from the workers when `num_workers` is set and the
+        caller asks in order, else in this process."""
+        ordered = step == micro_step // self.config.gradient_accumulation_steps
+        if self.config.num_workers and ordered:
+            taken = self.prefetcher.take(micro_step) if self.prefetcher else None
+            if taken is None:
+                self.close_prefetch()
+                self.prefetcher = Prefetcher(
+                    lambda micro, orders: self.plan(
+                        micro // self.config.gradient_accumulation_steps, micro, orders
+                    ),
+                    self.orders,
+                    micro_step,
+                    self.datasets,
+                    self.latent_cache,
+                    self._bad,
+                    self.config.num_workers,
+                    self.config.prefetch_batches,
+                )
+                taken = self.prefetcher.take(micro_step)
+                assert taken is not None
+            planned, loaded = taken
+            for role, position in planned.positions.items():
+                self.orders[role].load_state_dict(position)
+            if self.latent_cache is not None:  # the workers' own counters stay in the workers
+                hits = sum(item.parameters is not None for item in loaded)
+                self.latent_cache.hits += hits
+                self.latent_cache.misses += len(loaded) - hits
+        else:
+            planned = self.plan(step, micro_step, self.orders)
+            loaded = [
+                read_sample(self.datasets, self.latent_cache, read, self._bad)
+                for read in planned.reads
+            ]
+        samples = [
+            self._sample(read.role, item) for read, item in zip(planned.reads, loaded, strict=True)
+        ]
+        return planned, samples
+
+    def close_prefetch(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
+
+    def _part_indices(self, part: BatchPart, orders: dict[str, Any]) -> list[int]:
         rank, processes = self.process_index, self.num_processes
-        taken = self.orders[part.role].take(part.count * processes)
+        taken = orders[part.role].take(part.count * processes)
         return taken[rank * part.count : (rank + 1) * part.count]
 
     def _encode_pending(self, samples: list[Sample]) -> None:
@@ -252,15 +299,9 @@ class BatchSource:
     def draw(self, step: int, micro_step: int) -> TrainingBatch:
         """Plan, read and encode one micro-batch (advances the data position and the RNG)."""
         parts = self.recipe.plan(step, micro_step)
-        samples: list[Sample] = []
-        roles: list[str] = []
+        planned, samples = self._read(step, micro_step)
+        roles = [read.role for read in planned.reads]
         timesteps, weights = [], []
-        count = sum(part.count for part in parts)
-        flips = self.coin_flips(count, self.config.random_flip)
-        for part in parts:
-            for index in self._part_indices(part):
-                samples.append(self._load_sample(part.role, index, flips[len(samples)]))
-                roles.append(part.role)
         self._encode_pending(samples)
         runs = group_runs(samples)
         latents = [

@@ -83,6 +83,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int | None = None
     latent_cache_dir: str | None = None
+    # DataLoader worker processes that open, decode and fit images ahead of the step (0 = in
+    # the training process), and how many micro-batches each reads ahead; neither changes
+    # what a run reads (data/prefetch.py)
+    num_workers: int = 0
+    prefetch_batches: int = 2
     use_sample_weights: bool = True
     # a checkpoint folder (same adapter, same base model) whose adapter weights start this run;
     # its optimizer and step do not carry over. How a trained checkpoint of any adapter seeds
@@ -259,6 +264,10 @@ class TrainConfig:
         aspect = self.bucket_max_aspect
         if isinstance(aspect, bool) or not isinstance(aspect, int | float) or not 1 <= aspect <= 8:
             raise ConfigError("bucket_max_aspect", f"must be a number in [1, 8], got {aspect!r}")
+        for name, least in (("num_workers", 0), ("prefetch_batches", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(name, f"must be an integer >= {least}, got {value!r}")
         if self.alpha_mode not in ALPHA_MODES:
             raise ConfigError("alpha_mode", f"{self.alpha_mode!r} is not one of {ALPHA_MODES}")
         colour = self.background_color

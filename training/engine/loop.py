@@ -348,6 +348,7 @@ class Trainer:
             if self.step % self.config.checkpoint_every == 0 or self.step == total:
                 self.save_checkpoint()
                 saved_at = self.step
+        self.batches.close_prefetch()
         if status == "cancelled" and self.step > 0 and saved_at != self.step:
             self.save_checkpoint()  # so a cancelled run can be resumed where it stopped
         self.accelerator.wait_for_everyone()

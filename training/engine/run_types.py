@@ -12,7 +12,15 @@ CancelFn = Callable[[], bool]
 
 # Fields a resumed run may change: where it writes and how often, not what it computes.
 RESUME_MAY_CHANGE = frozenset(
-    {"output_dir", "checkpoint_every", "keep_checkpoints", "latent_cache_dir", "previews"}
+    {
+        "output_dir",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "latent_cache_dir",
+        "previews",
+        "num_workers",
+        "prefetch_batches",
+    }
 )
 
 
