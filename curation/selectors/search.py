@@ -85,6 +85,38 @@ def image_vectors_by_id(space: EmbeddingSpace, image_ids: Sequence[int]) -> dict
     return out
 
 
+def closest_text_per_image(
+    space: EmbeddingSpace, image_ids: np.ndarray, text_vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, index of the closest text vector) of those `image_ids` that are embedded.
+
+    Each shard is read once and compared as one matrix product: a million images never become a
+    million Python objects."""
+    from curation.retrieval.embedding import read_shard
+
+    wanted = np.unique(np.asarray(image_ids, dtype=np.int64))
+    shards = (
+        EmbeddingShard.objects.filter(space=space, status=EmbeddingShard.Status.DONE)
+        .exclude(path="")
+        .order_by("first_image_id")
+        .values_list("first_image_id", "last_image_id", "path")
+    )
+    found, best = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for first, last, path in shards:
+        inside = wanted[(wanted >= first) & (wanted <= last)]
+        if not len(inside):
+            continue
+        ids, vectors = read_shard(path)
+        if not len(ids):
+            continue
+        at = np.searchsorted(ids, inside).clip(max=len(ids) - 1)
+        hit = ids[at] == inside
+        rows = np.asarray(vectors[at[hit]], dtype=np.float32)
+        found.append(inside[hit])
+        best.append(np.argmax(rows @ text_vectors.T, axis=1).astype(np.int64))
+    return np.concatenate(found), np.concatenate(best)
+
+
 def _decode(image: Image) -> Any:
     from PIL import Image as PILImage
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from curation.models import EmbeddingSpace, Image, Recipe, RecipeRun, RecipeScore
 from curation.models.recipes import ImageFeatures
 from curation.services.jobs import enqueue_job
+from curation.services.planner import refresh_statistics
 from curation.services.storage import read_bytes
 from curation.weak.recipe_fields import recipe_field_errors
 
@@ -307,6 +308,7 @@ def run_recipe_job(
     with transaction.atomic():
         RecipeScore.objects.filter(run=run).delete()
         _insert_scores(run, result, shown)
+        refresh_statistics(RecipeScore)  # the grid reads these rows next
         run.stats = stats
         run.save(update_fields=["stats", "updated_at"])
     return run

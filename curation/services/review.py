@@ -11,14 +11,20 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import CharField, Exists, FloatField, OuterRef, QuerySet, TextField, Value
+from django.db.models.functions import Coalesce, NullIf
 
-from curation.models import Dataset, DatasetVersion, RecipeRun, RecipeScore
+from curation.models import Dataset, DatasetItem, DatasetVersion, RecipeRun, RecipeScore
 from curation.models.images import usable_q
-from curation.services.versions import add_items, create_draft_version, freeze_version
+from curation.services.versions import (
+    add_selected_items,
+    create_draft_version,
+    freeze_version,
+    set_captions,
+)
 
 Decision = RecipeScore.Decision
-ADD_CHUNK = 50_000
 
 
 def set_decision(
@@ -50,24 +56,29 @@ def accept_above(run: RecipeRun, threshold: float) -> int:
     ).update(decision=Decision.ACCEPTED)
 
 
-def _best_text_captions(run: RecipeRun, image_ids: list[int]) -> dict[int, str]:
-    """Each image's closest text query of the run, where vectors and a text encoder exist."""
+def _caption_from_text_queries(run: RecipeRun, version: DatasetVersion, chosen: QuerySet) -> int:
+    """Give each image of `chosen` (scores of images added without a caption of their own) the
+    run's closest text query as its caption, where vectors and a text encoder exist.
+
+    Vectors are compared a shard at a time and each text's images updated in one statement, so
+    a million images cost a few statements, not one query or object per image.
+    """
     texts = [q["text"] for q in run.config.get("text_queries", [])]
-    if not texts or run.index is None or not image_ids:
-        return {}
+    if not texts or run.index is None:
+        return 0
     from curation.retrieval.clip_models import encode_texts
-    from curation.selectors.search import image_vectors_by_id
+    from curation.selectors.search import closest_text_per_image
     from curation.services.embeddings import bundle_for
 
+    select, params = chosen.order_by().values_list("image_id").query.sql_with_params()
+    with connection.cursor() as cursor:  # the driver's rows straight into numpy, no ORM per row
+        cursor.execute(select, params)
+        wanted = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1)
+    if not len(wanted):
+        return 0
     space = run.index.space
-    text_vectors = encode_texts(bundle_for(space), texts)
-    # One pass over the shards that hold these images; unembedded ones get the default caption.
-    found = image_vectors_by_id(space, image_ids)
-    if not found:
-        return {}
-    ids = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
-    best = np.argmax(np.stack(list(found.values())) @ text_vectors.T, axis=1)
-    return {int(i): texts[int(b)] for i, b in zip(ids, best, strict=True)}
+    ids, best = closest_text_per_image(space, wanted, encode_texts(bundle_for(space), texts))
+    return sum(set_captions(version, ids[best == t], text) for t, text in enumerate(texts))
 
 
 def freeze_domain_version(
@@ -81,7 +92,8 @@ def freeze_domain_version(
     """Freeze the run's accepted images as the next version of domain dataset `dataset_name`.
 
     Captions: the image's own caption, else the run's best matching text query, else
-    `default_caption`. Raises ValueError naming the field for a bad name, reason or selection.
+    `default_caption`. Images already in the parent version keep their row. Raises ValueError
+    naming the field for a bad name, reason or selection.
     """
     dataset_name = (dataset_name or "").strip()
     if not dataset_name:
@@ -89,21 +101,14 @@ def freeze_domain_version(
     if not (reason or "").strip():
         raise ValueError("reason: say why this version is frozen")
     chosen = RecipeScore.objects.filter(run=run, decision=Decision.ACCEPTED)
-    accepted = list(
-        chosen.filter(usable_q("image__")).order_by("-score", "pk").values_list("image_id", "score")
-    )
-    withheld = chosen.count() - len(accepted)
+    usable = chosen.filter(usable_q("image__"))
+    accepted = usable.count()
+    withheld = chosen.count() - accepted
     if not accepted:
         detail = f" ({withheld} accepted images are quarantined)" if withheld else ""
         raise ValueError(
             f"accepted images: none usable yet{detail}; accept images in the grid before freezing"
         )
-    image_ids = [image_id for image_id, _ in accepted]
-    # A join, not `pk__in` a million ids (SQLite caps a statement's parameters).
-    own = dict(
-        chosen.exclude(image__caption="").values_list("image_id", "image__caption").iterator()
-    )
-    matched = _best_text_captions(run, [i for i in image_ids if i not in own])
     index = run.index
     lineage = {
         "recipe_run": run.pk,
@@ -114,7 +119,7 @@ def freeze_domain_version(
             if index is not None
             else None
         ),
-        "accepted": len(image_ids),
+        "accepted": accepted,
         "withheld_quarantined": withheld,
     }
     with transaction.atomic():
@@ -129,18 +134,23 @@ def freeze_domain_version(
             dataset.versions.filter(state=DatasetVersion.State.FROZEN).order_by("-number").first()
         )
         version = create_draft_version(dataset, parent=parent, reason=reason, lineage=lineage)
-        # In chunks, so a million accepted images never sit in memory as model objects at once.
-        for start in range(0, len(image_ids), ADD_CHUNK):
-            add_items(
-                version,
-                [
-                    {
-                        "image": image_id,
-                        "caption": own.get(image_id) or matched.get(image_id) or default_caption,
-                        "label": "sticker",
-                        "weight": 1.0,
-                    }
-                    for image_id in image_ids[start : start + ADD_CHUNK]
-                ],
+        if parent is not None:
+            usable = usable.exclude(
+                Exists(DatasetItem.objects.filter(version=parent, image_id=OuterRef("image_id")))
             )
+        add_selected_items(
+            version,
+            usable.values_list(
+                "image_id",
+                Coalesce(
+                    NullIf("image__caption", Value("")),
+                    Value(default_caption),
+                    output_field=TextField(),
+                ),
+                Value("sticker", output_field=CharField()),
+                Value(1.0, output_field=FloatField()),
+                Value(DatasetItem.Split.TRAIN.value, output_field=CharField()),
+            ),
+        )
+        _caption_from_text_queries(run, version, usable.filter(image__caption=""))
         return freeze_version(version, user=user, reason=reason)

@@ -1,0 +1,144 @@
+"""What keeps the review grid and its freeze flat at a million images, checked on a small pool:
+the keyset page seeks its index, and freezing writes rows with set-based statements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from curation.models import DatasetVersion, Image, Recipe, RecipeScore
+from curation.retrieval import clip_models
+from curation.selectors.search import image_vectors_by_id
+from curation.services import embeddings as emb
+from curation.services.indexes import build_vector_index
+from curation.services.recipes import ensure_heuristics_recipe, run_recipe_job, start_recipe_run
+from curation.services.review import freeze_domain_version
+
+pytestmark = pytest.mark.django_db
+TEXTS = ["a flat sticker on transparency", "a noisy photograph"]
+
+
+def _explain(sql: str) -> str:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            return "\n".join(str(row[-1]) for row in cursor.fetchall())
+        # A 20-row table is scanned or sorted whatever its indexes: take those choices away, so
+        # the plan shows whether the order's index can seek to the cursor or only walk the run.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.parametrize(
+    ("order", "index", "direction"),
+    [("ranked", "score_rank", "<"), ("uncertain", "score_review_next", ">")],
+)
+@pytest.mark.parametrize("cursor_param", ["after", "before"])
+def test_a_deep_page_seeks_the_index_instead_of_walking_the_run(
+    client, pool, data_lead, order, index, direction, cursor_param
+):
+    run = run_recipe_job(start_recipe_run(ensure_heuristics_recipe(), run_async=False))
+    field = "score" if order == "ranked" else "certainty"
+    key = f"-{field}" if order == "ranked" else field
+    middle = run.scores.order_by(key, "pk")[10]
+    client.force_login(data_lead)
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(
+            reverse("curation-review", args=[run.pk]),
+            {"order": order, cursor_param: f"{getattr(middle, field)!r}_{middle.pk}"},
+        )
+    assert response.status_code == 200 and response.context["tiles"]
+    (page_sql,) = [
+        q["sql"]
+        for q in ctx.captured_queries
+        if q["sql"].startswith('SELECT "curation_recipescore"')
+    ]
+    plan = _explain(page_sql)
+    if cursor_param == "before":
+        direction = ">" if direction == "<" else "<"
+    if connection.vendor == "sqlite":
+        # `(run_id=? AND score<?)`: a range seek; `(run_id=?)` alone walks the run from the top.
+        assert f"USING INDEX {index} (run_id=? AND {field}{direction}?)" in plan, plan
+    else:
+        assert f"Index Cond: ((run_id = {run.pk}) AND ({field} {direction}=" in plan, plan
+
+
+@pytest.fixture
+def captioned_run(pool):
+    space = emb.ensure_space("tiny-clip", name="review-scale")
+    emb.plan_embedding(space, 10)
+    for shard in emb.pending_shards(space):
+        emb.run_embed_shard(shard)
+    index = build_vector_index(space)
+    recipe = Recipe.objects.create(
+        name="captions", text_queries=TEXTS, labelling_functions=[], top_k=20
+    )
+    run = run_recipe_job(start_recipe_run(recipe, run_async=False))
+    assert run.index == index and run.scores.count() == 20
+    return run
+
+
+def _freeze(run, name: str, caption: str = "fallback") -> tuple[DatasetVersion, list[str]]:
+    with CaptureQueriesContext(connection) as ctx:
+        version = freeze_domain_version(
+            run, dataset_name=name, reason="test", default_caption=caption
+        )
+    return version, [q["sql"] for q in ctx.captured_queries]
+
+
+def test_freeze_captions_each_image_by_its_closest_text_query_in_a_few_statements(
+    captioned_run, pool, monkeypatch
+):
+    run = captioned_run
+    space = run.index.space
+    vectors = image_vectors_by_id(space, [i.pk for i in pool["all"]])
+    # A random tiny CLIP may put every image nearest one text: make each text one image's own
+    # vector, so both texts are some image's closest and the matching is what is tested.
+    sticker, photo = pool["stickers"][3], pool["photos"][3]
+    text_vectors = np.stack([vectors[sticker.pk], vectors[photo.pk]])
+    monkeypatch.setattr(clip_models, "encode_texts", lambda bundle, texts: text_vectors)
+    own = pool["stickers"][0]
+    Image.objects.filter(pk=own.pk).update(caption="its own caption")
+    some = {own.pk, sticker.pk, photo.pk, pool["photos"][0].pk}
+    run.scores.filter(image_id__in=some).update(decision="accepted")
+    version, queries = _freeze(run, "small")
+    assert version.row_count == 4
+
+    RecipeScore.objects.filter(run=run).update(decision="accepted")
+    bigger, more_queries = _freeze(run, "big")
+    assert bigger.row_count == 20
+    # The same statements for 20 rows as for 6: no query, object or batch per image.
+    assert len(more_queries) == len(queries), more_queries
+    inserts = [q for q in more_queries if q.startswith('INSERT INTO "curation_datasetitem"')]
+    assert len(inserts) == 1 and " SELECT " in inserts[0]
+
+    expected = {i: TEXTS[int(np.argmax(v @ text_vectors.T))] for i, v in vectors.items()}
+    expected[own.pk] = "its own caption"
+    captions = dict(bigger.items.values_list("image_id", "caption"))
+    assert captions == expected
+    assert captions[sticker.pk] == TEXTS[0] and captions[photo.pk] == TEXTS[1]
+
+
+def test_a_second_freeze_keeps_the_parents_rows_and_diffs_in_sql(captioned_run, pool):
+    run = captioned_run
+    ranked = list(run.scores.order_by("-score", "pk"))
+    RecipeScore.objects.filter(pk__in=[s.pk for s in ranked[:5]]).update(decision="accepted")
+    first, _ = _freeze(run, "domain")
+    before = dict(first.items.values_list("image_id", "caption"))
+
+    RecipeScore.objects.filter(pk__in=[s.pk for s in ranked[5:8]]).update(decision="accepted")
+    Image.objects.filter(pk=ranked[0].image_id).update(caption="renamed since")
+    second, queries = _freeze(run, "domain")
+    assert second.parent == first and second.row_count == 8
+    captions = dict(second.items.values_list("image_id", "caption"))
+    assert {i: captions[i] for i in before} == before  # the parent's rows, not re-captioned
+    added = {s.image.sha256 for s in ranked[5:8]}
+    assert second.diff["added"] == 3 and set(second.diff["added_sha256"]) == added
+    assert second.diff["removed"] == 0 and second.diff["removed_sha256"] == []
+    copies = [q for q in queries if q.startswith('INSERT INTO "curation_datasetitem"')]
+    assert len(copies) == 2 and all(" SELECT " in q for q in copies)  # parent copy + new rows
