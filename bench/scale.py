@@ -3,6 +3,7 @@
 Usage: python bench/scale.py [--quick | --full] [--sizes 10000,100000] [--database-url URL]
        [--pages-only]  (admin list and deep review page only; scores inserted by SQL)
        [--keep DIR]  (build each size's pool once into DIR, measure on a copy of it)
+       [--skip recipe,export]  (scores inserted by SQL instead of a recipe run; no export)
 Default sizes 10,000 and 100,000 (a few minutes on 2 cores); --full adds 1,000,000 (tens of
 minutes: the rows are really inserted); --quick 2,000 and 10,000. Each size runs in its own
 process on a fresh database (a new SQLite file, or a new PostgreSQL database named after the
@@ -11,10 +12,12 @@ process on a fresh database (a new SQLite file, or a new PostgreSQL database nam
 A pool is rows, not files: N Image rows (a handful of real stored PNGs shared by all, so
 thumbnails and exports have bytes to read), their cached LF features, and an embedding space
 with N synthetic vectors in shards. Per size it times, in this order:
-- admin_list_s: the images admin changelist (superuser, first page), best of 5 after a warm-up;
+- admin_list_s: the images admin changelist (superuser, first page), best of 5 after a warm-up,
+  alternating with admin_reference_s: the first grid page of a 100-row run (see _reference_page);
 - recipe_run_s: the built-in heuristics recipe over the whole pool (features read back from the
   cache, label model, N RecipeScore rows written);
-- review_page_s: a review grid page 90 % deep into that run (keyset cursor), best of 5;
+- review_page_s: a review grid page 90 % deep into that run (keyset cursor), best of 5,
+  alternating with page_reference_s (the same reference page);
 - freeze_review_s: `freeze_domain_version`, what the grid's freeze button runs, with every image
   of the run accepted and two text queries to caption them by (draft, N rows, captions,
   manifest, checksum);
@@ -22,7 +25,8 @@ with N synthetic vectors in shards. Per size it times, in this order:
   pyarrow_manifest_s: a raw cursor reading the same rows and pyarrow writing the same manifest;
 - export_parquet_s: the Parquet export of the frozen version (image bytes embedded per row).
 The last line is one JSON object: per-size figures and the ratios `admin_list_1m_vs_10k`,
-`review_page_1m_vs_10k` (largest size vs smallest when 1M was not run; the key says which)
+`review_page_1m_vs_10k` (largest size vs smallest when 1M was not run; the key says which;
+`…_same_load` divides each size's time by its own reference page first)
 and `freeze_1m_vs_pyarrow` (freeze_review_s / pyarrow_manifest_s at the largest size; the
 freeze step alone is `freeze_version_1m_vs_pyarrow`, freeze_s / pyarrow_manifest_s).
 """
@@ -74,6 +78,45 @@ def _best_of(fn: Any, times: int = 5) -> float:
     fastest call is the one least slowed by it, and a page's own cost is what sizes compare."""
     fn()  # warm-up: templates, caches, the first connection
     return min(_timed(fn)[0] for _ in range(times))
+
+
+def _best_of_pair(fn: Any, reference: Any, times: int = 5) -> tuple[float, float]:
+    """Best of `times` for `fn` and for `reference`, called alternately after a warm-up, so both
+    see the same load: their quotient stays put while other work on the cores comes and goes."""
+    fn()
+    reference()
+    mine, theirs = [], []
+    for _ in range(times):
+        mine.append(_timed(fn)[0])
+        theirs.append(_timed(reference)[0])
+    return min(mine), min(theirs)
+
+
+def _reference_page(recipe: Any, client: Any) -> Any:
+    """The first grid page of a 100-row run in the same database: the same template, tiles and
+    queries as any page, at a size that does not change; it measures how fast the machine is
+    right now, so sizes measured minutes apart under different loads can be compared."""
+    from django.db import connection
+    from django.urls import reverse
+
+    from curation.models import RecipeRun, RecipeScore
+
+    run = RecipeRun.objects.create(recipe=recipe, config={"lfs": []}, stats={"status": "done"})
+    table = connection.ops.quote_name(RecipeScore._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (run_id, image_id, score, probability, certainty, weak_label,"
+            " lf_votes, decision) SELECT %s, id, 0.5, 0.5, 0.5, 1, '{}', 'unreviewed'"
+            " FROM curation_image ORDER BY id LIMIT 100",
+            [run.pk],
+        )
+    url = reverse("curation-review", args=[run.pk])
+
+    def page() -> None:
+        response = client.get(url)
+        assert response.status_code == 200 and b'class="tile"' in response.content, url
+
+    return page
 
 
 # ---------------------------------------------------------------- one size, in a child process
@@ -246,16 +289,24 @@ def _run_size(n: int, var_dir: Path) -> dict[str, Any]:
         response = client.get(reverse("admin:curation_image_changelist"))
         assert response.status_code == 200, response.status_code
 
-    figures["admin_list_s"] = round(_best_of(admin_list), 4)
-
     recipe = ensure_heuristics_recipe(top_k=n)  # score the whole pool, not the default top 1,000
+    reference = _reference_page(recipe, client)
+    seconds, reference_s = _best_of_pair(admin_list, reference)
+    figures["admin_list_s"] = round(seconds, 4)
+    figures["admin_reference_s"] = round(reference_s, 4)
     if os.environ.get("SCALE_PAGES_ONLY"):
-        return _pages_only(figures, recipe, client)
+        return _pages_only(figures, recipe, client, reference)
     space_index = VectorIndex.objects.create(
         space_id=1, version=1, index_type="Flat", path=str(var_dir / "unused.faiss")
     )
-    seconds, run = _timed(lambda: run_recipe_job(start_recipe_run(recipe, run_async=False)))
-    figures["recipe_run_s"] = round(seconds, 3)
+    skip = set(filter(None, os.environ.get("SCALE_SKIP", "").split(",")))
+    if skip:
+        figures["skipped"] = sorted(skip)
+    if "recipe" in skip:
+        run = _scores_by_sql(recipe)
+    else:
+        seconds, run = _timed(lambda: run_recipe_job(start_recipe_run(recipe, run_async=False)))
+        figures["recipe_run_s"] = round(seconds, 3)
 
     deep = int(n * 0.9)
     row = RecipeScore.objects.filter(run=run).order_by("-score", "pk").values("score", "pk")[deep]
@@ -265,7 +316,9 @@ def _run_size(n: int, var_dir: Path) -> dict[str, Any]:
         response = client.get(url)
         assert response.status_code == 200 and b'class="tile"' in response.content, url
 
-    figures["review_page_s"] = round(_best_of(review_page), 4)
+    seconds, reference_s = _best_of_pair(review_page, reference)
+    figures["review_page_s"] = round(seconds, 4)
+    figures["page_reference_s"] = round(reference_s, 4)
 
     # Freeze every scored image from the grid, with text captions from the run's queries.
     RecipeScore.objects.filter(run=run).update(decision=RecipeScore.Decision.ACCEPTED)
@@ -319,24 +372,24 @@ def _run_size(n: int, var_dir: Path) -> dict[str, Any]:
     figures["pyarrow_manifest_s"] = round(seconds, 3)
     assert len(manifest) > 0
 
-    seconds, exported = _timed(
-        lambda: export_version(again, "parquet", var_dir / "export" / "parquet")
-    )
-    figures["export_parquet_s"] = round(seconds, 3)
-    assert exported.rows == n
+    if "export" not in skip:
+        seconds, exported = _timed(
+            lambda: export_version(again, "parquet", var_dir / "export" / "parquet")
+        )
+        figures["export_parquet_s"] = round(seconds, 3)
+        assert exported.rows == n
     figures["database"] = connection.vendor
     return figures
 
 
-def _pages_only(figures: dict[str, Any], recipe: Any, client: Any) -> dict[str, Any]:
-    """--pages-only: scores inserted by SQL (no recipe run), then only the deep review page.
-
-    For sizes where the jobs would take hours on shared cores: the pages' cost does not depend
-    on how the scores were made, only on how many rows the run has."""
+def _scores_by_sql(recipe: Any) -> Any:
+    """A finished run with one score per image, inserted by one SQL statement (no recipe run):
+    for sizes where the jobs would take hours on shared cores. Pages and freezes cost what the
+    run's row count makes them cost, not what made the scores."""
     from django.db import connection
-    from django.urls import reverse
 
     from curation.models import RecipeRun, RecipeScore
+    from curation.services.planner import refresh_statistics
 
     run = RecipeRun.objects.create(recipe=recipe, config={"lfs": []}, stats={"status": "done"})
     table = connection.ops.quote_name(RecipeScore._meta.db_table)
@@ -347,6 +400,23 @@ def _pages_only(figures: dict[str, Any], recipe: Any, client: Any) -> dict[str, 
             " 1, '{}', 'unreviewed' FROM curation_image",
             [run.pk],
         )
+    refresh_statistics(RecipeScore)  # as a recipe run does after writing its scores
+    return run
+
+
+def _pages_only(
+    figures: dict[str, Any], recipe: Any, client: Any, reference: Any
+) -> dict[str, Any]:
+    """--pages-only: scores inserted by SQL (no recipe run), then only the deep review page.
+
+    For sizes where the jobs would take hours on shared cores: the pages' cost does not depend
+    on how the scores were made, only on how many rows the run has."""
+    from django.db import connection
+    from django.urls import reverse
+
+    from curation.models import RecipeScore
+
+    run = _scores_by_sql(recipe)
     n = figures["images"]
     row = (
         RecipeScore.objects.filter(run=run)
@@ -359,7 +429,9 @@ def _pages_only(figures: dict[str, Any], recipe: Any, client: Any) -> dict[str, 
         response = client.get(url)
         assert response.status_code == 200 and b'class="tile"' in response.content, url
 
-    figures["review_page_s"] = round(_best_of(review_page), 4)
+    seconds, reference_s = _best_of_pair(review_page, reference)
+    figures["review_page_s"] = round(seconds, 4)
+    figures["page_reference_s"] = round(reference_s, 4)
     figures["database"] = connection.vendor
     figures["pages_only"] = True
     return figures
@@ -488,6 +560,11 @@ def main() -> None:
         metavar="DIR",
         help="build each size's pool once into DIR and measure on copies of it",
     )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated jobs not to time: recipe (scores inserted by SQL), export",
+    )
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -501,6 +578,10 @@ def main() -> None:
             sizes.append(1_000_000)
     if args.pages_only:
         os.environ["SCALE_PAGES_ONLY"] = "1"
+    unknown = set(filter(None, args.skip.split(","))) - {"recipe", "export"}
+    if unknown:
+        parser.error(f"--skip: unknown step(s) {sorted(unknown)}; choose recipe, export")
+    os.environ["SCALE_SKIP"] = args.skip
     started = time.perf_counter()
     figures: dict[int, dict[str, Any]] = {}
     for n in sizes:
@@ -520,6 +601,17 @@ def main() -> None:
         f"admin_list_{admin_key}": admin_ratio,
         f"review_page_{page_key}": page_ratio,
     }
+    # The same ratios with each size's time over its own reference page (measured alternately
+    # with it): what is left is the growth, not the load the cores carried at the time.
+    for name, reference in (
+        ("admin_list", "admin_reference_s"),
+        ("review_page", "page_reference_s"),
+    ):
+        if all(reference in f for f in figures.values()):
+            key, ratio = _ratio(
+                {n: {"q": f[f"{name}_s"] / f[reference]} for n, f in figures.items()}, "q"
+            )
+            summary[f"{name}_{key}_same_load"] = ratio
     if "freeze_s" in largest:
         size = "1m" if max(figures) == 1_000_000 else f"{max(figures) // 1000}k"
         baseline = largest["pyarrow_manifest_s"]
