@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -160,6 +160,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         self.resolver = resolver
         self.image_root = Path(image_root) if image_root else None
         self._buckets: tuple[dict[Size, list[int]], dict[int, str]] | None = None
+        self._positions: dict[int, tuple[list[int], int]] | None = None
 
     @classmethod
     def from_manifest(
@@ -224,14 +225,21 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
                 self._buckets = (members, unreadable)
         return self._buckets
 
-    def fallbacks(self, index: int) -> list[int]:
+    def fallbacks(self, index: int) -> Iterator[int]:
         """Rows to try, in order, when row `index` cannot be read: the rest of its bucket, so a
         replacement still stacks with the batch."""
-        for members in self.buckets()[0].values():
-            if index in members:
-                at = members.index(index)
-                return members[at:] + members[:at]
-        return [index]
+        if self._positions is None:
+            self._positions = {
+                row: (members, at)
+                for members in self.buckets()[0].values()
+                for at, row in enumerate(members)
+            }
+        if index not in self._positions:
+            yield index
+            return
+        members, at = self._positions[index]
+        for step in range(len(members)):
+            yield members[(at + step) % len(members)]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         return self.load(index).pixels, self.rows[index].caption
