@@ -18,10 +18,10 @@ from django.db.models.functions import Coalesce, NullIf
 from curation.models import Dataset, DatasetItem, DatasetVersion, RecipeRun, RecipeScore
 from curation.models.images import usable_q
 from curation.services.versions import (
+    CaptionChoice,
     add_selected_items,
     create_draft_version,
     freeze_version,
-    set_captions,
 )
 
 Decision = RecipeScore.Decision
@@ -56,29 +56,29 @@ def accept_above(run: RecipeRun, threshold: float) -> int:
     ).update(decision=Decision.ACCEPTED)
 
 
-def _caption_from_text_queries(run: RecipeRun, version: DatasetVersion, chosen: QuerySet) -> int:
-    """Give each image of `chosen` (scores of images added without a caption of their own) the
-    run's closest text query as its caption, where vectors and a text encoder exist.
+def _text_captions(run: RecipeRun, chosen: QuerySet) -> CaptionChoice | None:
+    """For each image of `chosen` (scores of images without a caption of their own), the run's
+    closest text query, where vectors and a text encoder exist.
 
-    Vectors are compared a shard at a time and each text's images updated in one statement, so
-    a million images cost a few statements, not one query or object per image.
+    Vectors are compared a shard at a time as one matrix product, and the ids come from the
+    driver straight into numpy: a million images never become a million Python objects.
     """
     texts = [q["text"] for q in run.config.get("text_queries", [])]
     if not texts or run.index is None:
-        return 0
+        return None
     from curation.retrieval.clip_models import encode_texts
     from curation.selectors.search import closest_text_per_image
     from curation.services.embeddings import bundle_for
 
     select, params = chosen.order_by().values_list("image_id").query.sql_with_params()
-    with connection.cursor() as cursor:  # the driver's rows straight into numpy, no ORM per row
+    with connection.cursor() as cursor:
         cursor.execute(select, params)
         wanted = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1)
     if not len(wanted):
-        return 0
+        return None
     space = run.index.space
     ids, best = closest_text_per_image(space, wanted, encode_texts(bundle_for(space), texts))
-    return sum(set_captions(version, ids[best == t], text) for t, text in enumerate(texts))
+    return CaptionChoice(ids, best, texts)
 
 
 def freeze_domain_version(
@@ -138,19 +138,16 @@ def freeze_domain_version(
             usable = usable.exclude(
                 Exists(DatasetItem.objects.filter(version=parent, image_id=OuterRef("image_id")))
             )
-        add_selected_items(
-            version,
-            usable.values_list(
-                "image_id",
-                Coalesce(
-                    NullIf("image__caption", Value("")),
-                    Value(default_caption),
-                    output_field=TextField(),
-                ),
-                Value("sticker", output_field=CharField()),
-                Value(1.0, output_field=FloatField()),
-                Value(DatasetItem.Split.TRAIN.value, output_field=CharField()),
+        rows = usable.annotate(
+            caption=Coalesce(
+                NullIf("image__caption", Value("")),
+                Value(default_caption),
+                output_field=TextField(),
             ),
-        )
-        _caption_from_text_queries(run, version, usable.filter(image__caption=""))
+            label=Value("sticker", output_field=CharField()),
+            weight=Value(1.0, output_field=FloatField()),
+            split=Value(DatasetItem.Split.TRAIN.value, output_field=CharField()),
+        ).values_list("image_id", "caption", "label", "weight", "split")
+        captions = _text_captions(run, usable.filter(image__caption=""))
+        add_selected_items(version, rows, captions=captions)
         return freeze_version(version, user=user, reason=reason)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from django.db import connection, transaction
 from django.db.models import Exists, F, Max, OuterRef, QuerySet, Value
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
@@ -65,25 +64,67 @@ def create_draft_version(
     return version
 
 
-def add_selected_items(version: DatasetVersion, rows: QuerySet) -> int:
+@dataclass(frozen=True)
+class CaptionChoice:
+    """Which of `texts` captions each image: `image_ids[i]` takes `texts[text_index[i]]`."""
+
+    image_ids: np.ndarray
+    text_index: np.ndarray
+    texts: list[str]
+
+
+def add_selected_items(
+    version: DatasetVersion, rows: QuerySet, *, captions: CaptionChoice | None = None
+) -> int:
     """Add the rows a queryset selects to a draft in one `INSERT … SELECT`; returns how many.
 
-    `rows` is a values_list of (image id, caption, label, weight, split). The rows never become
-    Python objects, so a million-row version is one statement. Images already in the draft are
-    skipped, as `add_items` skips them.
+    `rows` is a values_list of columns named image_id, caption, label, weight and split. The rows
+    never become Python objects, so a million-row version is one statement. `captions` replaces
+    the caption of the images it names, joined in the same statement (an `UPDATE` afterwards
+    would write every row twice, and PostgreSQL's MVCC makes each update a new row version).
+    Images already in the draft are skipped, as `add_items` skips them.
     """
     if version.is_frozen:
         raise ValueError(f"{version} is frozen; start a new version from it instead")
     select, params = rows.order_by().query.sql_with_params()
     table = connection.ops.quote_name(DatasetItem._meta.db_table)
+    caption, join, head, tail = "chosen.caption", "", [], []
     with connection.cursor() as cursor:
+        if captions is not None and len(captions.image_ids):
+            join, tail = _caption_pick(cursor, captions)
+            cases = " ".join("WHEN %s THEN %s" for _ in captions.texts)
+            caption = f"COALESCE(CASE pick.text_index {cases} END, chosen.caption)"
+            head = [value for pair in enumerate(captions.texts) for value in pair]
         # `WHERE true` keeps SQLite from reading ON CONFLICT as a join's ON clause.
         cursor.execute(
             f"INSERT INTO {table} (version_id, image_id, caption, label, weight, split)"
-            f" SELECT %s, chosen.* FROM ({select}) chosen WHERE true ON CONFLICT DO NOTHING",
-            [version.pk, *params],
+            f" SELECT %s, chosen.image_id, {caption}, chosen.label, chosen.weight, chosen.split"
+            f" FROM ({select}) chosen{join} WHERE true ON CONFLICT DO NOTHING",
+            [version.pk, *head, *params, *tail],
         )
-        return cursor.rowcount
+        added = cursor.rowcount
+        if join and connection.vendor != "postgresql":
+            cursor.execute("DROP TABLE temp.caption_pick")
+    return added
+
+
+def _caption_pick(cursor: Any, captions: CaptionChoice) -> tuple[str, list[Any]]:
+    """A `LEFT JOIN` to (image_id, text_index) rows: two array parameters unnested on
+    PostgreSQL; on SQLite a temporary table keyed by image id (it caps a statement's parameters
+    far below a million, and a JSON table function has no index to join on)."""
+    ids = np.asarray(captions.image_ids, dtype=np.int64).tolist()
+    choice = np.asarray(captions.text_index, dtype=np.int64).tolist()
+    if connection.vendor == "postgresql":
+        arrays = ["{" + ",".join(map(str, values)) + "}" for values in (ids, choice)]
+        join = " LEFT JOIN unnest(%s::bigint[], %s::int[]) AS pick(image_id, text_index)"
+        return join + " ON pick.image_id = chosen.image_id", arrays
+    cursor.execute("DROP TABLE IF EXISTS temp.caption_pick")  # left by a failed freeze
+    cursor.execute(
+        "CREATE TEMP TABLE caption_pick (image_id INTEGER PRIMARY KEY, text_index INTEGER)"
+    )
+    rows = zip(ids, choice, strict=True)
+    cursor.executemany("INSERT INTO temp.caption_pick VALUES (%s, %s)", rows)
+    return " LEFT JOIN temp.caption_pick pick ON pick.image_id = chosen.image_id", []
 
 
 def add_items(version: DatasetVersion, rows: Iterable[dict[str, Any]]) -> int:
@@ -106,28 +147,6 @@ def add_items(version: DatasetVersion, rows: Iterable[dict[str, Any]]) -> int:
     # ignore_conflicts returns every object, inserted or not: count rows instead.
     DatasetItem.objects.bulk_create(items, ignore_conflicts=True, batch_size=1000)
     return version.items.count() - before
-
-
-def set_captions(version: DatasetVersion, image_ids: np.ndarray, caption: str) -> int:
-    """Set the caption of these images' rows in a draft in one statement; returns how many.
-
-    The ids travel as one JSON array parameter, read back by the database as a table
-    (`json_each` / `jsonb_array_elements_text`): SQLite caps a statement's parameters far below
-    a million, and an `IN` list of a million literals would be parsed one by one.
-    """
-    if version.is_frozen:
-        raise ValueError(f"{version} is frozen; start a new version from it instead")
-    if not len(image_ids):
-        return 0
-    if connection.vendor == "postgresql":
-        ids = RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)::bigint", [_json_ids(image_ids)])
-    else:
-        ids = RawSQL("SELECT value FROM json_each(%s)", [_json_ids(image_ids)])
-    return version.items.filter(image_id__in=ids).update(caption=caption)
-
-
-def _json_ids(image_ids: np.ndarray) -> str:
-    return json.dumps(np.asarray(image_ids, dtype=np.int64).tolist())
 
 
 MANIFEST_BATCH_ROWS = 50_000
