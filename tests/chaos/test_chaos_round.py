@@ -15,9 +15,9 @@ disturbed runs rate exactly what the reference rated.
 Cost: measured 2026-12-02 on the shared 2-core dev machine at load average 13–15 (six sessions):
 the module took 18 min 53 s wall (reference round 274 s, RQ/PostgreSQL chaos round 342 s, SQLite
 chaos round 234 s, the rest Label Studio start-up, initdb and migrations) and 398 s of CPU (user
-+ sys of pytest and the processes it waited for). Alone on an idle 2-core machine that is about
-6–7 minutes for both tests: the CPU spread over two cores plus the stale-heartbeat waits of ~15
-kills (6 s each). The round is already minimal: tiny model, 4 + 2 training steps, 6 prompts × 1
++ sys of pytest and the processes it waited for); a second run at load 10–12: 15 min 18 s, 313 s
+of CPU (rounds 154 / 372 / 250 s). Alone on an idle 2-core machine that is about 5–7 minutes for
+both tests: the CPU spread over two cores plus the stale-heartbeat waits of ~15 kills (6 s each). The round is already minimal: tiny model, 4 + 2 training steps, 6 prompts × 1
 seed, 32 px; what remains is mostly worker boots (~5 s of CPU each, Django importing torch).
 """
 
