@@ -126,3 +126,22 @@ def ls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Serve
 @pytest.fixture(scope="session")
 def ls_client(ls_server: server.ServerHandle) -> LabelStudioClient:
     return LabelStudioClient(ls_server.url, ls_server.token)
+
+
+@pytest.fixture(scope="session")
+def toy_world_small() -> dict:
+    """The small toy world, built once and cached by its settings and code version under
+    TOY_WORLD_TEST_DIR (default var/test-toy-world): the SQLite and PostgreSQL passes, and a
+    second run, reuse it instead of spending CPU minutes on the same bytes."""
+    import torch
+
+    from training.engine.toy_world.build import ToyWorldSettings
+    from training.engine.toy_world.cache import cached_toy_world
+
+    root = Path(os.environ.get("TOY_WORLD_TEST_DIR") or ROOT / "var" / "test-toy-world")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return cached_toy_world(root, ToyWorldSettings.small(), log=lambda _: None)
+    finally:
+        torch.set_num_threads(previous)

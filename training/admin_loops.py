@@ -117,7 +117,7 @@ class RetrainRoundAdmin(PlatformAdmin):
     search_fields = ["name"]
     list_select_related = ["checkpoint"]
     date_hierarchy = "created_at"
-    actions = ["retry_failed_step", "refresh_human"]
+    actions = ["retry_failed_step", "refresh_human", "start_sweep"]
     change_form_template = "admin/training/retrainround/change_form.html"
 
     def get_readonly_fields(
@@ -285,6 +285,33 @@ class RetrainRoundAdmin(PlatformAdmin):
         for round_ in queryset:
             refresh_human_results(round_)
         self.message_user(request, f"Refreshed {queryset.count()} report(s).")
+
+    def has_sweep_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("training.start_tradeoffsweep")
+
+    @admin.action(
+        description="Start a trade-off sweep on the selected rounds' inputs", permissions=["sweep"]
+    )
+    def start_sweep(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from training.services.sweeps import SweepConfigError, start_sweep_for_round
+
+        for round_ in queryset:
+            try:
+                sweep = start_sweep_for_round(round_, user=request.user)
+            except SweepConfigError as error:
+                self.message_user(request, f"{round_}: {error}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    format_html(
+                        '{}: <a href="{}">{}</a> queued on the gpu queue (sequential and Style '
+                        "Tailoring at t_s {})",
+                        round_,
+                        reverse("admin:training_tradeoffsweep_change", args=[sweep.pk]),
+                        sweep,
+                        ", ".join(map(str, sweep.settings["t_s_values"])),
+                    ),
+                )
 
 
 def register() -> None:

@@ -7,6 +7,7 @@ class TrainingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from training import admin_loops, signals  # noqa: F401  (signals connects the job status receiver)
+        from training import admin_loops, admin_sweeps, signals  # noqa: F401  (signals connects the job status receiver)
 
         admin_loops.register()
+        admin_sweeps.register()

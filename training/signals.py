@@ -19,7 +19,7 @@ FINAL = {
 
 @receiver(job_finished, dispatch_uid="training.follow_job_status")
 def follow_job_status(sender: Any, job: Job, **_: Any) -> None:
-    from training.models import GenerationBatch, TrainingRun
+    from training.models import GenerationBatch, TradeoffSweep, TrainingRun
 
     status = FINAL.get(job.status)
     if status is None:
@@ -28,6 +28,10 @@ def follow_job_status(sender: Any, job: Job, **_: Any) -> None:
         TrainingRun.objects.filter(job=job).exclude(status=TrainingRun.Status.WAITING).exclude(
             status=TrainingRun.Status.SUCCEEDED
         ).update(status=status)
+    elif job.kind == "tradeoff_sweep":
+        TradeoffSweep.objects.filter(job=job).exclude(status=TradeoffSweep.Status.SUCCEEDED).update(
+            status=status
+        )
     elif job.kind == "generate":
         GenerationBatch.objects.filter(job=job).exclude(
             status=GenerationBatch.Status.SUCCEEDED

@@ -37,6 +37,40 @@ def _trend_points() -> list[dict]:
     return points
 
 
+HEADLINE_ROWS = (
+    ("style_pass_rate", "Visual quality (style pass rate)", "+14.0 %"),
+    ("prompt_alignment", "Prompt alignment (CLIP text alignment)", "+16.2 %"),
+    ("scene_diversity", "Scene diversity", "+15.3 %"),
+)
+
+
+def _sweeps(round_: RetrainRound) -> list[dict]:
+    """The round's trade-off sweeps, newest first, each with its plane when it has a report."""
+    from training.engine.toy_world.sweep import plane_svg
+
+    sweeps = []
+    for sweep in round_.tradeoff_sweeps.select_related("job").order_by("-id"):
+        report = sweep.report or {}
+        points = report.get("points", {})
+        front = set(report.get("pareto_front", []))
+        headline = report.get("headline", {})
+        sweeps.append(
+            {
+                "sweep": sweep,
+                "report": report,
+                "plane_svg": mark_safe(plane_svg(report)) if points else "",
+                "points": [
+                    {"arm": arm, "on_front": arm in front, **p} for arm, p in points.items()
+                ],
+                "headline": [
+                    {"key": key, "label": label, "paper": paper, **(headline.get(key) or {})}
+                    for key, label, paper in HEADLINE_ROWS
+                ],
+            }
+        )
+    return sweeps
+
+
 @staff_member_required
 def round_report(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.user.has_perm("training.view_retrainround"):
@@ -63,6 +97,7 @@ def round_report(request: HttpRequest, pk: int) -> HttpResponse:
         if report.get("by_category")
         else "",
         "export": export,
+        "sweeps": _sweeps(round_),
     }
     html = render_to_string("training/round_report.html", context, request=request)
     response = HttpResponse(html)

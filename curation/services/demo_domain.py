@@ -1,8 +1,10 @@
 """Demo stage: from the fixture pool to a frozen domain dataset version, in one call.
 
 Everything runs in this process through the same services the jobs call (no worker needed):
-ingest the fixture pool, embed it with tiny-clip (random weights, seed 0), build an index, run
-the built-in heuristics recipe stored as Recipe `demo-stickers`, and freeze a version.
+ingest a pool, embed it, build an index, run the built-in heuristics recipe stored as Recipe
+`demo-stickers`, and freeze a version. The demo gives the toy world's pool (its photographs and
+stickers with their captions) and the toy CLIP; without them the fixture pool is embedded with
+tiny-clip at random weights (seed 0), which the heuristics recipe does not need.
 
 The one step a person does in real use — the data lead's clicks in the review grid — is
 stood in for by accepting, programmatically, the images the recipe scores at or above its
@@ -11,6 +13,7 @@ threshold (at most DEMO_ACCEPT_LIMIT of them). Nothing else differs from the rea
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from curation.models import DatasetVersion, RecipeScore
@@ -27,6 +30,8 @@ from curation.services.review import freeze_domain_version
 from curation.services.versions import VersionUnchanged
 
 DEMO_SPACE = "demo-tiny-clip"
+TOY_SPACE = "toy-world-clip"
+TOY_SOURCE = "toy-world-pool"
 DEMO_RECIPE = "demo-stickers"
 DEMO_DATASET = "demo-stickers-domain"
 DEMO_ACCEPT_LIMIT = 200
@@ -41,12 +46,15 @@ DEMO_LF_OVERRIDES = {
 }
 
 
-def demo_domain_dataset(user: Any) -> DatasetVersion:
-    """Run the retrieval stage on the demo pool and return the frozen domain version."""
-    from curation.services.ingest import demo_ingest_pool
+def demo_domain_dataset(
+    user: Any, *, pool: Path | None = None, clip_weights: str | None = None
+) -> DatasetVersion:
+    """Run the retrieval stage on the demo pool (or the toy world's `pool`, embedded with its
+    CLIP `clip_weights`) and return the frozen domain version."""
+    from curation.services.ingest import DEMO_SOURCE, demo_ingest_pool
 
-    demo_ingest_pool()
-    space = ensure_space("tiny-clip", None, name=DEMO_SPACE)
+    demo_ingest_pool(pool, TOY_SOURCE if pool else DEMO_SOURCE)
+    space = ensure_space("tiny-clip", clip_weights, name=TOY_SPACE if clip_weights else DEMO_SPACE)
     plan_embedding(space, DEMO_SHARD_SIZE)
     for shard in pending_shards(space):
         _embed(shard)

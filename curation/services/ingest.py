@@ -474,15 +474,14 @@ def run_ingest(
     return batch
 
 
-def demo_ingest_pool() -> IngestBatch:
-    """Ingest fixtures/pool as source `demo-pool` once; later calls return that batch."""
-    done = IngestBatch.objects.filter(
-        source__name=DEMO_SOURCE, status=IngestBatch.Status.DONE
-    ).first()
+def demo_ingest_pool(pool: Path | None = None, source: str = DEMO_SOURCE) -> IngestBatch:
+    """Ingest `pool` (default fixtures/pool; the demo gives the toy world's pool manifest) as
+    `source` once; later calls return that batch."""
+    done = IngestBatch.objects.filter(source__name=source, status=IngestBatch.Status.DONE).first()
     if done is not None:
         return done
-    pool = Path(settings.BASE_DIR) / "fixtures" / "pool"
-    unfinished = IngestBatch.objects.filter(source__name=DEMO_SOURCE, job__isnull=True).first()
+    pool = pool or Path(settings.BASE_DIR) / "fixtures" / "pool"
+    unfinished = IngestBatch.objects.filter(source__name=source, job__isnull=True).first()
     if unfinished is not None:
         return run_ingest(None, None, batch=unfinished)
-    return run_ingest([pool], DEMO_SOURCE)
+    return run_ingest([pool], source)

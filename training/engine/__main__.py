@@ -3,6 +3,7 @@
 python -m training.engine tiny-base var/tiny-base [--family sd|sdxl|sd3]
 python -m training.engine toy-world var/toy-world [--small]   # base model, CLIP and datasets
 python -m training.engine toy-world-sweep var/toy-world --out var/sweep   # sequential vs ST
+python -m training.engine toy-world-sweep var/toy-world --out var/sweeps --train-seeds 0 1 2
 python -m training.engine toy-data var/toy --count 24        # prints a datasets JSON block
 python -m training.engine train run.json [--resume-from latest|CHECKPOINT_DIR]
 python -m training.engine generate --checkpoint DIR --prompt "a cat" --seeds 0 1 --out imgs/
@@ -158,13 +159,30 @@ def _toy_world_sweep(args: argparse.Namespace) -> int:
     from training.engine.toy_world.build import load_toy_world
     from training.engine.toy_world.sweep import SweepSettings, run_sweep
 
-    settings = SweepSettings(
-        t_s_values=args.t_s, mix_ratios=args.mix, steps=args.steps, seeds=args.seeds
-    )
-    report = run_sweep(
-        load_toy_world(args.world), args.out, settings, log=logging.getLogger("sweep").info
-    )
-    print(json.dumps({k: report[k] for k in ("pareto_front", "headline", "dominance")}, indent=2))
+    world = load_toy_world(args.world)
+    log = logging.getLogger("sweep").info
+    reports = {}
+    for train_seed in args.train_seeds:
+        settings = SweepSettings(
+            t_s_values=args.t_s,
+            mix_ratios=args.mix,
+            steps=args.steps,
+            seeds=args.seeds,
+            train_seed=train_seed,
+        )
+        out = Path(args.out) / f"train-seed-{train_seed}" if len(args.train_seeds) > 1 else args.out
+        reports[train_seed] = run_sweep(world, out, settings, log=log)
+    if len(reports) == 1:
+        report = next(iter(reports.values()))
+        print(
+            json.dumps({k: report[k] for k in ("pareto_front", "headline", "dominance")}, indent=2)
+        )
+        return 0
+    from training.engine.toy_world.sweep import multi_seed_summary
+
+    summary = multi_seed_summary(reports)
+    (Path(args.out) / "multi_seed.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -267,7 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--t-s", type=int, nargs="+", default=[300, 500, 700])
     sweep.add_argument("--mix", type=float, nargs="+", default=[0.5])
     sweep.add_argument("--steps", type=int, default=80)
-    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds")
+    sweep.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="several: one sweep per training seed and OUT/multi_seed.json saying what held on all",
+    )
     sweep.set_defaults(handler=_toy_world_sweep)
 
     alpha = commands.add_parser("train-alpha", help="train a transparency (RGBA) VAE decoder")

@@ -2,6 +2,7 @@ from training.models.checkpoints import Checkpoint
 from training.models.generations import Generation, GenerationBatch
 from training.models.loops import RetrainRound, RoundStep
 from training.models.runs import TrainingRun
+from training.models.sweeps import TradeoffSweep
 
 __all__ = [
     "Checkpoint",
@@ -9,5 +10,6 @@ __all__ = [
     "GenerationBatch",
     "RetrainRound",
     "RoundStep",
+    "TradeoffSweep",
     "TrainingRun",
 ]

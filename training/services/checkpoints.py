@@ -47,6 +47,15 @@ def is_tiny(checkpoint: Checkpoint | None) -> bool:
     return False
 
 
+def is_toy_world(checkpoint: Checkpoint | None) -> bool:
+    """Models of the toy world (its base and what was trained from it) sample like it."""
+    while checkpoint is not None:
+        if (checkpoint.config or {}).get("toy_world"):
+            return True
+        checkpoint = checkpoint.parent
+    return False
+
+
 def _inspect(path: Path) -> Any:
     """The engine's ModelFolder (family, parts, variant, size), or BaseModelRefused naming the
     missing or unknown part."""

@@ -12,7 +12,7 @@ from typing import Any
 from curation.models import DatasetVersion, Job, PromptSet, StyleDescriptor
 from curation.services.jobs import execute_job
 from training.models import Checkpoint, GenerationBatch
-from training.services.checkpoints import ensure_tiny_base_checkpoint
+from training.services.checkpoints import ensure_tiny_base_checkpoint, is_toy_world
 from training.services.generation import create_generation_batch
 from training.services.runs import create_training_run
 
@@ -39,10 +39,15 @@ def run_job_inline(kind: str, params: dict[str, Any], *, user: Any, target: Any)
 
 
 def demo_train_domain(
-    domain_version: DatasetVersion, user: Any, *, steps: int = DEMO_TRAIN_STEPS
+    domain_version: DatasetVersion,
+    user: Any,
+    *,
+    steps: int = DEMO_TRAIN_STEPS,
+    base: Checkpoint | None = None,
 ) -> Checkpoint:
-    """A `domain` LoRA run of the tiny base model on `domain_version` (32 px, a few steps)."""
-    base = ensure_tiny_base_checkpoint()
+    """A `domain` LoRA run of `base` (default the tiny random base model; the demo gives the toy
+    world's pre-trained base) on `domain_version` (32 px, a few steps)."""
+    base = base or ensure_tiny_base_checkpoint()
     run = create_training_run(
         recipe="domain",
         adapter="lora",
@@ -65,12 +70,13 @@ def demo_generate(
     style_descriptor: StyleDescriptor | None = None,
     auto_round_kinds: list[str] | None = None,
 ) -> GenerationBatch:
-    """Every prompt of `prompt_set` × `seeds` (default [0, 1]) at 32 px with 4 sampler steps."""
+    """Every prompt of `prompt_set` × `seeds` (default [0, 1]) at 32 px with the checkpoint's
+    default sampler (4 steps for the tiny random model, the toy world's own for its models)."""
     batch = create_generation_batch(
         checkpoint,
         prompt_set,
         list(seeds if seeds is not None else [0, 1]),
-        sampler=dict(DEMO_SAMPLER),
+        sampler=None if is_toy_world(checkpoint) else dict(DEMO_SAMPLER),
         style_descriptor=style_descriptor,
         auto_round_kinds=auto_round_kinds,
         name=f"demo: {checkpoint.name} on {prompt_set}",

@@ -72,22 +72,25 @@ def _eval_batches(round_: RetrainRound) -> dict[str, GenerationBatch]:
     return batches
 
 
-def _open(image_key: str) -> PILImage.Image:
+def open_image(image_key: str) -> PILImage.Image:
     with default_storage.open(image_key, "rb") as handle:
         image = PILImage.open(handle)
         image.load()
     return image
 
 
-def _style_references(round_: RetrainRound) -> list[PILImage.Image]:
+def style_reference_images(versions: Any) -> list[PILImage.Image]:
+    """The first images of the style versions among `versions` (a DatasetVersion queryset)."""
     items = (
-        DatasetItem.objects.filter(
-            version__in=round_.dataset_versions.filter(dataset__kind="style")
-        )
+        DatasetItem.objects.filter(version__in=versions.filter(dataset__kind="style"))
         .select_related("image")
         .order_by("id")[:MAX_STYLE_REFERENCES]
     )
-    return [_open(item.image.storage_key) for item in items if item.image.storage_key]
+    return [open_image(item.image.storage_key) for item in items if item.image.storage_key]
+
+
+def _style_references(round_: RetrainRound) -> list[PILImage.Image]:
+    return style_reference_images(round_.dataset_versions.all())
 
 
 def _reference_content(round_: RetrainRound) -> list[str]:
@@ -126,7 +129,7 @@ def score_batch(
         }
         for g in generations
     ]
-    images = [_open(g.image.storage_key) for g in generations]
+    images = [open_image(g.image.storage_key) for g in generations]
     return eval_metrics.score_images(
         bundle, rows, images, references, reference_content, preferences or []
     )

@@ -18,7 +18,7 @@ from django.db import transaction
 from curation.models import Job, Prompt, PromptSet, StyleDescriptor
 from curation.services.jobs import JobCancelled, JobContext, enqueue_job
 from training.models import Checkpoint, Generation, GenerationBatch
-from training.services.checkpoints import is_base_model, is_tiny
+from training.services.checkpoints import is_base_model, is_tiny, is_toy_world
 from training.services.devices import resolve_device
 from training.services.feedback import store_generated_image
 
@@ -49,6 +49,10 @@ class GenerationBatchError(ValueError):
 
 
 def default_sampler(checkpoint: Checkpoint) -> dict[str, Any]:
+    if is_toy_world(checkpoint):
+        from training.engine.toy_world.evaluate import TOY_SAMPLER
+
+        return dict(TOY_SAMPLER)
     return dict(TINY_SAMPLER if is_tiny(checkpoint) else MODEL_SAMPLER)
 
 

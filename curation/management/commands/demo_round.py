@@ -1,9 +1,10 @@
 """Run one tiny Style Tailoring round end to end on this machine (the README's demo).
 
-ingest the fixture pool → weak-supervision recipe → domain version → domain training →
-generation → Label Studio alignment and style rounds (annotated by the clearly labelled demo
-script) → curated versions → Style Tailoring retrain round (train → evaluate → generate → push
-the next rounds, run by the worker) → report.
+toy world (built once, cached under var/toy-world) → ingest its sample pool → weak-supervision
+recipe → domain version → domain training of the toy world's pre-trained base → generation →
+Label Studio alignment and style rounds (annotated by the clearly labelled demo script) →
+curated versions → Style Tailoring retrain round (train → evaluate → generate → push the next
+rounds, run by the worker) → a small trade-off sweep on the round's inputs → report.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
 from config.console_logging import console_for_verbosity
-from curation.models import AnnotationRound, PromptSet
-from training.models import RetrainRound
+from curation.models import AnnotationRound
+from training.models import RetrainRound, TradeoffSweep
 
 DEMO_ROUND = "demo retrain round"
+# The demo's sweep: sequential and Style Tailoring at two t_s, a few full-UNet steps each.
+DEMO_SWEEP = {
+    "t_s_values": [300, 700],
+    "mix_ratios": [0.5],
+    "adapter": "full",
+    "hyperparameters": {"steps": 16, "batch_size": 8, "learning_rate": 5e-4},
+}
 TINY_HYPERPARAMETERS = {
     "steps": 12,
     "resolution": 32,
@@ -48,13 +56,24 @@ class Command(BaseCommand):
         # One line per stage here; the services' and libraries' INFO lines with -v 2 or LOG_FILE.
         console_for_verbosity(options["verbosity"])
         from curation.services.demo import ensure_demo_logins
-        from curation.services.demo_domain import demo_domain_dataset
+        from curation.services.demo_domain import TOY_SOURCE, demo_domain_dataset
         from curation.services.demo_rounds import demo_annotate, demo_rating_rounds
         from curation.services.ingest import demo_ingest_pool
         from curation.services.sync import ensure_default_schedules
         from training.services.demo_training import demo_generate, demo_train_domain
         from training.services.loops import start_retrain_round
+        from training.services.sweeps import start_sweep_for_round
+        from training.services.toy_world import ensure_toy_world
 
+        world = ensure_toy_world(log=lambda line: self.say(f"  {line}"))
+        if world.clip_weights != settings.EVAL_CLIP_WEIGHTS:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"demo: EVAL_CLIP_WEIGHTS is {settings.EVAL_CLIP_WEIGHTS or 'empty'}, not the "
+                    f"toy CLIP ({world.clip_weights}): the report will say its scores are not a "
+                    "measurement (scripts/demo sets it)"
+                )
+            )
         logins = ensure_demo_logins(Path(settings.BASE_DIR) / "fixtures" / "demo.json")
         self.say(f"annotators log in to Label Studio at {settings.LABEL_STUDIO_URL}/user/login/:")
         for email, password in logins:
@@ -66,21 +85,20 @@ class Command(BaseCommand):
             annotators = list(User.objects.filter(groups__name="annotator").order_by("username"))
             ensure_default_schedules()
 
-            self.say("ingesting fixtures/pool")
-            batch = demo_ingest_pool()
+            self.say(f"ingesting the toy world's sample pool ({world.pool})")
+            batch = demo_ingest_pool(world.pool, TOY_SOURCE)
             self.say(
                 f"  {batch.ingested} ingested, {batch.duplicates} duplicates, {batch.near_duplicates} near-duplicates, {batch.quarantined} quarantined"
             )
             self.say(
                 "embedding, indexing, running the sticker recipe and freezing the domain version"
             )
-            domain = demo_domain_dataset(lead)
+            domain = demo_domain_dataset(lead, pool=world.pool, clip_weights=world.clip_weights)
             self.say(f"  {domain} frozen with {domain.row_count} images")
-            self.say("training the tiny base model on the domain version")
-            checkpoint = demo_train_domain(domain, lead)
+            self.say("training the toy world's pre-trained base on the domain version")
+            checkpoint = demo_train_domain(domain, lead, base=world.base)
             self.say(f"  checkpoint {checkpoint}")
-            generation_set = PromptSet.objects.get(name="demo-generation", version=1)
-            evaluation_set = PromptSet.objects.get(name="demo-evaluation", version=1)
+            generation_set, evaluation_set = world.generation_prompts, world.evaluation_prompts
             generations = demo_generate(checkpoint, generation_set, lead)
             self.say(f"  {generations.generations.count()} generations")
             self.say(
@@ -109,10 +127,42 @@ class Command(BaseCommand):
             )
         if options["no_wait"]:
             return
-        self._wait(existing, options["timeout"])
+        deadline = time.monotonic() + options["timeout"]
+        self._wait(existing, deadline)
+        sweep = existing.tradeoff_sweeps.order_by("-id").first()
+        if sweep is None:
+            self.say("starting a small trade-off sweep on the round's inputs (the worker runs it)")
+            sweep = start_sweep_for_round(existing, settings=DEMO_SWEEP, user=existing.created_by)
+        self._wait_sweep(sweep, deadline)
+        base = settings.PLATFORM_PUBLIC_URL.rstrip("/")
+        self.say(
+            f"report (with the sweep's plane): {base}{reverse('round-report', args=[existing.pk])}"
+        )
 
-    def _wait(self, round_: RetrainRound, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_sweep(self, sweep: TradeoffSweep, deadline: float) -> None:
+        last = ""
+        while True:
+            sweep.refresh_from_db()
+            job = sweep.job
+            line = f"{sweep.status}: {job.progress_message if job else ''}"
+            if line != last:
+                self.say(f"  sweep {line}")
+                last = line
+            if sweep.status == TradeoffSweep.Status.SUCCEEDED:
+                report = sweep.report
+                self.say(
+                    f"  Pareto front: {', '.join(report['pareto_front'])}; best run "
+                    f"{report['headline']['best_run']}; Style Tailoring dominates sequential: "
+                    f"{'yes' if report['style_tailoring_dominates_sequential'] else 'no'}"
+                )
+                return
+            if sweep.status in (TradeoffSweep.Status.FAILED, TradeoffSweep.Status.CANCELLED):
+                raise CommandError(f"demo sweep {sweep.status}: {sweep.error or ''}")
+            if time.monotonic() > deadline:
+                raise CommandError("demo sweep did not finish in time: is a worker running?")
+            time.sleep(2)
+
+    def _wait(self, round_: RetrainRound, deadline: float) -> None:
         last = ""
         while True:
             round_.refresh_from_db()

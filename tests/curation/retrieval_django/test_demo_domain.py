@@ -27,3 +27,23 @@ def test_demo_domain_dataset_freezes_the_stickers(data_lead):
     # A rerun picks the same rows: no copy of the version is frozen, the first one is returned.
     again = demo_domain_dataset(data_lead)
     assert again == version and DatasetVersion.objects.filter(dataset=version.dataset).count() == 1
+
+
+def test_on_the_toy_worlds_pool_the_recipe_keeps_its_stickers_with_their_captions(
+    data_lead, tmp_path, settings
+):
+    """The demo's pool is drawn from the toy world: photographs (textured, cluttered) and
+    stickers (flat colours, outline, white), each with the caption naming its content."""
+    from curation.services.demo_domain import demo_domain_dataset
+    from training.engine.toy_world.build import ToyWorldSettings
+    from training.engine.toy_world.cache import write_pool
+
+    settings.INGEST_LOCAL_ROOTS = [str(tmp_path)]
+    pool = write_pool(tmp_path, ToyWorldSettings.small())
+    version = demo_domain_dataset(data_lead, pool=pool)
+    items = list(version.items.select_related("image"))
+    origins = [item.image.origin for item in items]
+    stickers = sum("/stickers/" in origin for origin in origins)
+    assert len(items) >= 36 and stickers / len(items) >= 0.9, (len(items), stickers)
+    # Captions are the pool's own ("two red circles"), not the demo's default.
+    assert all(item.caption == item.image.caption != "a sticker" for item in items)

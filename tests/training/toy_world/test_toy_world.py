@@ -1,6 +1,7 @@
 """The toy world: built offline and deterministically, its measurements mean something.
 
-One small world is built per session (about two CPU-minutes on an idle 2-core machine); the
+One small world is built and cached (tests/conftest.py, about two CPU-minutes on an idle 2-core
+machine), so a session that finds it reuses it; the
 assertions are the ones that held over several seeds (docs/benchmarks.md has the figures).
 """
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training.engine.toy_world.build import ToyWorldSettings, build_toy_world, load_toy_world
+from training.engine.toy_world.build import load_toy_world
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +28,8 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return build_toy_world(
-        tmp_path_factory.mktemp("toy-world"), ToyWorldSettings.small(), log=lambda _: None
-    )
+def world(toy_world_small: dict) -> dict:
+    return toy_world_small
 
 
 def test_toy_clip_aligns_held_out_captions_far_above_chance(world):

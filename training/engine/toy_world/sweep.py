@@ -46,6 +46,15 @@ class SweepSettings:
         return dataclasses.asdict(self)
 
 
+def tailoring_arms(t_s_values: list[int], mix_ratios: list[float]) -> list[tuple[str, int, float]]:
+    """(arm name, t_s, mix ratio) of every Style Tailoring arm of a sweep."""
+    return [
+        (f"style_tailoring t_s={t_s} mix={mix:g}", t_s, mix)
+        for t_s in t_s_values
+        for mix in mix_ratios
+    ]
+
+
 def arm_configs(
     world: dict[str, Any], settings: SweepSettings, out_dir: Path
 ) -> dict[str, dict[str, Any]]:
@@ -68,16 +77,14 @@ def arm_configs(
     arms = {
         "sequential": {**common, "recipe": "sequential", "output_dir": str(out_dir / "sequential")}
     }
-    for t_s in settings.t_s_values:
-        for mix in settings.mix_ratios:
-            name = f"style_tailoring t_s={t_s} mix={mix:g}"
-            arms[name] = {
-                **common,
-                "recipe": "style_tailoring",
-                "t_s": t_s,
-                "mix_ratio": mix,
-                "output_dir": str(out_dir / f"st-{t_s}-{mix:g}"),
-            }
+    for name, t_s, mix in tailoring_arms(settings.t_s_values, settings.mix_ratios):
+        arms[name] = {
+            **common,
+            "recipe": "style_tailoring",
+            "t_s": t_s,
+            "mix_ratio": mix,
+            "output_dir": str(out_dir / f"st-{t_s}-{mix:g}"),
+        }
     return arms
 
 
@@ -149,6 +156,60 @@ def run_sweep(
         name: style_passes(bundle, scored[name], [im for _, _, im in items])
         for name, items in generated.items()
     }
+    report = sweep_report(scored, passes, settings=settings.to_dict(), seeds=settings.seeds)
+    (out_dir / "sweep.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "sweep.svg").write_text(plane_svg(report))
+    return report
+
+
+def multi_seed_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """What held over several training seeds: per seed the verdicts and headline estimates,
+    and how many seeds each verdict held on (a claim needs all of them)."""
+    per_seed = {}
+    for seed, report in reports.items():
+        headline = report["headline"]
+        per_seed[seed] = {
+            "best_run": headline["best_run"],
+            "pareto_front": report["pareto_front"],
+            "dominates": report["style_tailoring_dominates_sequential"],
+            "dominates_point_estimates": any(
+                d["dominates_point_estimates"] for d in report["dominance"].values()
+            ),
+            **{
+                key: headline[key] and {k: headline[key][k] for k in ("estimate", "low", "high")}
+                for key in ("style_pass_rate", "prompt_alignment", "scene_diversity")
+            },
+            "points": {
+                arm: {"text": p["text"], "style": p["style"]} for arm, p in report["points"].items()
+            },
+        }
+    seeds = len(per_seed)
+    return {
+        "seeds": sorted(per_seed),
+        "per_seed": per_seed,
+        "dominates_on": sum(s["dominates"] for s in per_seed.values()),
+        "dominates_point_estimates_on": sum(
+            s["dominates_point_estimates"] for s in per_seed.values()
+        ),
+        "holds_on_every_seed": {
+            "style_tailoring_dominates_sequential": all(s["dominates"] for s in per_seed.values())
+            and seeds > 0,
+        },
+    }
+
+
+def sweep_report(
+    scored: dict[str, dict[str, Any]],
+    passes: dict[str, list[float]],
+    *,
+    settings: dict[str, Any],
+    seeds: list[int],
+) -> dict[str, Any]:
+    """The plane, its Pareto front, the paper's headline table and the dominance verdict.
+
+    `scored` holds `evaluate.score_arm` results of BASELINE, "sequential" and the
+    "style_tailoring ..." arms, all on the same prompts and seeds; `passes` their style verdicts.
+    """
     points = {}
     for name, s in scored.items():
         pass_ci = cluster_mean(passes[name], s["prompts"])
@@ -161,9 +222,10 @@ def run_sweep(
             "style_pass_rate": pass_ci.estimate if pass_ci else None,
             "style_pass_rate_ci": [pass_ci.low, pass_ci.high] if pass_ci else None,
         }
-    front = pareto_front({n: p for n, p in points.items()})
+    front = pareto_front(points)
     tailored = [n for n in points if n.startswith("style_tailoring")]
     base = points[BASELINE]
+    # Best = largest sum of relative gains in text and style over the prompt-engineered base.
     best = max(
         tailored,
         key=lambda n: (
@@ -192,63 +254,82 @@ def run_sweep(
             "dominates_point_estimates": points[name]["text"] >= points["sequential"]["text"]
             and points[name]["style"] >= points["sequential"]["style"],
         }
-    report = {
-        "settings": settings.to_dict(),
-        "prompts": len(prompts),
-        "seeds": settings.seeds,
+    return {
+        "settings": settings,
+        "prompts": len(set(scored[BASELINE]["prompts"])),
+        "seeds": list(seeds),
         "points": points,
         "pareto_front": front,
         "headline": headline,
         "dominance": dominance,
         "style_tailoring_dominates_sequential": any(d["dominates"] for d in dominance.values()),
     }
-    (out_dir / "sweep.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "sweep.svg").write_text(plane_svg(report))
-    return report
+
+
+KINDS = (
+    (BASELINE, "prompt-engineered base", "#7f7f7f", "s"),
+    ("sequential", "sequential", "#c0392b", "D"),
+    ("style_tailoring", "Style Tailoring", "#2471a3", "o"),
+)
+
+
+def _kind(name: str) -> tuple[str, str, str, str]:
+    return next(k for k in KINDS if name.startswith(k[0]))
 
 
 def plane_svg(report: dict[str, Any]) -> str:
-    """Text alignment (x) vs style similarity (y), each arm with both intervals, front joined."""
+    """Text alignment (x) vs style similarity (y), each arm with both intervals, front joined.
+
+    Text stays text in the SVG (not glyph paths), so the page can be searched and read by tests.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = report["points"]
-    figure, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, p in points.items():
-        colour = "#888" if name == BASELINE else "#c0392b" if name == "sequential" else "#2471a3"
-        ax.errorbar(
-            p["text"],
-            p["style"],
-            xerr=[[p["text"] - p["text_ci"][0]], [p["text_ci"][1] - p["text"]]],
-            yerr=[[p["style"] - p["style_ci"][0]], [p["style_ci"][1] - p["style"]]],
-            fmt="o",
-            color=colour,
-            capsize=3,
+    front_names = set(report["pareto_front"])
+    with plt.rc_context({"svg.fonttype": "none", "font.size": 9}):
+        figure, ax = plt.subplots(figsize=(7.5, 4.6))
+        labelled: set[str] = set()
+        for name, p in points.items():
+            key, label, colour, marker = _kind(name)
+            ax.errorbar(
+                p["text"],
+                p["style"],
+                xerr=[[p["text"] - p["text_ci"][0]], [p["text_ci"][1] - p["text"]]],
+                yerr=[[p["style"] - p["style_ci"][0]], [p["style_ci"][1] - p["style"]]],
+                fmt=marker,
+                color=colour,
+                markersize=8 if name in front_names else 6,
+                markeredgecolor="black" if name in front_names else colour,
+                capsize=3,
+                label=None if key in labelled else label,
+            )
+            labelled.add(key)
+            ax.annotate(
+                name.replace("style_tailoring ", "ST ").replace(BASELINE, "base + style words"),
+                (p["text"], p["style"]),
+                fontsize=8,
+                xytext=(6, 5),
+                textcoords="offset points",
+            )
+        front = sorted((points[n]["text"], points[n]["style"]) for n in front_names)
+        ax.plot(
+            [x for x, _ in front],
+            [y for _, y in front],
+            "--",
+            color="black",
+            linewidth=1,
+            label="Pareto front (outlined)",
         )
-        ax.annotate(
-            name.replace("style_tailoring ", "ST "),
-            (p["text"], p["style"]),
-            fontsize=7,
-            xytext=(4, 4),
-            textcoords="offset points",
-        )
-    front = sorted((points[n]["text"], points[n]["style"]) for n in report["pareto_front"])
-    ax.plot(
-        [x for x, _ in front],
-        [y for _, y in front],
-        "--",
-        color="#2471a3",
-        linewidth=1,
-        label="Pareto front",
-    )
-    ax.set_xlabel("text alignment (toy CLIP, 95 % CI by prompt)")
-    ax.set_ylabel("style similarity")
-    ax.set_title("Trade-off sweep: sequential vs Style Tailoring", fontsize=10)
-    ax.legend(fontsize=7)
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
+        ax.set_xlabel("text alignment (CLIP, mean over prompts × seeds; bars: 95 % CI by prompt)")
+        ax.set_ylabel("style similarity to the style references")
+        ax.set_title("Trade-off sweep: sequential vs Style Tailoring (up and right is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
