@@ -63,7 +63,14 @@ def _sweeps(round_: RetrainRound) -> list[dict]:
                     {"arm": arm, "on_front": arm in front, **p} for arm, p in points.items()
                 ],
                 "headline": [
-                    {"key": key, "label": label, "paper": paper, **(headline.get(key) or {})}
+                    {
+                        "key": key,
+                        "label": label,
+                        "paper": paper,
+                        "estimate": (headline.get(key) or {}).get("estimate"),
+                        "low": (headline.get(key) or {}).get("low"),
+                        "high": (headline.get(key) or {}).get("high"),
+                    }
                     for key, label, paper in HEADLINE_ROWS
                 ],
             }

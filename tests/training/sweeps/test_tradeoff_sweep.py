@@ -45,7 +45,7 @@ def test_a_lead_starts_a_sweep_a_failure_resumes_without_retraining_and_the_repo
     assert response.status_code == 201, response.json()
     sweep = TradeoffSweep.objects.get(pk=response.json()["id"])
     assert sweep.retrain_round == round_ and sweep.job.queue == "gpu"
-    assert no_dispatch == [sweep.job_id]
+    assert sweep.job.status == Job.Status.QUEUED and sweep.job.kind == "tradeoff_sweep"
 
     # First attempt: every arm trains and generates, then scoring fails.
     real_scored = sweeps._scored_arm
