@@ -187,7 +187,7 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         schedule.step()
-        loss_value = float(loss)
+        loss_value = loss.item()
         if step % max(1, steps // 5) == 0 or step == steps - 1:
             log(f"toy base UNet step {step + 1}/{steps}: loss {loss_value:.4f}")
     unet.eval()
