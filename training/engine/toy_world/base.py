@@ -197,6 +197,8 @@ def train_unet(
 
 def save_base(components: dict[str, Any], path: Path) -> Path:
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     pipeline = StableDiffusionPipeline(
         unet=components["unet"],
@@ -209,5 +211,8 @@ def save_base(components: dict[str, Any], path: Path) -> Path:
         requires_safety_checker=False,
     )
     path.mkdir(parents=True, exist_ok=True)
+    # transformers draws a "Writing model shards" bar for the text encoder otherwise.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     pipeline.save_pretrained(path, safe_serialization=True)  # type: ignore[attr-defined]
     return path
