@@ -52,6 +52,17 @@ def api_client() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture
+def no_dispatch(monkeypatch) -> list[int]:
+    """Jobs are run by the test (execute_job), not handed to a task backend; returns the ids
+    that would have been dispatched."""
+    from curation.services import jobs as job_services
+
+    sent: list[int] = []
+    monkeypatch.setattr(job_services, "dispatch", lambda pk, run_after=None: sent.append(pk))
+    return sent
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a worker/scheduler subprocess that must use the test database."""
     from django.db import connection

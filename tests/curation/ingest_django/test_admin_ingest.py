@@ -32,11 +32,6 @@ def _zip() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def no_dispatch(monkeypatch):
-    monkeypatch.setattr(job_service, "dispatch", lambda pk, run_after=None: None)
-
-
 def test_upload_an_archive_and_follow_the_batch(
     client, data_lead, annotator, no_dispatch, django_capture_on_commit_callbacks
 ):

@@ -23,13 +23,6 @@ from tests.curation.ingest_django.conftest import (
 )
 
 
-@pytest.fixture
-def no_dispatch(monkeypatch):
-    sent: list[int] = []
-    monkeypatch.setattr(job_service, "dispatch", lambda pk, run_after=None: sent.append(pk))
-    return sent
-
-
 def _assert_pool_rows() -> None:
     """What one complete ingest of the pool leaves, however many runs it took."""
     assert Image.objects.filter(status=Image.Status.OK).count() == POOL_COUNTS["ingested"]

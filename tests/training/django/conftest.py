@@ -10,7 +10,6 @@ import pytest
 from PIL import Image as PILImage
 
 from curation.models import Dataset, DatasetVersion, Image, Prompt, PromptSet, Source
-from curation.services import jobs as job_services
 from curation.services.storage import store_bytes
 from curation.services.versions import add_items, create_draft_version, freeze_version
 
@@ -37,14 +36,6 @@ def training_dirs(settings, models_dir: Path, tmp_path: Path) -> dict[str, Path]
     settings.TRAINING_RUNS_DIR = tmp_path / "runs"
     settings.TRAINING_CACHE_DIR = tmp_path / "cache"
     return {"runs": tmp_path / "runs", "cache": tmp_path / "cache"}
-
-
-@pytest.fixture
-def no_dispatch(monkeypatch) -> list[int]:
-    """Jobs are executed by the test with execute_job, not handed to a task backend."""
-    sent: list[int] = []
-    monkeypatch.setattr(job_services, "dispatch", lambda pk, run_after=None: sent.append(pk))
-    return sent
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from tests.training.django.conftest import (  # noqa: F401
     _one_torch_thread,
     models_dir,
-    no_dispatch,
     tiny_base,
     training_dirs,
     versions,

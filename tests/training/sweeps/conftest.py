@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.models import Dataset, DatasetVersion, Image, Prompt, PromptSet, Source
-from curation.services import jobs as job_services
 from curation.services.storage import store_bytes
 from curation.services.versions import add_items, create_draft_version, freeze_version
+from tests.training.django.conftest import _one_torch_thread  # noqa: F401  (fixture)
 from training.models import RetrainRound
 
 # Two prompts of the sticker set and two outside it, two seeds: the smallest plane that has
@@ -26,28 +26,11 @@ SWEEP_SETTINGS = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(autouse=True)
 def training_dirs(settings, tmp_path: Path) -> None:
     settings.TRAINING_MODELS_DIR = tmp_path / "models"
     settings.TRAINING_RUNS_DIR = tmp_path / "runs"
     settings.TRAINING_CACHE_DIR = tmp_path / "cache"
-
-
-@pytest.fixture
-def no_dispatch(monkeypatch) -> list[int]:
-    sent: list[int] = []
-    monkeypatch.setattr(job_services, "dispatch", lambda pk, run_after=None: sent.append(pk))
-    return sent
 
 
 def toy_version(world: dict, role: str, kind: str, limit: int) -> DatasetVersion:

@@ -15,7 +15,6 @@ from curation.services.versions import add_items, create_draft_version, freeze_v
 from tests.training.django.conftest import (  # noqa: F401  (fixtures)
     _one_torch_thread,
     models_dir,
-    no_dispatch,
     prompt_set,
     tiny_base,
     training_dirs,
