@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from curation.admin import (  # noqa: F401
+    annotations,
     annotators,
     datasets,
     images,
