@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from curation.services.jobs import JobContext, Param, job_handler
+from curation.services.jobs import JobContext, JobRefused, Param, job_handler
 
 
 @job_handler("test.steps", queue="cpu")
@@ -40,6 +40,11 @@ def count_steps(ctx: JobContext) -> dict:
 @job_handler("test.fails")
 def always_fails(ctx: JobContext) -> dict:
     raise ValueError(f"planned failure on attempt {ctx.job.attempt}")
+
+
+@job_handler("test.refused")
+def refuses(ctx: JobContext) -> dict:
+    raise JobRefused(f"input {ctx.params.get('path')!r} is gone")
 
 
 @job_handler("test.cancellable")

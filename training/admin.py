@@ -19,6 +19,12 @@ from curation.media import signed_path
 from curation.models import DatasetVersion
 from training import models as m
 from training.admin_base_models import BaseModelRegistrationMixin
+from training.admin_exports import (
+    CheckpointExportMixin,
+    export_for_diffusers,
+    export_for_kohya,
+    export_with_options,
+)
 from training.admin_transparency import train_transparency_decoder
 from training.plots import loss_curve_svg
 
@@ -321,20 +327,26 @@ class TrainingRunAdmin(PlatformAdmin):
 
 
 @admin.register(m.Checkpoint)
-class CheckpointAdmin(BaseModelRegistrationMixin, PlatformAdmin):
+class CheckpointAdmin(CheckpointExportMixin, BaseModelRegistrationMixin, PlatformAdmin):
     list_display = ["name", "adapter", "step", "parent", "training_run", "created_at"]
     list_filter = ["adapter"]
     search_fields = ["name", "path"]
     list_select_related = ["parent", "training_run"]
     readonly_fields = [
         "lineage_summary",
+        "exports",
         json_field("config"),
         json_field("lineage", "lineage (as stored)"),
         json_field("metrics"),
     ]
     exclude = ["config", "lineage", "metrics"]
     filter_horizontal = ["dataset_versions"]
-    actions = [train_transparency_decoder]
+    actions = [
+        export_for_diffusers,
+        export_for_kohya,
+        export_with_options,
+        train_transparency_decoder,
+    ]
 
     @admin.display(description="lineage")
     def lineage_summary(self, obj: m.Checkpoint) -> SafeString | str:

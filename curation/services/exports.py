@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 from django.conf import settings
-from django.core.files import File
-from django.core.files.storage import default_storage
 
 from curation.models import DatasetVersion, Image
-from curation.services.storage import read_bytes
+from curation.services.storage import read_bytes, store_folder_as_zip
 from curation.services.versions import MANIFEST_SCHEMA
 
 FORMATS = ("parquet", "folder", "webdataset")
@@ -274,13 +270,5 @@ def package_for_download(version: DatasetVersion, fmt: str, out_dir: str | Path)
     out = Path(out_dir)
     if not (out / "export.json").exists():
         raise ExportError(f"{out} holds no finished export (export.json is missing)")
-    key = download_key(version, fmt)
-    with tempfile.TemporaryFile() as handle:
-        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
-            for path in sorted(p for p in out.rglob("*") if p.is_file()):
-                archive.write(path, arcname=f"{out.parent.name}/{fmt}/{path.relative_to(out)}")
-        handle.seek(0)
-        if default_storage.exists(key):  # a re-export of the same version replaces it
-            default_storage.delete(key)
-        saved = default_storage.save(key, File(handle, name=key.rsplit("/", 1)[-1]))
-    return saved
+    # A re-export of the same version replaces the archive.
+    return store_folder_as_zip(out, download_key(version, fmt), f"{out.parent.name}/{fmt}")

@@ -37,6 +37,12 @@ class JobCancelled(Exception):
     """Raised inside a handler when the user asked to cancel; the job ends as cancelled."""
 
 
+class JobRefused(Exception):
+    """Raised by a handler whose input cannot work (a file gone, a request the target cannot
+    serve): the job fails at once with this message as its error, no traceback, no retry —
+    another attempt would be refused the same way."""
+
+
 class AttemptStopped(JobCancelled):
     """This attempt may not go on: another attempt superseded it, or it lost its heartbeat.
 

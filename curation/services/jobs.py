@@ -26,13 +26,20 @@ from django.utils import timezone
 
 from curation.job_registry import Param, handler_for, job_handler, load_handlers, runner
 from curation.models import Job
-from curation.services.job_context import AttemptStopped, JobCancelled, JobContext, heartbeat
+from curation.services.job_context import (
+    AttemptStopped,
+    JobCancelled,
+    JobContext,
+    JobRefused,
+    heartbeat,
+)
 
 __all__ = [
     "AttemptStopped",
     "JobCancelled",
     "JobContext",
     "JobNotRetryable",
+    "JobRefused",
     "Param",
     "UnknownJobKind",
     "dispatch",
@@ -269,6 +276,9 @@ def _fail(ctx: JobContext, exc: Exception) -> None:
     job = ctx.job
     text = "".join(traceback.format_exception(exc))[-4000:]
     ctx.log(f"attempt {job.attempt} failed: {exc}")
+    if isinstance(exc, JobRefused):
+        _finish(ctx, Job.Status.FAILED, error=f"refused: {exc}")
+        return
     if job.attempt >= job.max_attempts:
         _finish(ctx, Job.Status.FAILED, error=text)
         return

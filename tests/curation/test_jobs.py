@@ -74,6 +74,18 @@ def test_failure_retries_with_exponential_backoff_then_fails(
 
 
 @pytest.mark.django_db
+def test_a_refusal_fails_at_once_with_its_message_and_no_traceback(
+    no_dispatch, django_capture_on_commit_callbacks
+):
+    job = svc.enqueue_job("test.refused", params={"path": "/gone"}, max_attempts=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = _run(job)
+    assert job.status == Job.Status.FAILED and job.attempt == 1 and job.retry_at is None
+    assert job.error == "refused: input '/gone' is gone"
+    assert no_dispatch == []  # no retry was dispatched
+
+
+@pytest.mark.django_db
 def test_cancel_queued_and_running(no_dispatch):
     queued = svc.enqueue_job("noop")
     assert svc.request_cancel(queued).status == Job.Status.CANCELLED

@@ -64,6 +64,85 @@ def _write_info(out: Path, info: dict[str, Any]) -> None:
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
 
 
+def check_exportable(
+    checkpoint: str | Path, fmt: str, *, base_model: str | Path | None = None
+) -> dict[str, Any]:
+    """What exporting `checkpoint` as `fmt` would write, checked without loading any weights:
+    {"family", "adapter", "base_model", "writes": "lora_file" | "pipeline_folder"}.
+
+    Raises ConfigError (unknown format), ExportError (not a checkpoint folder, or an adapter or
+    family the format cannot hold) or BaseModelError (the base folder is gone, broken or of
+    another family), each naming the file or field at fault.
+    """
+    from training.engine.checkpoint import checkpoint_family, read_checkpoint_config
+    from training.engine.errors import BaseModelError
+    from training.engine.families import get_family, inspect_model_folder
+
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise ExportError(f"checkpoint {path}: no such folder (moved or deleted)")
+    try:
+        config = read_checkpoint_config(path)
+    except FileNotFoundError as error:
+        raise ExportError(str(error)) from error
+    base = Path(base_model or config.base_model)
+    family = checkpoint_family(path)
+    found = inspect_model_folder(base).family
+    if found != family:
+        raise BaseModelError(
+            f"base_model: {base} is a {found} model, but checkpoint {path} was trained on a "
+            f"{family} model"
+        )
+    plan = {"family": family, "adapter": config.adapter, "base_model": str(base)}
+    if config.adapter == "full":
+        if fmt != "diffusers":
+            raise ExportError(
+                f"format {fmt!r}: a full checkpoint exports as a diffusers folder (format "
+                "'diffusers'); kohya files hold LoRA weights only"
+            )
+        return {**plan, "writes": "pipeline_folder"}
+    if config.adapter not in LORA_ADAPTERS:
+        raise ExportError(
+            f"adapter {config.adapter!r}: only LoRA-type adapters ({', '.join(LORA_ADAPTERS)}) "
+            "and full checkpoints have a format other tools load"
+        )
+    if fmt == "kohya" and get_family(family).lora_prefix != "unet":
+        raise ExportError(_NO_KOHYA_LAYOUT.format(family=family))
+    return {**plan, "writes": "lora_file"}
+
+
+_NO_KOHYA_LAYOUT = (
+    "format 'kohya': the {family} family's transformer has no A1111/kohya key layout; export "
+    "with format 'diffusers' (ComfyUI and diffusers read it)"
+)
+
+
+_LORA_DOWN = ("lora_A.weight", "lora.down.weight", "lora_down.weight")
+
+
+def _tensor_names(files: list[Path]) -> list[str]:
+    from safetensors import safe_open
+
+    names: list[str] = []
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            names.extend(handle.keys())
+    return names
+
+
+def _written(files: list[Path]) -> dict[str, Any]:
+    """What an export put on disk, read back from its files: the proof it is not empty."""
+    names = _tensor_names(files)
+    return {
+        "tensors_written": len(names),
+        # peft, diffusers and kohya name the down projection three ways.
+        "lora_modules": sum(n.endswith(_LORA_DOWN) for n in names),
+        "bytes_written": sum(f.stat().st_size for f in files),
+    }
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     fmt: str,
@@ -73,11 +152,11 @@ def export_checkpoint(
     use_ema: bool = True,
 ) -> Path:
     """Write `checkpoint` in `fmt` ("diffusers" or "kohya") under `out` (created, or emptied
-    of an earlier export); returns the file or folder a user hands on."""
+    of an earlier export); returns the file or folder a user hands on. `out/export.json` says
+    what was exported and how many tensors were written."""
     from training.engine.checkpoint import load_checkpoint_for_inference
 
-    if fmt not in FORMATS:
-        raise ConfigError("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    plan = check_exportable(checkpoint, fmt, base_model=base_model)
     components = load_checkpoint_for_inference(checkpoint, base_model=base_model, use_ema=use_ema)
     family, config = components["family"], components["config"]
     denoiser = components[family.denoiser]
@@ -90,23 +169,13 @@ def export_checkpoint(
         "base_model": str(base_model or config.base_model),
         "ema": use_ema and (Path(checkpoint) / "ema" / "ema.safetensors").is_file(),
     }
-    if config.adapter == "full":
-        if fmt != "diffusers":
-            raise ExportError(
-                f"format {fmt!r}: a full checkpoint exports as a diffusers folder (format "
-                "'diffusers'); kohya files hold LoRA weights only"
-            )
+    if plan["writes"] == "pipeline_folder":
         if out.exists():
             shutil.rmtree(out)
         pipeline = family.pipeline(components)
         pipeline.save_pretrained(out, safe_serialization=True)
-        _write_info(out, info)
+        _write_info(out, {**info, **_written(sorted(out.rglob("*.safetensors")))})
         return out
-    if config.adapter not in LORA_ADAPTERS:
-        raise ExportError(
-            f"adapter {config.adapter!r}: only LoRA-type adapters ({', '.join(LORA_ADAPTERS)}) "
-            "and full checkpoints have a format other tools load"
-        )
     state, lora_config = _peft_state(denoiser)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (DIFFUSERS_LORA_FILE, KOHYA_LORA_FILE, EXPORT_INFO):
@@ -116,7 +185,7 @@ def export_checkpoint(
         path = _save_diffusers_lora(family, state, lora_config, out)
     else:
         path = _save_kohya_lora(family, state, lora_config, out)
-    _write_info(out, {**info, "file": path.name})
+    _write_info(out, {**info, "file": path.name, **_written([path])})
     return path
 
 
@@ -141,10 +210,7 @@ def _save_kohya_lora(family: Any, state: dict, lora_config: Any, out: Path) -> P
     from safetensors.torch import save_file
 
     if family.lora_prefix != "unet":
-        raise ExportError(
-            f"format 'kohya': the {family.name} family's transformer has no A1111/kohya key "
-            "layout; export with format 'diffusers' (ComfyUI and diffusers read it)"
-        )
+        raise ExportError(_NO_KOHYA_LAYOUT.format(family=family.name))
     if getattr(lora_config, "rank_pattern", None) or getattr(lora_config, "alpha_pattern", None):
         raise ExportError("format 'kohya': per-module ranks or alphas have no kohya encoding")
     prefixed = {f"unet.{k}": v for k, v in state.items()}
