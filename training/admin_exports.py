@@ -226,7 +226,7 @@ def exports_panel(checkpoint: Checkpoint) -> SafeString | str:
         '<tr class="checkpoint-export" data-format="{}" data-weights="{}"><td>{}</td><td>{}</td>'
         '<td>{}</td><td><a href="{}" download class="checkpoint-export-download" '
         'data-format="{}">download zip ({})</a></td><td><a href="{}">job #{}</a> {}<br>'
-        "<code>{}</code></td></tr>",
+        '<code style="word-break:break-all">{}</code></td></tr>',
         (
             (
                 d["format"],

@@ -79,7 +79,7 @@ def check_checkpoint_exportable(
     """The engine's plan for this export (family, adapter, base folder, what it writes), or
     CheckpointExportRefused naming what is wrong, without loading any weights."""
     from training.engine.errors import BaseModelError, ConfigError
-    from training.engine.export import ExportError, check_exportable
+    from training.engine.export import LORA_ADAPTERS, ExportError, check_exportable
 
     if fmt not in FORMATS:
         raise CheckpointExportRefused(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -87,6 +87,11 @@ def check_checkpoint_exportable(
         raise CheckpointExportRefused(
             f"{checkpoint.name} is a base model: its folder {checkpoint.path} already is a "
             "diffusers folder; export a trained checkpoint"
+        )
+    if checkpoint.adapter not in ("full", *LORA_ADAPTERS):
+        raise CheckpointExportRefused(
+            f"{checkpoint.name}: adapter {checkpoint.adapter!r} has no format other tools load; "
+            f"only LoRA-type adapters ({', '.join(LORA_ADAPTERS)}) and full checkpoints export"
         )
     try:
         return check_exportable(checkpoint.path, fmt, base_model=base_model or None)

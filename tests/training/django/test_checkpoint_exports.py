@@ -247,6 +247,14 @@ def test_refusals_say_why_and_queue_nothing(
     assert said[0].startswith(
         f"{full.name}: format 'kohya': a full checkpoint exports as a diffusers folder"
     )
+    routed = Checkpoint.objects.create(
+        name="routed", path=lora.path, adapter="styleinject", training_run=lora.training_run
+    )
+    _, said = _act(client, "export_for_diffusers", [routed], capture)
+    assert said == [
+        "routed: adapter 'styleinject' has no format other tools load; only LoRA-type adapters "
+        "(lora, styledrop, finestyle, kv_lora) and full checkpoints export"
+    ]
     assert not Job.objects.filter(kind=JOB_KIND).exists()
 
     # The base folder the LoRA was trained on goes away: refused, naming it.
@@ -300,3 +308,39 @@ def test_refusals_say_why_and_queue_nothing(
     assert (
         client.get(reverse("admin:training_checkpoint_export", args=[lora.pk])).status_code == 302
     )
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_data_lead_exports_from_the_checkpoint_list_in_the_browser(
+    live_server, tiny_base, versions, data_lead, no_dispatch, tmp_path, monkeypatch
+):
+    from tests.browser import chromium_page, screenshot
+
+    # The job runs here while the page is open: Django's ORM inside Playwright's sync loop.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    checkpoint = _train(tiny_base, versions["domain"], data_lead)
+    with chromium_page(live_server.url) as page:
+        page.goto("/admin/login/")
+        page.fill("#id_username", data_lead.username)
+        page.fill("#id_password", "pw-for-tests-only")
+        page.click('input[type="submit"]')
+        page.goto(reverse(CHANGELIST))
+        page.check(f'input[name="{ACTION_CHECKBOX_NAME}"][value="{checkpoint.pk}"]')
+        page.select_option('select[name="action"]', "export_for_kohya")
+        page.click('button[name="index"]')
+        page.wait_for_url(f"**/checkpoint/{checkpoint.pk}/change/")
+        assert "queued on gpu" in page.locator(".messagelist").inner_text()
+        assert page.locator('tr.checkpoint-export-job[data-status="queued"]').count() == 1
+
+        [job] = _run_exports()
+        assert job.status == Job.Status.SUCCEEDED, job.error
+        page.reload()
+        row = page.locator('tr.checkpoint-export[data-format="kohya"]')
+        assert row.count() == 1 and f"{job.result['tensors_written']} tensors" in row.inner_text()
+        with page.expect_download() as download:
+            row.locator("a.checkpoint-export-download").click()
+        archive = zipfile.ZipFile(download.value.path())
+        assert f"{checkpoint.name}-kohya/lora_kohya.safetensors" in archive.namelist()
+        row.scroll_into_view_if_needed()
+        screenshot(page, "admin-checkpoint-exports")
