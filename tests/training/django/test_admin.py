@@ -149,3 +149,25 @@ def test_generation_batch_start_action(
     assert (
         batch.status == "queued" and batch.job.kind == "generate" and no_dispatch == [batch.job.pk]
     )
+
+
+@pytest.mark.django_db
+def test_run_page_shows_a_row_for_its_buttons_only_when_it_has_some(
+    client, data_lead, versions, tiny_base
+):
+    import re
+
+    run = create_training_run(
+        recipe="domain", dataset_versions=[versions["domain"]], base_checkpoint=tiny_base
+    )
+    client.force_login(data_lead)
+    page = reverse("admin:training_trainingrun_change", args=[run.pk])
+
+    def labels() -> list[str]:
+        return re.findall(r"<label[^>]*>([^<]*)</label>", client.get(page).content.decode())
+
+    assert "Run:" in labels() and 'name="_start"' in client.get(page).content.decode()
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
+    finished = labels()
+    assert "Run:" not in finished and "Checkpoints:" in finished
+    assert all(label.strip(" :") for label in finished), finished  # no label without a name
