@@ -8,7 +8,7 @@ the search is redone inside FAISS restricted to the allowed ids, so results stay
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,29 +92,48 @@ def closest_text_per_image(
 
     Each shard is read once and compared as one matrix product: a million images never become a
     million Python objects."""
+    return closest_text_chooser(space, text_vectors)(image_ids)
+
+
+def closest_text_chooser(
+    space: EmbeddingSpace, text_vectors: np.ndarray
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`closest_text_per_image` for batch after batch of ids: the space's shards are listed once
+    and each is opened once (its ids read, 8 bytes an image; its vectors memory-mapped), so
+    batches in any order cost one matrix product per shard they touch."""
     from curation.retrieval.embedding import read_shard
 
-    wanted = np.unique(np.asarray(image_ids, dtype=np.int64))
-    shards = (
+    shards = list(
         EmbeddingShard.objects.filter(space=space, status=EmbeddingShard.Status.DONE)
         .exclude(path="")
         .order_by("first_image_id")
         .values_list("first_image_id", "last_image_id", "path")
     )
-    found, best = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for first, last, path in shards:
-        inside = wanted[(wanted >= first) & (wanted <= last)]
-        if not len(inside):
-            continue
-        ids, vectors = read_shard(path)
-        if not len(ids):
-            continue
-        at = np.searchsorted(ids, inside).clip(max=len(ids) - 1)
-        hit = ids[at] == inside
-        rows = np.asarray(vectors[at[hit]], dtype=np.float32)
-        found.append(inside[hit])
-        best.append(np.argmax(rows @ text_vectors.T, axis=1).astype(np.int64))
-    return np.concatenate(found), np.concatenate(best)
+    opened: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def shard(path: str) -> tuple[np.ndarray, np.ndarray]:
+        if path not in opened:
+            opened[path] = read_shard(path)
+        return opened[path]
+
+    def choose(image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wanted = np.unique(np.asarray(image_ids, dtype=np.int64))
+        found, best = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+        for first, last_id, path in shards:
+            inside = wanted[(wanted >= first) & (wanted <= last_id)]
+            if not len(inside):
+                continue
+            ids, vectors = shard(path)
+            if not len(ids):
+                continue
+            at = np.searchsorted(ids, inside).clip(max=len(ids) - 1)
+            hit = ids[at] == inside
+            rows = np.asarray(vectors[at[hit]], dtype=np.float32)
+            found.append(inside[hit])
+            best.append(np.argmax(rows @ text_vectors.T, axis=1).astype(np.int64))
+        return np.concatenate(found), np.concatenate(best)
+
+    return choose
 
 
 def _decode(image: Image) -> Any:

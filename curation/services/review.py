@@ -10,19 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-from django.db import connection, transaction
-from django.db.models import CharField, Exists, FloatField, OuterRef, QuerySet, TextField, Value
-from django.db.models.functions import Coalesce, NullIf
-
-from curation.models import Dataset, DatasetItem, DatasetVersion, RecipeRun, RecipeScore
-from curation.models.images import usable_q
-from curation.services.versions import (
-    CaptionChoice,
-    add_selected_items,
-    create_draft_version,
-    freeze_version,
+from django.db import transaction
+from django.db.models import (
+    Case,
+    CharField,
+    Exists,
+    FloatField,
+    OuterRef,
+    Q,
+    TextField,
+    Value,
+    When,
 )
+from django.db.models.functions import Cast, Coalesce, NullIf
+
+from curation.models import Dataset, DatasetItem, DatasetVersion, Image, RecipeRun, RecipeScore
+from curation.models.images import usable_q
+from curation.services.freeze_pass import TextCaptions, fill_and_freeze
+from curation.services.manifests import manifest_columns
+from curation.services.versions import create_draft_version
 
 Decision = RecipeScore.Decision
 
@@ -56,29 +62,19 @@ def accept_above(run: RecipeRun, threshold: float) -> int:
     ).update(decision=Decision.ACCEPTED)
 
 
-def _text_captions(run: RecipeRun, chosen: QuerySet) -> CaptionChoice | None:
-    """For each image of `chosen` (scores of images without a caption of their own), the run's
-    closest text query, where vectors and a text encoder exist.
-
-    Vectors are compared a shard at a time as one matrix product, and the ids come from the
-    driver straight into numpy: a million images never become a million Python objects.
-    """
+def _text_captions(run: RecipeRun) -> TextCaptions | None:
+    """The run's text queries, to caption images without a caption of their own by the closest
+    one, where vectors and a text encoder exist. Vectors are compared a batch at a time as one
+    matrix product: a million images never become a million Python objects."""
     texts = [q["text"] for q in run.config.get("text_queries", [])]
     if not texts or run.index is None:
         return None
     from curation.retrieval.clip_models import encode_texts
-    from curation.selectors.search import closest_text_per_image
+    from curation.selectors.search import closest_text_chooser
     from curation.services.embeddings import bundle_for
 
-    select, params = chosen.order_by().values_list("image_id").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(select, params)
-        wanted = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1)
-    if not len(wanted):
-        return None
     space = run.index.space
-    ids, best = closest_text_per_image(space, wanted, encode_texts(bundle_for(space), texts))
-    return CaptionChoice(ids, best, texts)
+    return TextCaptions(texts, closest_text_chooser(space, encode_texts(bundle_for(space), texts)))
 
 
 def freeze_domain_version(
@@ -94,6 +90,9 @@ def freeze_domain_version(
     Captions: the image's own caption, else the run's best matching text query, else
     `default_caption`. Images already in the parent version keep their row. Raises ValueError
     naming the field for a bad name, reason or selection.
+
+    The draft is filled and frozen in one pass (`fill_and_freeze`): the parent's rows and the
+    accepted images are read once, written to the draft and into the manifest together.
     """
     dataset_name = (dataset_name or "").strip()
     if not dataset_name:
@@ -133,21 +132,31 @@ def freeze_domain_version(
         parent = (
             dataset.versions.filter(state=DatasetVersion.State.FROZEN).order_by("-number").first()
         )
-        version = create_draft_version(dataset, parent=parent, reason=reason, lineage=lineage)
+        sources = []
         if parent is not None:
+            # The parent's rows as they are (not re-captioned), less images quarantined since.
+            quarantined = Q(image__status=Image.Status.QUARANTINED)
+            lineage["withheld_quarantined"] += parent.items.filter(quarantined).count()
+            kept = parent.items.exclude(quarantined).annotate(text_caption=Value(0))
+            sources.append(manifest_columns(kept))
             usable = usable.exclude(
                 Exists(DatasetItem.objects.filter(version=parent, image_id=OuterRef("image_id")))
             )
-        rows = usable.annotate(
+        version = create_draft_version(
+            dataset, parent=parent, reason=reason, lineage=lineage, copy_rows=False
+        )
+        new = usable.annotate(
             caption=Coalesce(
                 NullIf("image__caption", Value("")),
                 Value(default_caption),
                 output_field=TextField(),
             ),
             label=Value("sticker", output_field=CharField()),
-            weight=Value(1.0, output_field=FloatField()),
+            weight=Cast(Value(1.0), FloatField()),  # a double, not a numeric literal
             split=Value(DatasetItem.Split.TRAIN.value, output_field=CharField()),
-        ).values_list("image_id", "caption", "label", "weight", "split")
-        captions = _text_captions(run, usable.filter(image__caption=""))
-        add_selected_items(version, rows, captions=captions)
-        return freeze_version(version, user=user, reason=reason)
+            text_caption=Case(When(image__caption="", then=Value(1)), default=Value(0)),
+        )
+        sources.append(manifest_columns(new))
+        return fill_and_freeze(
+            version, sources, captions=_text_captions(run), user=user, reason=reason
+        )
