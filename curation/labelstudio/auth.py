@@ -23,11 +23,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
-from label_studio_sdk import LabelStudio
+
+if TYPE_CHECKING:  # imported by make_sdk: the SDK costs a second at every process's start-up
+    from label_studio_sdk import LabelStudio
 
 from curation.labelstudio.errors import LabelStudioAuthError
 
@@ -180,6 +182,8 @@ def make_sdk(
     base_url: str, token: str, *, source: str, timeout: float = 120.0
 ) -> tuple[LabelStudio, LabelStudioAuth]:
     """The SDK client for `base_url`, every request authenticated by a `LabelStudioAuth`."""
+    from label_studio_sdk import LabelStudio
+
     auth = LabelStudioAuth(base_url, token, source=source, timeout=min(timeout, 30.0))
     http = httpx.Client(auth=auth, timeout=timeout, follow_redirects=True)
     sdk = LabelStudio(

@@ -10,11 +10,12 @@ this is tidiness, not secrecy (task data is readable by every member in Communit
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-from label_studio_sdk import LabelStudio
+from typing import TYPE_CHECKING, Any
 
 from curation.labelstudio.client import LabelStudioError
+
+if TYPE_CHECKING:  # annotations only: importing the SDK client costs a second at start-up
+    from label_studio_sdk import LabelStudio
 
 TAB_TITLE = "Tasks"
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 DEFAULT_THRESHOLD = 0.9
 EXACT_LIMIT = 20_000
@@ -162,6 +160,10 @@ def component_labels(n: int, batches: Iterator[PairArrays] | list[PairArrays]) -
     Each batch merges components through their current labels, so memory holds one batch of
     edges at a time however many pairs the set has.
     """
+    # Here, not at the top: the admin imports this module at start-up, scipy.sparse costs ~0.4 s.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     labels = np.arange(n)
     for a, b, _ in batches:
         if len(a) == 0:

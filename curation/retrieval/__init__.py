@@ -1,5 +1,6 @@
 """Django-free retrieval: open_clip encoders, the sharded embedding pipeline, FAISS indexes."""
 
-from training.engine.torch_compat import ensure_torchvision_importable
+# Lazily (no torch import here): the shim runs just before torchvision's first import.
+from training.engine.torch_compat import install_torchvision_hook
 
-ensure_torchvision_importable()
+install_torchvision_hook()

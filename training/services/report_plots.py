@@ -1,14 +1,13 @@
-"""Plots of a round report as inline SVG (matplotlib, no display needed)."""
+"""Plots of a round report as inline SVG (matplotlib, no display needed).
+
+matplotlib is imported when a plot is drawn, not with the module: the report views import this
+at every Django process's start-up, and pyplot costs most of a second there.
+"""
 
 from __future__ import annotations
 
 import io
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 METRICS = (
     ("text_score", "CLIP text alignment"),
@@ -17,7 +16,17 @@ METRICS = (
 )
 
 
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _svg(figure: Any) -> str:
+    plt = _pyplot()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
@@ -27,7 +36,7 @@ def _svg(figure: Any) -> str:
 
 def trend_svg(points: list[dict[str, Any]]) -> str:
     """Metric of the new checkpoint per round, one line per metric."""
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(10, 2.6))
+    figure, axes = _pyplot().subplots(1, len(METRICS), figsize=(10, 2.6))
     labels = [p["label"] for p in points]
     for ax, (key, title) in zip(axes, METRICS, strict=True):
         values = [p.get(key) for p in points]
@@ -47,7 +56,7 @@ def category_svg(
     """Per prompt category, one bar per arm, with its prompt-resampled 95 % interval."""
     arms = list(by_category)
     categories = sorted({c for arm in arms for c in by_category[arm]})
-    figure, ax = plt.subplots(figsize=(8, 2.8))
+    figure, ax = _pyplot().subplots(figsize=(8, 2.8))
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):
         entries = [by_category[arm].get(c, {}) for c in categories]
