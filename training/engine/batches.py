@@ -5,7 +5,9 @@ what an uninterrupted one would.
 `BatchSource.draw(step, micro_step)` returns one `TrainingBatch` per micro-step; the recipe
 plans its parts (role, count, timestep window, weight) from step counters alone. With
 `image_fit: "bucket"` each part reads one aspect-ratio bucket (`data/buckets.py`); a batch whose
-parts fell in different buckets holds one `BucketGroup` per bucket.
+parts fell in different buckets holds one `BucketGroup` per bucket. A part never holds one image
+twice, so a bucket (or dataset) smaller than the part makes the micro-batch smaller: timesteps,
+weights and the loss's mean follow the samples actually read (`Plan.counts`).
 """
 
 from __future__ import annotations
@@ -124,6 +126,18 @@ def _batch_size(conditioning: dict[str, Any]) -> int:
     return 0
 
 
+def rank_share(taken: list[int], rank: int, processes: int) -> list[int]:
+    """Rank `rank`'s rows of one part's take for all `processes` ranks: a slice, as even as the
+    take allows (a small bucket gives fewer rows than the part asked for). A take with fewer
+    rows than there are ranks gives each rank one, so some ranks share a row: a rank with
+    nothing to train would stall the others at the gradient all-reduce."""
+    if not taken:
+        raise ValueError("a part's take is empty")
+    if len(taken) < processes:
+        return [taken[rank % len(taken)]]
+    return taken[rank * len(taken) // processes : (rank + 1) * len(taken) // processes]
+
+
 def batch_orders(
     config: TrainConfig, datasets: dict[str, ImageCaptionDataset]
 ) -> tuple[dict[str, EpochBatchOrder | BucketBatchOrder], list[str]]:
@@ -206,11 +220,14 @@ class BatchSource:
         count = sum(part.count for part in parts)
         flips = self._keyed_flips(micro_step, count)
         reads: list[Read] = []
+        counts: list[int] = []
         for part in parts:
-            for index in self._part_indices(part, orders):
+            indices = self._part_indices(part, orders)
+            counts.append(len(indices))
+            for index in indices:
                 reads.append(Read(part.role, index, flips[len(reads)]))
         positions = {role: order.state_dict() for role, order in orders.items()}
-        return Plan(micro_step, reads, positions)
+        return Plan(micro_step, reads, positions, counts)
 
     def _keyed_flips(self, micro_step: int, count: int) -> list[bool]:
         probability = self.config.random_flip
@@ -266,9 +283,10 @@ class BatchSource:
             self.prefetcher = None
 
     def _part_indices(self, part: BatchPart, orders: dict[str, Any]) -> list[int]:
-        rank, processes = self.process_index, self.num_processes
-        taken = orders[part.role].take(part.count * processes)
-        return taken[rank * part.count : (rank + 1) * part.count]
+        """This rank's rows of `part`: every rank takes the same rows for all ranks (the orders
+        are replicated) and keeps its share."""
+        taken = orders[part.role].take(part.count * self.num_processes)
+        return rank_share(taken, self.process_index, self.num_processes)
 
     def _encode_pending(self, samples: list[Sample]) -> None:
         pending = [s for s in samples if s.parameters is None]
@@ -313,11 +331,11 @@ class BatchSource:
             )
             for start, stop in runs
         ]
-        for part in parts:
+        for part, count in zip(parts, planned.counts, strict=True):
             timesteps.append(
-                sample_timesteps(part.count, part.t_min, part.t_max, self.generator, self.device)
+                sample_timesteps(count, part.t_min, part.t_max, self.generator, self.device)
             )
-            weights.extend([part.loss_weight] * part.count)
+            weights.extend([part.loss_weight] * count)
         sample_weights = torch.tensor(
             [s.weight if self.config.use_sample_weights else 1.0 for s in samples],
             device=self.device,

@@ -11,7 +11,9 @@ the grid's last bucket is padded more; SDXL's time_ids carry the padding as a ne
 
 A micro-batch takes all of one part's samples from one bucket (`BucketBatchOrder`), so they
 stack into one tensor; a Style Tailoring batch whose alignment and style parts fall in different
-buckets runs the denoiser once per bucket.
+buckets runs the denoiser once per bucket. A bucket holding fewer images than the part asks for
+gives a smaller part, never one image twice (kohya, too, shrinks a bucket's batch rather than
+repeat: `train_util.py` slices each bucket's shuffled list in `batch_size` steps).
 """
 
 from __future__ import annotations
@@ -77,12 +79,17 @@ def plan_fit(width: int, height: int, target: Size, fit: str) -> FitPlan:
 
 
 class BucketBatchOrder:
-    """Endless sample order over buckets: each take picks one bucket (with probability
-    proportional to its size, from a generator keyed by (seed, take number)) and reads the next
-    samples of that bucket's own `EpochBatchOrder` (a fresh permutation per pass over it).
+    """Endless sample order over buckets: each take picks one bucket (from a generator keyed by
+    (seed, take number)) and reads the next samples of that bucket's own `EpochBatchOrder` (a
+    fresh permutation per pass over it).
 
-    The state is the take counter and each bucket's (epoch, cursor), so a checkpoint stores
-    exactly where a run stopped reading. A take larger than its bucket repeats samples of it."""
+    A take of `count` gives min(count, bucket size) different samples: a bucket smaller than the
+    take gives fewer, never a repeat. So that an image in a small bucket is still read as often
+    as any other, a bucket is picked with probability proportional to its size divided by what
+    one take reads from it (for buckets at least `count` large: proportional to their size).
+
+    The state is the take counter and each bucket's read position, so a checkpoint stores
+    exactly where a run stopped reading."""
 
     def __init__(self, buckets: dict[Size, list[int]], seed: int) -> None:
         if not buckets or not any(buckets.values()):
@@ -95,8 +102,7 @@ class BucketBatchOrder:
             for i, members in enumerate(self.members)
         ]
         self.takes = 0
-        counts = torch.tensor([len(m) for m in self.members], dtype=torch.float64)
-        self._cumulative = (counts.cumsum(0) / counts.sum()).tolist()
+        self._cumulative: dict[int, list[float]] = {}
 
     @property
     def size(self) -> int:
@@ -107,17 +113,27 @@ class BucketBatchOrder:
         text = repr([(s, m) for s, m in zip(self.sizes, self.members, strict=True)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _pick(self, take: int) -> int:
+    def _edges(self, count: int) -> list[float]:
+        """Cumulative pick probabilities for a take of `count`: a bucket's size over what one
+        take reads from it, so every image is read at the same expected rate."""
+        if count not in self._cumulative:
+            weights = torch.tensor(
+                [len(m) / min(count, len(m)) for m in self.members], dtype=torch.float64
+            )
+            self._cumulative[count] = (weights.cumsum(0) / weights.sum()).tolist()
+        return self._cumulative[count]
+
+    def _pick(self, take: int, count: int) -> int:
         generator = torch.Generator().manual_seed((self.seed * 998_244_353 + take) % (2**63))
         draw = torch.rand(1, generator=generator, dtype=torch.float64).item()
-        return next(
-            i
-            for i, edge in enumerate(self._cumulative)
-            if draw < edge or i == len(self._cumulative) - 1
-        )
+        edges = self._edges(count)
+        return next(i for i, edge in enumerate(edges) if draw < edge or i == len(edges) - 1)
 
     def take(self, count: int) -> list[int]:
-        bucket = self._pick(self.takes)
+        """The next min(count, picked bucket's size) samples of one bucket, all different."""
+        if count <= 0:
+            raise ValueError(f"a take reads at least one sample, asked for {count}")
+        bucket = self._pick(self.takes, count)
         self.takes += 1
         members = self.members[bucket]
         return [members[i] for i in self.orders[bucket].take(count)]

@@ -35,11 +35,13 @@ class Read:
 
 @dataclass
 class Plan:
-    """One micro-batch's reads, the micro step it is for, and the read position after it."""
+    """One micro-batch's reads, the micro step it is for, the read position after it, and how
+    many of the reads each recipe part got (fewer than it asked for when its bucket is small)."""
 
     micro_step: int
     reads: list[Read]
     positions: dict[str, Any]
+    counts: list[int]
 
 
 @dataclass
