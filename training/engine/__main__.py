@@ -157,11 +157,13 @@ def _toy_world(args: argparse.Namespace) -> int:
 
 def _toy_world_sweep(args: argparse.Namespace) -> int:
     from training.engine.toy_world.build import load_toy_world
-    from training.engine.toy_world.sweep import SweepSettings, run_sweep
+    from training.engine.toy_world.sweep import SweepSettings, multi_seed_summary, run_sweep
 
     world = load_toy_world(args.world)
     log = logging.getLogger("sweep").info
+
     reports = {}
+    several = len(args.train_seeds) > 1
     for train_seed in args.train_seeds:
         settings = SweepSettings(
             t_s_values=args.t_s,
@@ -170,18 +172,22 @@ def _toy_world_sweep(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             train_seed=train_seed,
         )
-        out = Path(args.out) / f"train-seed-{train_seed}" if len(args.train_seeds) > 1 else args.out
+        out = Path(args.out) / f"train-seed-{train_seed}" if several else args.out
         reports[train_seed] = run_sweep(world, out, settings, log=log)
-    if len(reports) == 1:
+        if several:
+            # Rewritten after every seed, so a run stopped part-way still says what its
+            # finished seeds showed (and that it covers only those).
+            summary = {
+                **multi_seed_summary(reports),
+                "train_seeds_planned": list(args.train_seeds),
+            }
+            (Path(args.out) / "multi_seed.json").write_text(json.dumps(summary, indent=2))
+    if not several:
         report = next(iter(reports.values()))
         print(
             json.dumps({k: report[k] for k in ("pareto_front", "headline", "dominance")}, indent=2)
         )
         return 0
-    from training.engine.toy_world.sweep import multi_seed_summary
-
-    summary = multi_seed_summary(reports)
-    (Path(args.out) / "multi_seed.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -162,9 +162,39 @@ def run_sweep(
     return report
 
 
+def _bounds(interval: dict[str, Any] | None) -> dict[str, float] | None:
+    return interval and {k: interval[k] for k in ("estimate", "low", "high")}
+
+
+def _direction(interval: dict[str, Any] | None) -> str | None:
+    """`higher` or `lower` when a paired interval excludes zero, None when it includes it."""
+    if not interval:
+        return None
+    return "higher" if interval["low"] > 0 else "lower" if interval["high"] < 0 else None
+
+
+def _held_on_every_seed(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, str | None]]:
+    """Per Style Tailoring arm and metric, the direction against sequential that every seed's
+    paired interval showed, or None when any seed's interval included zero or pointed the
+    other way (or an arm is missing from a seed)."""
+    arms = set.intersection(*(set(s["versus_sequential"]) for s in per_seed.values()))
+    held: dict[str, dict[str, str | None]] = {}
+    for arm in sorted(arms):
+        held[arm] = {}
+        for metric in ("text", "style"):
+            directions = {
+                _direction(s["versus_sequential"][arm][metric]) for s in per_seed.values()
+            }
+            held[arm][metric] = directions.pop() if len(directions) == 1 else None
+    return held
+
+
 def multi_seed_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """What held over several training seeds: per seed the verdicts and headline estimates,
-    and how many seeds each verdict held on (a claim needs all of them)."""
+    """What held over several training seeds: per seed the verdicts, each arm's point and its
+    paired difference from sequential, the headline estimates; and which verdicts held on every
+    seed (a claim needs all of them)."""
+    if not reports:
+        raise ValueError("multi_seed_summary: no sweep reports to summarise")
     per_seed = {}
     for seed, report in reports.items():
         headline = report["headline"]
@@ -176,14 +206,21 @@ def multi_seed_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 d["dominates_point_estimates"] for d in report["dominance"].values()
             ),
             **{
-                key: headline[key] and {k: headline[key][k] for k in ("estimate", "low", "high")}
+                key: _bounds(headline[key])
                 for key in ("style_pass_rate", "prompt_alignment", "scene_diversity")
             },
             "points": {
-                arm: {"text": p["text"], "style": p["style"]} for arm, p in report["points"].items()
+                arm: {k: p[k] for k in ("text", "text_ci", "style", "style_ci")}
+                for arm, p in report["points"].items()
+            },
+            "versus_sequential": {
+                arm: {
+                    "text": _bounds(d["text_minus_sequential"]),
+                    "style": _bounds(d["style_minus_sequential"]),
+                }
+                for arm, d in report["dominance"].items()
             },
         }
-    seeds = len(per_seed)
     return {
         "seeds": sorted(per_seed),
         "per_seed": per_seed,
@@ -192,8 +229,8 @@ def multi_seed_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
             s["dominates_point_estimates"] for s in per_seed.values()
         ),
         "holds_on_every_seed": {
-            "style_tailoring_dominates_sequential": all(s["dominates"] for s in per_seed.values())
-            and seeds > 0,
+            "style_tailoring_dominates_sequential": all(s["dominates"] for s in per_seed.values()),
+            "versus_sequential": _held_on_every_seed(per_seed),
         },
     }
 
