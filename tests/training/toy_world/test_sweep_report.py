@@ -113,6 +113,9 @@ def test_an_arm_s_difference_from_sequential_holds_only_when_every_seed_s_interv
     assert st_300["style"]["high"] < 0 < st_300["text"]["high"] and st_300["text"]["low"] < 0
     assert summary["per_seed"][1]["versus_sequential"][ST_700]["text"]["high"] < 0
     assert summary["per_seed"][2]["points"][ST_700]["text_ci"][0] > 0.2
+    # Absolute pass rates stay in the summary: a relative gain over a base that passes nothing
+    # has no value.
+    assert summary["per_seed"][0]["points"][ST_300]["style_pass_rate"] == 0.5
     held = summary["holds_on_every_seed"]["versus_sequential"]
     assert held[ST_300] == {"text": None, "style": "lower"}
     assert held[ST_700]["text"] is None  # higher on seeds 0 and 2, lower on seed 1

@@ -210,7 +210,17 @@ def multi_seed_summary(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 for key in ("style_pass_rate", "prompt_alignment", "scene_diversity")
             },
             "points": {
-                arm: {k: p[k] for k in ("text", "text_ci", "style", "style_ci")}
+                arm: {
+                    k: p[k]
+                    for k in (
+                        "text",
+                        "text_ci",
+                        "style",
+                        "style_ci",
+                        "style_pass_rate",
+                        "diversity",
+                    )
+                }
                 for arm, p in report["points"].items()
             },
             "versus_sequential": {
