@@ -59,14 +59,17 @@ def fill_and_freeze(
     reason: str = "",
 ) -> DatasetVersion:
     """Insert the rows of `sources` into the empty draft `version` and freeze it. Each source
-    is a queryset annotated with STREAM_COLUMNS (`manifest_columns` annotates the image's);
-    sources must not select an image twice. Raises VersionUnchanged, as `freeze_version` does,
+    is a queryset annotated with STREAM_COLUMNS (`manifest_columns` annotates the image's, with
+    `original_bytes` as the version's lineage asks, as `build_manifest` reads them); sources
+    must not select an image twice. Raises VersionUnchanged, as `freeze_version` does,
     when the rows are exactly the parent's.
 
     The rows are read once, in sha256 order, into the manifest; PostgreSQL copies each batch
     read into the draft. SQLite instead writes the draft with one `INSERT … SELECT` of the same
-    sources (inside this transaction, so the same rows): its per-row inserts from Python cost
-    twice that statement, and nothing is read back from the draft either way.
+    sources in the same transaction (the grid's freeze holds SQLite's write lock by then, having
+    created the draft, and the counts are compared): per-row inserts from Python cost twice
+    that statement. Nothing is read
+    back from the draft either way.
     """
     version = lock_draft(version)
     if version.items.exists():
