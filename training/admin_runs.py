@@ -67,7 +67,7 @@ class TrainingRunForm(forms.ModelForm):
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from training.services.runs import default_hyperparameters
+        from training.services.runs.inputs import default_hyperparameters
 
         super().__init__(*args, **kwargs)
         if "dataset_versions" in self.fields:
@@ -92,7 +92,7 @@ class TrainingRunForm(forms.ModelForm):
             self.fields["name"].required = False
 
     def clean(self) -> dict[str, Any]:
-        from training.services.runs import TrainingRunError, validate_run_inputs
+        from training.services.runs.inputs import TrainingRunError, validate_run_inputs
 
         data = super().clean()
         if self.errors or "recipe" not in self.fields:
@@ -274,24 +274,25 @@ class TrainingRunAdmin(PlatformAdmin):
 
     def _do(self, request: HttpRequest, run: m.TrainingRun, what: str) -> None:
         from curation.services.jobs import JobNotRetryable
-        from training.services import runs
+        from training.services.runs import jobs as run_jobs
+        from training.services.runs.inputs import TrainingRunError
 
         if not self.has_start_permission(request):
             self.message_user(request, "You may not start or stop training runs.", messages.ERROR)
             return
         try:
             if what == "start":
-                job = runs.enqueue_training(run, request.user)
+                job = run_jobs.enqueue_training(run, request.user)
                 self.message_user(request, f"{run}: training job #{job.pk} enqueued on gpu.")
             elif what == "cancel":
-                job = runs.cancel_training(run)
+                job = run_jobs.cancel_training(run)
                 self.message_user(request, f"{run}: cancellation requested ({job}).")
             else:
-                job = runs.resume_training(run, request.user)
+                job = run_jobs.resume_training(run, request.user)
                 self.message_user(
                     request, f"{run}: job #{job.pk} resumes from its last checkpoint."
                 )
-        except (runs.TrainingRunError, runs.RunNotStartable, JobNotRetryable) as error:
+        except (TrainingRunError, run_jobs.RunNotStartable, JobNotRetryable) as error:
             self.message_user(request, f"{run}: {error}", messages.ERROR)
 
     @admin.action(description="Start selected training runs", permissions=["start"])

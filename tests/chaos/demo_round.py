@@ -123,7 +123,8 @@ def run(status: Path) -> dict[str, Any]:
     from training.services.demo_training import DEMO_SAMPLER
     from training.services.generation import create_generation_batch, enqueue_generation
     from training.services.loops import start_retrain_round
-    from training.services.runs import create_training_run, enqueue_training
+    from training.services.runs.inputs import create_training_run
+    from training.services.runs.jobs import enqueue_training
 
     _status(status, "setup")  # the test migrated the database before starting the workers
     load_demo_fixtures(ROOT / "fixtures" / "demo.json")

@@ -24,7 +24,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs: dict) -> dict:
         """Only frozen versions and the recipe's roles, hyperparameters merged over defaults."""
-        from training.services.runs import TrainingRunError, validate_run_inputs
+        from training.services.runs.inputs import TrainingRunError, validate_run_inputs
 
         instance = self.instance
         values = {

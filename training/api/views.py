@@ -26,17 +26,18 @@ class TrainingRunViewSet(RefuseRecordDeletes, viewsets.ModelViewSet):
 
     def _act(self, pk: str | None, what: str, request: Request) -> Response:
         from curation.services.jobs import JobNotRetryable
-        from training.services import runs
+        from training.services.runs import jobs as run_jobs
+        from training.services.runs.inputs import TrainingRunError
 
         run = get_object_or_404(TrainingRun, pk=pk)
         try:
             if what == "start":
-                job = runs.enqueue_training(run, request.user)
+                job = run_jobs.enqueue_training(run, request.user)
             elif what == "resume":
-                job = runs.resume_training(run, request.user)
+                job = run_jobs.resume_training(run, request.user)
             else:
-                job = runs.cancel_training(run)
-        except (runs.TrainingRunError, runs.RunNotStartable, JobNotRetryable) as error:
+                job = run_jobs.cancel_training(run)
+        except (TrainingRunError, run_jobs.RunNotStartable, JobNotRetryable) as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         if job is None:
             return Response({"detail": "the run has no job"}, status=status.HTTP_409_CONFLICT)

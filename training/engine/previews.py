@@ -1,10 +1,11 @@
 """Validation previews while training: every N steps, fixed prompts × seeds through the run's
 own pipeline, saved as a grid under `<output_dir>/previews/` with a JSON index.
 
-The platform imports the index into the TrainingRun (services/runs.py), so the admin run page
-shows how the samples change next to the loss curve. Sampling starts from per-seed noise and
-runs under a forked RNG, so previews are deterministic for a seed and leave the training's
-random streams (and exact resume) untouched.
+The platform imports the index into the TrainingRun as the run trains
+(`training/services/previews.py`), so the admin run page shows how the samples change next to
+the loss curve. Sampling starts from per-seed noise and runs under a forked RNG, so previews
+are deterministic for a seed and leave the training's random streams (and exact resume)
+untouched.
 
 Layout:
 

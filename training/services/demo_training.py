@@ -14,7 +14,7 @@ from curation.services.jobs import execute_job
 from training.models import Checkpoint, GenerationBatch
 from training.services.checkpoints import ensure_tiny_base_checkpoint, is_toy_world
 from training.services.generation import create_generation_batch
-from training.services.runs import create_training_run
+from training.services.runs.inputs import create_training_run
 
 DEMO_TRAIN_STEPS = 10
 DEMO_SAMPLER = {"steps": 4, "resolution": 32}

@@ -156,7 +156,8 @@ def run_step(step: RoundStep, ctx: JobContext) -> dict[str, Any]:
 
 
 def _train(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
-    from training.services.runs import create_training_run, execute_training_run
+    from training.services.runs.execute import execute_training_run
+    from training.services.runs.inputs import create_training_run
 
     run = round_.training_run
     if run is None:

@@ -16,7 +16,8 @@ from typing import Any
 from curation.models import DatasetVersion, Schedule
 from curation.services.schedules import save_schedule
 from training.models import TrainingRun
-from training.services.runs import create_training_run, enqueue_training
+from training.services.runs.inputs import create_training_run
+from training.services.runs.jobs import enqueue_training
 
 JOB_KIND = "retrain_if_new_version"
 

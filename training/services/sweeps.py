@@ -96,7 +96,7 @@ def planned_arms(sweep_settings: dict[str, Any]) -> list[tuple[str, str, dict[st
 def _check_inputs(
     base_checkpoint: Checkpoint, versions: list[DatasetVersion], sweep_settings: dict[str, Any]
 ) -> None:
-    from training.services.runs import TrainingRunError, validate_run_inputs
+    from training.services.runs.inputs import TrainingRunError, validate_run_inputs
 
     for _, recipe, hyperparameters in planned_arms(sweep_settings):
         try:
@@ -215,7 +215,8 @@ def _record_arm(sweep: TradeoffSweep, arm: str, **values: Any) -> None:
 def _train_arm(
     sweep: TradeoffSweep, arm: str, recipe: str, hyperparameters: dict[str, Any], ctx: Any
 ) -> Checkpoint:
-    from training.services.runs import create_training_run, execute_training_run
+    from training.services.runs.execute import execute_training_run
+    from training.services.runs.inputs import create_training_run
 
     recorded = sweep.arms.get(arm, {})
     if recorded.get("checkpoint"):

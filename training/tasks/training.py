@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from curation.services.jobs import JobContext, Param, job_handler
 from training.models import TrainingRun
-from training.services.runs import TrainingWaiting, execute_training_run
+from training.services.runs.execute import TrainingWaiting, execute_training_run
 
 
 @job_handler("train", queue="gpu")

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from curation.models import Job
 from training.models import TrainingRun
-from training.services.runs import create_training_run
+from training.services.runs.inputs import create_training_run
 
 from .conftest import make_version
 

@@ -24,7 +24,7 @@ from training.models import Checkpoint
 from training.services.checkpoint_exports import JOB_KIND
 from training.services.checkpoints import register_base_model
 from training.services.demo_training import run_job_inline
-from training.services.runs import create_training_run
+from training.services.runs.inputs import create_training_run
 
 CHANGELIST = "admin:training_checkpoint_changelist"
 DOWNLOAD_LINK = r'href="([^"]+)" download class="checkpoint-export-download" data-format="{}"'

@@ -40,7 +40,7 @@ def test_lora_kind_checkpoint_merges_into_an_equivalent_base_model(
     from training.engine.generation import generate
     from training.models import Checkpoint
     from training.services.demo_training import run_job_inline
-    from training.services.runs import create_training_run
+    from training.services.runs.inputs import create_training_run
 
     run = create_training_run(
         recipe="domain",

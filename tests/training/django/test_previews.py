@@ -9,7 +9,8 @@ from django.urls import reverse
 from curation.media import signed_path
 from curation.services import jobs as job_services
 from training.models import TrainingRun
-from training.services.runs import create_training_run, enqueue_training
+from training.services.runs.inputs import create_training_run
+from training.services.runs.jobs import enqueue_training
 
 
 @pytest.mark.django_db

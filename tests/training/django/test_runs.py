@@ -10,13 +10,9 @@ from django.core.files.storage import default_storage
 from curation.models import Job
 from curation.services import jobs as job_services
 from training.models import Checkpoint, TrainingRun
-from training.services.runs import (
-    TrainingRunError,
-    build_train_config,
-    create_training_run,
-    enqueue_training,
-    resume_training,
-)
+from training.services.runs.config import build_train_config
+from training.services.runs.inputs import TrainingRunError, create_training_run
+from training.services.runs.jobs import enqueue_training, resume_training
 
 from .conftest import make_version
 

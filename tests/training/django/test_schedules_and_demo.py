@@ -10,7 +10,8 @@ from curation.services import jobs as job_services
 from curation.services.versions import add_items, create_draft_version, freeze_version
 from training.models import TrainingRun
 from training.services.demo_training import demo_generate, demo_train_domain
-from training.services.runs import create_training_run, enqueue_training, resume_training
+from training.services.runs.inputs import create_training_run
+from training.services.runs.jobs import enqueue_training, resume_training
 from training.services.schedules import nightly_retrain_schedule, retrain_if_new_version
 
 from .conftest import stored_image

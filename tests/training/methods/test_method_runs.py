@@ -11,7 +11,8 @@ from safetensors import safe_open
 from curation.models import Job
 from curation.services import jobs as job_services
 from training.models import Checkpoint, TrainingRun
-from training.services.runs import create_training_run, enqueue_training
+from training.services.runs.inputs import create_training_run
+from training.services.runs.jobs import enqueue_training
 
 TINY = {"steps": 2, "checkpoint_every": 2, "batch_size": 2}
 

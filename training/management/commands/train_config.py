@@ -12,7 +12,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from training.models import TrainingRun
-from training.services.runs import TrainingRunError, build_train_config
+from training.services.runs.config import build_train_config
+from training.services.runs.inputs import TrainingRunError
 
 
 class Command(BaseCommand):
