@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from training.engine.errors import BaseModelError
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"step-\d+")
 
 
 def checkpoint_name(step: int) -> str:
@@ -50,10 +52,12 @@ def checkpoint_name(step: int) -> str:
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The complete checkpoint folders, oldest first: a `step-N.tmp` folder is one a killed
+    process was still writing, never one to resume from."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    return sorted(p for p in root.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name))
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -143,6 +147,8 @@ def write_checkpoint_folder(
     if final.exists():
         shutil.rmtree(final)
     temporary.rename(final)
+    for stale in root.glob("step-*.tmp"):  # left by a process killed while writing
+        shutil.rmtree(stale)
     if keep is not None:
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old)

@@ -142,3 +142,39 @@ def test_checkpoint_loads_for_inference_with_trained_weights(make_config):
     assert any(not torch.equal(dict(raw.named_parameters())[n], v) for n, v in ema.items())
     assert components["lineage"]["adapter"] == "lora" and components["config"].steps == 2
     assert len(list_checkpoints(result.output_dir)) == 1
+
+
+def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one(
+    make_config, tmp_path, monkeypatch
+):
+    from training.engine.checkpoint import latest_checkpoint
+    from training.engine.loop import Trainer
+
+    options = {
+        "adapter": "lora",
+        "adapter_params": {"rank": 2},
+        "steps": 6,
+        "checkpoint_every": 2,
+        "batch_size": 2,
+        "keep_checkpoints": 2,
+    }
+    straight = run_training(make_config(output_dir=str(tmp_path / "straight"), **options))
+    broken = make_config(output_dir=str(tmp_path / "broken"), **options)
+    real = Trainer.lineage_record
+
+    def dies_writing_step_4(self):
+        if self.step == 4:
+            raise Killed  # config.json of step 4 is written, the rest is not
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "lineage_record", dies_writing_step_4)
+    with pytest.raises(Killed):
+        run_training(broken)
+    monkeypatch.setattr(Trainer, "lineage_record", real)
+    folder = Path(broken["output_dir"]) / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["step-0000002", "step-0000004.tmp"]
+    assert [p.name for p in list_checkpoints(broken["output_dir"])] == ["step-0000002"]
+    assert latest_checkpoint(broken["output_dir"]).name == "step-0000002"
+    resumed = run_training(broken, resume_from="latest")
+    assert resumed.losses == straight.losses
+    assert sorted(p.name for p in folder.iterdir()) == ["step-0000004", "step-0000006"]
