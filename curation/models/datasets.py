@@ -95,7 +95,11 @@ class DatasetItem(models.Model):
         VAL = "val", "Validation"
         TEST = "test", "Test"
 
-    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="items")
+    # No index of its own: `unique_image_per_version` leads with the version and serves every
+    # lookup by version; a second index only slowed the million-row inserts of a freeze.
+    version = models.ForeignKey(
+        DatasetVersion, on_delete=models.CASCADE, related_name="items", db_index=False
+    )
     image = models.ForeignKey("curation.Image", on_delete=models.PROTECT, related_name="+")
     caption = models.TextField(blank=True)
     label = models.CharField(max_length=64, blank=True)
