@@ -1,12 +1,16 @@
 """DEMO ONLY: rating rounds for a generation batch, annotated by a script.
 
-`demo_annotate` writes PSEUDO-RATINGS: deterministic numbers derived from hashes of the rated
-images' content (sha256) and the annotator's username, made to look like several people rating
-with some agreement. Never from database ids: a run whose jobs were retried or resumed (the
-chaos test) allocates other ids, yet must rate the same images the same way as an undisturbed run. They are demo data, not judgements of the
-images, and no test uses them as ground truth. They go through the real path nonetheless: each
-demo annotator's own Label Studio account creates them through the API (as the browser would),
-the platform receives them by webhook and/or reconcile, then curates the round.
+`demo_annotate`'s scripted annotators answer from the toy CLIP when the evaluation CLIP is the
+toy world's (curation.services.demo_judges: aligned / sticker-like as the toy CLIP sees it, each
+annotator with their own seeded noise and slips). Without it they write PSEUDO-RATINGS:
+deterministic numbers derived from hashes of the rated images' content (sha256) and the
+annotator's username, made to look like several people rating with some agreement, and the
+summary says so. Either way never from database ids: a run whose jobs were retried or resumed
+(the chaos test) allocates other ids, yet must rate the same images the same way as an
+undisturbed run. They are demo data, not human judgements, and no test uses them as ground
+truth. They go through the real path nonetheless: each demo annotator's own Label Studio
+account creates them through the API (as the browser would), the platform receives them by
+webhook and/or reconcile, then curates the round.
 """
 
 from __future__ import annotations
@@ -119,6 +123,10 @@ def pseudo_result(
     return results.style_result(bool(passed), stars)
 
 
+TOY_CLIP = "toy CLIP"
+CONTENT_HASH = "content hash (pseudo-ratings: EVAL_CLIP_WEIGHTS is not the toy world's CLIP)"
+
+
 def demo_annotate(
     round_: AnnotationRound,
     annotators: Sequence[Any],
@@ -126,18 +134,40 @@ def demo_annotate(
     user: Any = None,
     curate: bool = True,
     client: LabelStudioClient | None = None,
+    judge: Any = "settings",
 ) -> dict[str, Any]:
-    """DEMO ONLY: each annotator rates every pushed task once (skipping what they already rated)
-    with pseudo-ratings, then the round is reconciled, scored and (optionally) curated."""
+    """DEMO ONLY: each annotator rates every pushed task once (skipping what they already rated),
+    then the round is reconciled, scored and (optionally) curated. `judge`: a
+    `training.engine.toy_world.judge.ToyJudge`, None for pseudo-ratings, or "settings" (the toy
+    CLIP when EVAL_CLIP_WEIGHTS is the toy world's, else pseudo-ratings)."""
+    from curation.services.demo_judges import (
+        ToySignalCache,
+        task_shown,
+        toy_judge_from_settings,
+        toy_result,
+    )
+
+    if judge == "settings":
+        judge = toy_judge_from_settings()
     client = client or labelstudio_client()
     sync_annotators()
     round_ = AnnotationRound.objects.get(pk=round_.pk)
     reconcile_round(round_, client=client)
     tasks = list(
         round_.tasks.filter(labelstudio_task_id__isnull=False)
-        .select_related("image", "generation__image", "other_generation__image")
+        .select_related(
+            "image",
+            "generation__image",
+            "generation__prompt",
+            "other_generation__image",
+            "other_generation__prompt",
+        )
         .order_by("pk")
     )
+    signals = None
+    if judge is not None:
+        signals = ToySignalCache(judge)
+        signals.prefetch(tasks)
     created = 0
     for annotator in annotators:
         as_annotator = annotator_client(annotator, client)
@@ -149,15 +179,22 @@ def demo_annotate(
         for task in tasks:
             if task.pk in done:
                 continue
-            result = pseudo_result(
-                round_.kind,
-                task_images(task),
-                annotator.get_username(),
-                task.gold_answer if task.is_gold else None,
-            )
+            gold = task.gold_answer if task.is_gold else None
+            if signals is not None:
+                result = toy_result(
+                    round_.kind, task_shown(task), signals, annotator.get_username(), gold
+                )
+            else:
+                result = pseudo_result(
+                    round_.kind, task_images(task), annotator.get_username(), gold
+                )
             as_annotator.sdk.annotations.create(id=task.labelstudio_task_id, result=result)
             created += 1
-    summary: dict[str, Any] = {"round": round_.pk, "annotations_created": created}
+    summary: dict[str, Any] = {
+        "round": round_.pk,
+        "annotations_created": created,
+        "rated_by": TOY_CLIP if signals is not None else CONTENT_HASH,
+    }
     summary["reconcile"] = reconcile_round(round_, client=client)
     summary["quality"] = compute_round_quality(round_)
     if curate:

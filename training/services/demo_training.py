@@ -44,17 +44,22 @@ def demo_train_domain(
     *,
     steps: int = DEMO_TRAIN_STEPS,
     base: Checkpoint | None = None,
+    adapter: str = "lora",
+    learning_rate: float | None = None,
 ) -> Checkpoint:
-    """A `domain` LoRA run of `base` (default the tiny random base model; the demo gives the toy
-    world's pre-trained base) on `domain_version` (32 px, a few steps)."""
+    """A `domain` run (default LoRA) of `base` (default the tiny random base model; the demo gives
+    the toy world's pre-trained base) on `domain_version` (32 px, a few steps)."""
     base = base or ensure_tiny_base_checkpoint()
+    hyperparameters: dict[str, Any] = {"steps": steps, "checkpoint_every": max(1, steps // 2)}
+    if learning_rate is not None:
+        hyperparameters["learning_rate"] = learning_rate
     run = create_training_run(
         recipe="domain",
-        adapter="lora",
+        adapter=adapter,
         dataset_versions=[domain_version],
         base_checkpoint=base,
-        hyperparameters={"steps": steps, "checkpoint_every": max(1, steps // 2)},
-        name=f"demo: domain LoRA on {domain_version}",
+        hyperparameters=hyperparameters,
+        name=f"demo: domain {'LoRA' if adapter == 'lora' else adapter} on {domain_version}",
         user=user,
     )
     job = run_job_inline("train", {"run_id": run.pk}, user=user, target=run)

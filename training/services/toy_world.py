@@ -26,10 +26,23 @@ logger = logging.getLogger(__name__)
 BASE_NAME = "toy-world-base"
 GENERATION_SET = "toy-world-generation"
 EVALUATION_SET = "toy-world-evaluation"
-# Prompts rated by people each round: few, so a demo round stays short. Every sixth caption
-# covers each shape, colour and count; the evaluation set is every third, held-out ones included.
-GENERATION_EVERY = 6
-EVALUATION_EVERY = 3
+# Prompts rated by people each round: few, so a demo round stays short. Captions run count-major,
+# then colour, then shape (36 = 3 x 4 x 3), so every seventh covers each count, colour and shape
+# (every sixth would be circles only). The evaluation set is the twelve contents whose count,
+# colour and shape indices sum to a multiple of three: each shape and count four times, each
+# colour three, one held-out caption, none of the generation prompts.
+GENERATION_EVERY = 7
+
+
+def _evaluation_prompts(prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from training.engine.toy_world import scenes
+
+    chosen = {
+        c.caption
+        for c in scenes.all_contents()
+        if (c.count + list(scenes.COLOURS).index(c.colour) + scenes.SHAPES.index(c.shape)) % 3 == 0
+    }
+    return [p for p in prompts if p["text"] in chosen]
 
 
 @dataclass
@@ -93,5 +106,5 @@ def ensure_toy_world(
         }
         base.save(update_fields=["config", "updated_at"])
         generation = _prompt_set(GENERATION_SET, "generation", prompts[::GENERATION_EVERY])
-        evaluation = _prompt_set(EVALUATION_SET, "evaluation", prompts[1::EVALUATION_EVERY])
+        evaluation = _prompt_set(EVALUATION_SET, "evaluation", _evaluation_prompts(prompts))
     return ToyWorld(info, base, generation, evaluation)

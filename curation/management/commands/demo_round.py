@@ -29,6 +29,10 @@ DEMO_SWEEP = {
     "adapter": "full",
     "hyperparameters": {"steps": 16, "batch_size": 8, "learning_rate": 5e-4},
 }
+# The domain stage fine-tunes the whole toy UNet: a rank-4 LoRA for a few dozen steps leaves its
+# generations photographs (toy CLIP style pass rate 0 of 12 at 40 and 120 steps), 40 full-UNet
+# steps make half of them stickers, which is what the style round has to curate from.
+DOMAIN_TRAINING = {"adapter": "full", "steps": 40, "learning_rate": 5e-4}
 TINY_HYPERPARAMETERS = {
     "steps": 12,
     "resolution": 32,
@@ -96,7 +100,7 @@ class Command(BaseCommand):
             domain = demo_domain_dataset(lead, pool=world.pool, clip_weights=world.clip_weights)
             self.say(f"  {domain} frozen with {domain.row_count} images")
             self.say("training the toy world's pre-trained base on the domain version")
-            checkpoint = demo_train_domain(domain, lead, base=world.base)
+            checkpoint = demo_train_domain(domain, lead, base=world.base, **DOMAIN_TRAINING)
             self.say(f"  checkpoint {checkpoint}")
             generation_set, evaluation_set = world.generation_prompts, world.evaluation_prompts
             generations = demo_generate(checkpoint, generation_set, lead)
@@ -108,9 +112,16 @@ class Command(BaseCommand):
             for rating_round in demo_rating_rounds(generations, lead):
                 summary = demo_annotate(rating_round, annotators, user=lead)
                 rating_round.refresh_from_db()
+                if rating_round.result_version is None:
+                    raise CommandError(
+                        f"{rating_round.name}: nothing curated ({summary.get('curate_error')}); "
+                        f"the demo's annotators rated by {summary['rated_by']}"
+                    )
                 curated.append(rating_round.result_version)
                 self.say(
-                    f"  {rating_round.name}: {summary['annotations_created']} demo ratings, curated {rating_round.result_version} ({summary.get('rows')} rows)"
+                    f"  {rating_round.name}: {summary['annotations_created']} demo ratings by "
+                    f"{summary['rated_by']}, curated {rating_round.result_version} "
+                    f"({summary.get('rows')} rows)"
                 )
             self.say("starting the Style Tailoring retrain round (the worker runs its steps)")
             existing = start_retrain_round(
