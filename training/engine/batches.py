@@ -28,7 +28,14 @@ from training.engine.data import (
     sample_latents,
 )
 from training.engine.data.alpha import latent_mask
-from training.engine.data.prefetch import Loaded, Plan, Prefetcher, Read, read_sample
+from training.engine.data.prefetch import (
+    Loaded,
+    Plan,
+    Prefetcher,
+    Read,
+    read_sample,
+    without_repeats,
+)
 from training.engine.families import Geometry, ModelFamily, select_conditioning
 from training.engine.recipes import BatchPart, Recipe
 from training.engine.run_types import DataError
@@ -196,11 +203,7 @@ class BatchSource:
     def _sample(self, role: str, loaded: Loaded) -> Sample:
         """A worker's (or the inline reader's) result as a Sample; rows it found unreadable are
         reported once as skipped."""
-        for sha, why in loaded.skipped:
-            if sha not in self._bad:
-                logger.warning("datasets.%s: skipping unreadable sample: %s", role, why)
-                self._bad.add(sha)
-                self.skipped.append(sha)
+        self._report_skipped(role, loaded.skipped)
         return Sample(
             loaded.sha256,
             loaded.weight,
@@ -211,6 +214,13 @@ class BatchSource:
             loaded.flip,
             loaded.mask,
         )
+
+    def _report_skipped(self, role: str, skipped: list[tuple[str, str]]) -> None:
+        for sha, why in skipped:
+            if sha not in self._bad:
+                logger.warning("datasets.%s: skipping unreadable sample: %s", role, why)
+                self._bad.add(sha)
+                self.skipped.append(sha)
 
     def plan(self, step: int, micro_step: int, orders: dict[str, Any]) -> Plan:
         """The reads of one micro-batch (advances `orders`): rows from the batch orders, flips
@@ -272,6 +282,11 @@ class BatchSource:
                 read_sample(self.datasets, self.latent_cache, read, self._bad)
                 for read in planned.reads
             ]
+        planned, loaded, dropped = without_repeats(
+            self.datasets, self.latent_cache, planned, loaded, self._bad
+        )
+        for role, skipped in dropped:
+            self._report_skipped(role, skipped)
         samples = [
             self._sample(read.role, item) for read, item in zip(planned.reads, loaded, strict=True)
         ]

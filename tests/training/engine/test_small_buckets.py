@@ -12,7 +12,7 @@ import torch
 
 from training.engine.batches import rank_share
 from training.engine.config import TrainConfig
-from training.engine.data import BucketBatchOrder, EpochBatchOrder
+from training.engine.data import BucketBatchOrder, EpochBatchOrder, read_manifest
 from training.engine.loop import Trainer
 from training.engine.run import run_training
 
@@ -195,3 +195,38 @@ def test_a_run_over_a_tiny_bucket_resumes_exactly_with_or_without_workers(
     with pytest.raises(Killed):
         run_training(ahead, progress=kill_at_3)
     assert run_training(ahead, resume_from="latest").losses == straight.losses
+
+
+@pytest.fixture(scope="module")
+def one_tall_image_broken(tmp_path_factory):
+    """The small-bucket set with one of the two tall stickers cut short: its header (size, so
+    its bucket) reads, its pixels do not."""
+    root = tmp_path_factory.mktemp("broken-tall")
+    spec = write_sticker_set(root, "domain", sizes=SMALL_BUCKET_SIZES)
+    rows = read_manifest(spec["manifest"])
+    broken = root / "domain" / rows[SMALL_BUCKET_SIZES.index((30, 50))].image_path
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    return {"domain": spec}, rows[SMALL_BUCKET_SIZES.index((30, 50))].image_sha256
+
+
+def test_an_unreadable_image_never_brings_a_repeat_into_its_batch(
+    make_config, one_tall_image_broken
+):
+    datasets, broken_sha = one_tall_image_broken
+    configs = [
+        _bucketed(make_config, datasets, batch_size=4, **workers)
+        for workers in ({}, {"num_workers": 1, "prefetch_batches": 2})
+    ]
+    inline, ahead = (Trainer(TrainConfig.from_dict(c), device="cpu") for c in configs)
+    tall_parts = []
+    for micro in range(24):
+        batch = inline.draw_batch(step=micro, micro_step=micro)
+        assert batch.image_sha256 == ahead.draw_batch(step=micro, micro_step=micro).image_sha256
+        assert len(set(batch.image_sha256)) == len(batch.image_sha256), batch.image_sha256
+        assert broken_sha not in batch.image_sha256
+        assert batch.timesteps.shape == batch.weights.shape == (len(batch.image_sha256),)
+        if batch.geometry[0].target_size == (40, 24):  # (height, width): the tall bucket
+            tall_parts.append(len(batch.image_sha256))
+    assert tall_parts and set(tall_parts) == {1}  # the readable tall sticker, once
+    assert inline.skipped == ahead.skipped == [broken_sha]

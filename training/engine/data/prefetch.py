@@ -110,6 +110,49 @@ def read_sample(
     raise ImageLoadError(f"datasets.{read.role}: not one image of {len(dataset)} could be loaded")
 
 
+def without_repeats(
+    datasets: dict[str, ImageCaptionDataset],
+    cache: LatentCache | None,
+    planned: Plan,
+    loaded: list[Loaded],
+    known_bad: set[str],
+) -> tuple[Plan, list[Loaded], list[tuple[str, list[tuple[str, str]]]]]:
+    """`planned` and `loaded` with no image twice in one part. A read whose image could not be
+    opened took the next row of its bucket, which the part may hold already: it takes the next
+    row the part does not hold, or is dropped (a smaller part, as for a small bucket). Runs in
+    the main process on what was read, so it is the same with or without workers. Also returns
+    the unreadable rows dropped reads found, by role, for the caller to report."""
+    reads: list[Read] = []
+    items: list[Loaded] = []
+    counts: list[int] = []
+    unreported: list[tuple[str, list[tuple[str, str]]]] = []
+    start = 0
+    for count in planned.counts:
+        part = list(
+            zip(planned.reads[start : start + count], loaded[start : start + count], strict=True)
+        )
+        start += count
+        moved = [item.sha256 != datasets[r.role].rows[r.index].image_sha256 for r, item in part]
+        held = {item.sha256 for (_, item), was in zip(part, moved, strict=True) if not was}
+        kept = 0
+        for (read, item), was in zip(part, moved, strict=True):
+            if was and item.sha256 in held:
+                avoid = known_bad | held | {sha for sha, _ in item.skipped}
+                try:
+                    again = read_sample(datasets, cache, read, avoid)
+                except ImageLoadError:
+                    unreported.append((read.role, item.skipped))
+                    continue
+                again.skipped[:0] = item.skipped
+                item = again
+            held.add(item.sha256)
+            reads.append(read)
+            items.append(item)
+            kept += 1
+        counts.append(kept)
+    return Plan(planned.micro_step, reads, planned.positions, counts), items, unreported
+
+
 class _Reads(torch.utils.data.Dataset):
     """Worker side: an item is a Plan (passed through) or a Read (loaded)."""
 
