@@ -27,7 +27,8 @@ def code_version() -> str | None:
 
 def lineage_record(trainer: Any) -> dict[str, Any]:
     """The caller's lineage, then the run: step, recipe, adapter, base model and family, data
-    options, datasets, where it was initialised or resumed from, library versions."""
+    options, datasets, where it was initialised or resumed from, world size and torch threads,
+    library versions."""
     import accelerate
     import diffusers
     import peft
@@ -75,6 +76,11 @@ def lineage_record(trainer: Any) -> dict[str, Any]:
         },
         "resumed_from": trainer.resumed_from,
         "world_size": trainer.accelerator.num_processes,
+        # Intra-op threads change float reduction order, so two runs of the same code, data and
+        # seed at different thread counts (OMP_NUM_THREADS) differ in the last bits of their
+        # weights; recorded so such a difference is explainable. Read at this checkpoint's save:
+        # a resumed run may have trained its earlier steps at another count.
+        "torch_threads": torch.get_num_threads(),
         "libraries": {
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,

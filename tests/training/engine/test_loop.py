@@ -144,6 +144,20 @@ def test_checkpoint_loads_for_inference_with_trained_weights(make_config):
     assert len(list_checkpoints(result.output_dir)) == 1
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lineage_records_the_torch_thread_count_a_checkpoint_was_trained_at(make_config, threads):
+    # Reduction order, hence the weights' last bits, depend on it: a run-to-run difference at the
+    # same code, data and seed is explained by this field differing.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = run_training(make_config(steps=1))
+    finally:
+        torch.set_num_threads(previous)
+    lineage = json.loads((Path(result.checkpoint_path) / "lineage.json").read_text())
+    assert lineage["torch_threads"] == threads
+
+
 def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one(
     make_config, tmp_path, monkeypatch
 ):
