@@ -241,6 +241,8 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "curation.models.jobs.Job.Status",
         "ShardStatusEnum": "curation.models.embeddings.EmbeddingShard.Status",
         "RunStatusEnum": "training.models.runs.TrainingRun.Status",
+        "AnnotationRoundKindEnum": "curation.models.rounds.AnnotationRound.Kind",
+        "AnnotationRoundStateEnum": "curation.models.rounds.AnnotationRound.State",
     },
 }
 
