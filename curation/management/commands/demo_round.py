@@ -155,7 +155,8 @@ class Command(BaseCommand):
         while True:
             sweep.refresh_from_db()
             job = sweep.job
-            line = f"{sweep.status}: {job.progress_message if job else ''}"
+            message = job.progress_message if job else ""
+            line = f"{sweep.status}: {message}" if message else str(sweep.status)
             if line != last:
                 self.say(f"  sweep {line}")
                 last = line
