@@ -51,20 +51,24 @@ def _button_parts(run: m.TrainingRun | None) -> list[str]:
     return parts
 
 
+# What a user sets on a run: the form's fields, editable while its status is in EDITABLE_STATUSES.
+RUN_FIELDS = [
+    "name",
+    "recipe",
+    "adapter",
+    "base_checkpoint",
+    "dataset_versions",
+    "hyperparameters",
+]
+
+
 class TrainingRunForm(forms.ModelForm):
     """Only frozen versions can be picked; recipe roles and hyperparameters are checked here so
     a run that could not start is never saved."""
 
     class Meta:
         model = m.TrainingRun
-        fields = [
-            "name",
-            "recipe",
-            "adapter",
-            "base_checkpoint",
-            "dataset_versions",
-            "hyperparameters",
-        ]
+        fields = RUN_FIELDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         from training.services.runs.inputs import default_hyperparameters
@@ -131,14 +135,7 @@ class TrainingRunAdmin(PlatformAdmin):
     date_hierarchy = "created_at"
     filter_horizontal = ["dataset_versions"]
     actions = ["start", "cancel", "resume"]
-    run_fields = [
-        "name",
-        "recipe",
-        "adapter",
-        "base_checkpoint",
-        "dataset_versions",
-        "hyperparameters",
-    ]
+    run_fields = RUN_FIELDS
     status_fields = [
         "status",
         "progress",

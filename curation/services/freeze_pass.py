@@ -68,8 +68,7 @@ def fill_and_freeze(
     read into the draft. SQLite instead writes the draft with one `INSERT … SELECT` of the same
     sources in the same transaction (the grid's freeze holds SQLite's write lock by then, having
     created the draft, and the counts are compared): per-row inserts from Python cost twice
-    that statement. Nothing is read
-    back from the draft either way.
+    that statement. Nothing is read back from the draft either way.
     """
     version = lock_draft(version)
     if version.items.exists():

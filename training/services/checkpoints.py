@@ -38,22 +38,23 @@ def is_base_model(checkpoint: Checkpoint) -> bool:
     return not checkpoint.adapter
 
 
-def is_tiny(checkpoint: Checkpoint | None) -> bool:
-    """Tiny random models (tests, demo) get tiny default hyperparameters."""
+def _flagged_in_lineage(checkpoint: Checkpoint | None, flag: str) -> bool:
+    """Whether `checkpoint` or a checkpoint it was trained from carries `flag` in its config."""
     while checkpoint is not None:
-        if (checkpoint.config or {}).get("tiny"):
+        if (checkpoint.config or {}).get(flag):
             return True
         checkpoint = checkpoint.parent
     return False
+
+
+def is_tiny(checkpoint: Checkpoint | None) -> bool:
+    """Tiny random models (tests, demo) get tiny default hyperparameters."""
+    return _flagged_in_lineage(checkpoint, "tiny")
 
 
 def is_toy_world(checkpoint: Checkpoint | None) -> bool:
     """Models of the toy world (its base and what was trained from it) sample like it."""
-    while checkpoint is not None:
-        if (checkpoint.config or {}).get("toy_world"):
-            return True
-        checkpoint = checkpoint.parent
-    return False
+    return _flagged_in_lineage(checkpoint, "toy_world")
 
 
 def _inspect(path: Path) -> Any:

@@ -16,7 +16,7 @@ from training.engine.data import BucketBatchOrder, EpochBatchOrder, read_manifes
 from training.engine.loop import Trainer
 from training.engine.run import run_training
 
-from .test_buckets import write_sticker_set
+from .test_buckets import bucketed, write_sticker_set
 
 # At resolution 32, bucket_step 8: five square stickers, two tall (24x40) and one wide (40x24).
 SMALL_BUCKET_SIZES = [(40, 40), (48, 48), (36, 36), (44, 44), (32, 32), (30, 50), (32, 56)]
@@ -30,11 +30,6 @@ def small_bucket_sets(tmp_path_factory):
         role: write_sticker_set(root, role, sizes=SMALL_BUCKET_SIZES)
         for role in ("domain", "alignment", "style")
     }
-
-
-def _bucketed(make_config, datasets, **overrides):
-    options = {"image_fit": "bucket", "bucket_step": 8, "resolution": 32, **overrides}
-    return make_config(datasets=datasets, **options)
 
 
 def test_an_epoch_order_never_repeats_within_a_take_and_reads_each_sample_once_per_epoch():
@@ -115,7 +110,7 @@ def test_a_tiny_bucket_makes_a_smaller_style_tailoring_batch_with_right_windows_
     make_config, family_bases, small_bucket_sets
 ):
     config = TrainConfig.from_dict(
-        _bucketed(
+        bucketed(
             make_config,
             small_bucket_sets,
             base_model=str(family_bases("sdxl")),
@@ -183,9 +178,9 @@ def test_a_run_over_a_tiny_bucket_resumes_exactly_with_or_without_workers(
         "random_flip": 0.5,
     }
     straight = run_training(
-        _bucketed(make_config, small_bucket_sets, output_dir=str(tmp_path / "a"), **options)
+        bucketed(make_config, small_bucket_sets, output_dir=str(tmp_path / "a"), **options)
     )
-    broken = _bucketed(make_config, small_bucket_sets, output_dir=str(tmp_path / "b"), **options)
+    broken = bucketed(make_config, small_bucket_sets, output_dir=str(tmp_path / "b"), **options)
     with pytest.raises(Killed):
         run_training(broken, progress=kill_at_3)
     resumed = run_training(broken, resume_from="latest")
@@ -215,7 +210,7 @@ def test_an_unreadable_image_never_brings_a_repeat_into_its_batch(
 ):
     datasets, broken_sha = one_tall_image_broken
     configs = [
-        _bucketed(make_config, datasets, batch_size=4, **workers)
+        bucketed(make_config, datasets, batch_size=4, **workers)
         for workers in ({}, {"num_workers": 1, "prefetch_batches": 2})
     ]
     inline, ahead = (Trainer(TrainConfig.from_dict(c), device="cpu") for c in configs)
