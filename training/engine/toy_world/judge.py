@@ -25,6 +25,7 @@ from typing import Any
 
 from training.engine import metrics
 from training.engine.toy_world import scenes
+from training.engine.toy_world.sweep import style_captions
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,7 @@ class ToyJudge:
         from PIL import Image
 
         row = metrics.embed_images(self.bundle, [Image.open(io.BytesIO(data)).convert("RGB")])
-        texts = metrics.embed_texts(
-            self.bundle, [prompt, f"a sticker of {prompt}", f"a photo of {prompt}"]
-        )
+        texts = metrics.embed_texts(self.bundle, [prompt, *style_captions(prompt)])
         mine, sticker, photo = (row @ texts.T)[0].tolist()
         others = [
             v

@@ -88,16 +88,18 @@ def arm_configs(
     return arms
 
 
+def style_captions(prompt: str) -> tuple[str, str]:
+    """The two zero-shot captions the style verdict compares: (sticker, photo) of `prompt`.
+    The demo's toy judge reads the same two, so its "passed" is this pass rate's verdict."""
+    return f"a sticker of {prompt}", f"a photo of {prompt}"
+
+
 def style_passes(bundle: Any, scored: dict[str, Any], images: list[Any]) -> list[float]:
     """1 where the toy CLIP finds an image closer to "a sticker of P" than to "a photo of P"."""
-    prompts = scored["prompts"]
+    stickers, photos = zip(*(style_captions(p) for p in scored["prompts"]), strict=True)
     rows = metrics.embed_images(bundle, images)
-    sticker = metrics.cosine_pairs(
-        rows, metrics.embed_texts(bundle, [f"a sticker of {p}" for p in prompts])
-    )
-    photo = metrics.cosine_pairs(
-        rows, metrics.embed_texts(bundle, [f"a photo of {p}" for p in prompts])
-    )
+    sticker = metrics.cosine_pairs(rows, metrics.embed_texts(bundle, list(stickers)))
+    photo = metrics.cosine_pairs(rows, metrics.embed_texts(bundle, list(photos)))
     return [float(s > p) for s, p in zip(sticker.tolist(), photo.tolist(), strict=True)]
 
 
