@@ -125,19 +125,10 @@ def _after(request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
     return None
 
 
-def _denied(modeladmin: admin.ModelAdmin, request: HttpRequest) -> bool:
-    if request.user.has_perm(EXPORT_PERMISSION):
-        return False
-    modeladmin.message_user(request, "You may not export checkpoints.", messages.ERROR)
-    return True
-
-
 @admin.action(description="Export for diffusers (EMA weights)", permissions=["export"])
 def export_for_diffusers(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> HttpResponse | None:
-    if _denied(modeladmin, request):
-        return None
     request_exports(modeladmin, request, queryset, "diffusers")
     return _after(request, queryset)
 
@@ -146,8 +137,6 @@ def export_for_diffusers(
 def export_for_kohya(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> HttpResponse | None:
-    if _denied(modeladmin, request):
-        return None
     request_exports(modeladmin, request, queryset, "kohya")
     return _after(request, queryset)
 
@@ -187,8 +176,6 @@ def _options_page(
 def export_with_options(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> HttpResponse | None:
-    if _denied(modeladmin, request):
-        return None
     form = ExportForm(request.POST if "apply" in request.POST else None)
     if "apply" in request.POST and form.is_valid():
         request_exports(

@@ -309,6 +309,21 @@ def test_refusals_say_why_and_queue_nothing(
         client.get(reverse("admin:training_checkpoint_export", args=[lora.pk])).status_code == 302
     )
 
+    # Staff who may see checkpoints but not start runs get no export action and no export page.
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("checkpoint-viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_checkpoint"))
+    client.force_login(viewer)
+    listed = client.get(reverse(CHANGELIST))
+    assert listed.status_code == 200 and "export_for_diffusers" not in listed.content.decode()
+    queued = Job.objects.filter(kind=JOB_KIND).count()
+    _act(client, "export_for_diffusers", [lora], capture)
+    assert Job.objects.filter(kind=JOB_KIND).count() == queued
+    assert (
+        client.get(reverse("admin:training_checkpoint_export", args=[lora.pk])).status_code == 403
+    )
+
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
