@@ -47,6 +47,9 @@ def ensure_torchvision_importable() -> None:
     global _library
     if _library is not None or "torchvision" in sys.modules:
         return
+    # A direct call must take the lazy hook out first: its own find_spec would otherwise fire the
+    # hook, which defines the schemas, and this call would then define them a second time.
+    uninstall_torchvision_hook()
     spec = importlib.util.find_spec("torchvision")
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not locations or _compiled_ops_load(Path(locations[0])):
