@@ -400,6 +400,8 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         path = save_training_checkpoint(self)
         if path is not None:
+            # keep_checkpoints may just have deleted older folders: list only what exists.
+            self.checkpoints = [p for p in self.checkpoints if Path(p).is_dir()]
             self.checkpoints.append(str(path))
         return path
 

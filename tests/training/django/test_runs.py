@@ -174,3 +174,31 @@ def test_cancel_then_resume_continues_from_the_engine_checkpoint(
     assert checkpoint.lineage["resumed_from"].endswith("step-0000003")
     run.refresh_from_db()
     assert [p["step"] for p in run.loss_curve] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.django_db
+def test_a_reported_checkpoint_that_no_longer_exists_is_not_recorded(
+    versions, tiny_base, data_lead, no_dispatch, django_capture_on_commit_callbacks, monkeypatch
+):
+    import shutil
+
+    import training.engine.run as engine_run
+
+    real = engine_run.run_training
+
+    def then_deleted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        shutil.rmtree(result.checkpoint_path)  # e.g. a cleanup racing the job
+        return result
+
+    monkeypatch.setattr(engine_run, "run_training", then_deleted)
+    run = create_training_run(
+        recipe="domain",
+        dataset_versions=[versions["domain"]],
+        base_checkpoint=tiny_base,
+        hyperparameters=TINY,
+    )
+    job = _start(run, data_lead, django_capture_on_commit_callbacks)
+    assert job.status != Job.Status.SUCCEEDED  # a failed attempt (retried later), not success
+    assert "step-0000004, which does not exist" in job.error
+    assert not Checkpoint.objects.filter(training_run=run).exists()

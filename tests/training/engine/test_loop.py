@@ -192,3 +192,14 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one
     resumed = run_training(broken, resume_from="latest")
     assert resumed.losses == straight.losses
     assert sorted(p.name for p in folder.iterdir()) == ["step-0000004", "step-0000006"]
+
+
+def test_result_lists_only_the_checkpoints_keep_checkpoints_left(make_config, tmp_path):
+    config = make_config(
+        output_dir=str(tmp_path / "kept"), steps=6, checkpoint_every=2, keep_checkpoints=2
+    )
+    result = run_training(config)
+    assert [Path(p).name for p in result.checkpoints] == ["step-0000004", "step-0000006"]
+    assert all(Path(p).is_dir() for p in result.checkpoints)
+    assert result.checkpoints == [str(p) for p in list_checkpoints(config["output_dir"])]
+    assert Path(result.checkpoint_path).name == "step-0000006"

@@ -164,6 +164,11 @@ def _record_checkpoint(run: TrainingRun, config: Any, result: Any) -> Checkpoint
     if not result.checkpoint_path:
         raise RuntimeError(f"training run {run.pk}: the engine reported no checkpoint")
     path = Path(result.checkpoint_path)
+    if not (path / "config.json").is_file():
+        # keep_checkpoints or a cleanup removed it: a row pointing at nothing is worse than none.
+        raise RuntimeError(
+            f"training run {run.pk}: the engine reported checkpoint {path}, which does not exist"
+        )
     lineage = {**read_lineage(path), **run_lineage(run, run.job)}
     losses = list(result.losses)
     metrics = {
