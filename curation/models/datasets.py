@@ -97,8 +97,18 @@ class DatasetItem(models.Model):
 
     # No index of its own: `unique_image_per_version` leads with the version and serves every
     # lookup by version; a second index only slowed the million-row inserts of a freeze.
+    # No foreign-key constraint in the database either: a version's rows are written only in
+    # the transaction that created the version (or while it is a draft), a frozen version is
+    # never changed, and deleting one goes through Django's collector, which deletes its rows
+    # (CASCADE). On PostgreSQL the constraint cost a million deferred checks at the commit of
+    # a million-row freeze. The key to the image keeps its constraint: images are deleted
+    # while versions are frozen, and a frozen row must never lose its image.
     version = models.ForeignKey(
-        DatasetVersion, on_delete=models.CASCADE, related_name="items", db_index=False
+        DatasetVersion,
+        on_delete=models.CASCADE,
+        related_name="items",
+        db_index=False,
+        db_constraint=False,
     )
     image = models.ForeignKey("curation.Image", on_delete=models.PROTECT, related_name="+")
     caption = models.TextField(blank=True)

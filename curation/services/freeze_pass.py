@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -75,28 +78,123 @@ def fill_and_freeze(
         raise ValueError(f"{version} already has rows; fill_and_freeze fills an empty draft")
     select, params = _union(sources)
     copy = connection.vendor == "postgresql"
+    if copy:
+        _check_images_immediately()
     picks: list[tuple[np.ndarray, np.ndarray]] = []
     rows = 0
-
-    def parts() -> Iterator[pa.RecordBatch]:
-        nonlocal rows
+    with ManifestWriter() as manifest:
         for batch in stream_batches(f"{select} ORDER BY 2", params, STREAM_TYPE):
             batch, pick = _with_text_captions(batch, captions)
             picks.append(pick)
+            manifest.put(batch)  # written on the worker thread while this one writes the rows
             if copy:
                 _copy_items(version, batch)
             rows += batch.num_rows
-            yield manifest_part(batch)
-
-    data = write_manifest(parts())
-    if not rows:
-        raise ValueError(f"{version} has no rows; add images before freezing")
-    if not copy:
-        written = _insert_selected(version, select, params, captions, picks)
-        if written != rows:
-            raise RuntimeError(f"{version}: read {rows} rows but wrote {written}; not frozen")
+        manifest.close()
+        if not rows:
+            raise ValueError(f"{version} has no rows; add images before freezing")
+        if not copy:
+            written = _insert_selected(version, select, params, captions, picks)
+            if written != rows:
+                raise RuntimeError(f"{version}: read {rows} rows but wrote {written}; not frozen")
+        data = manifest.result()
     refresh_statistics(DatasetItem)  # the diff and every page read the rows just written
     return seal(version, data, rows, user=user, reason=reason)
+
+
+_END = object()
+
+
+class ManifestWriter:
+    """The manifest written from batches on a worker thread, while the caller's thread writes
+    the same rows into the database: the freeze then waits for the longer of the two writes,
+    not their sum. Both release the GIL for their heavy part (sqlite3's statement, PostgreSQL
+    doing the COPY's inserts, pyarrow's casts, encoding and compression).
+
+    The worker runs pure pyarrow (`manifest_part`, `write_manifest`) and never touches a
+    database connection: Django's are per-thread, and every row is read and written on the
+    caller's, inside its transaction. The bytes stay in memory until `result()`; nothing is
+    stored until the caller seals the version, so a failure on either side leaves no file.
+    A failure of the worker is raised on the caller's thread at its next `put` or at
+    `result()`; a failure of the caller stops the worker when the `with` block exits.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        # A few batches of slack (50,000 rows each): the reader never waits for the writer
+        # unless the writer falls that far behind, and memory stays bounded.
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._data: bytes | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="manifest-writer", daemon=True)
+
+    def __enter__(self) -> ManifestWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+        self._thread.join()
+
+    def _parts(self) -> Iterator[pa.RecordBatch]:
+        while (batch := self._queue.get()) is not _END:
+            yield manifest_part(batch)
+
+    def _run(self) -> None:
+        try:
+            self._data = write_manifest(self._parts())
+        except BaseException as error:  # handed to the caller's thread, raised there
+            self._error = error
+            while self._queue.get() is not _END:  # the caller never blocks on a dead writer
+                pass
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing the manifest failed: {self._error}") from self._error
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        """One more batch of the manifest, in sha256 order."""
+        self._raise_failure()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """No more batches; the worker finishes writing."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_END)
+
+    def result(self) -> bytes:
+        """The manifest's bytes, once the worker has written them all."""
+        self.close()
+        self._thread.join()
+        self._raise_failure()
+        assert self._data is not None
+        return self._data
+
+
+def _check_images_immediately() -> None:
+    """PostgreSQL checks DatasetItem's foreign key to its image at the end of each COPY, not
+    all at commit: the same constraint, so an image deleted while the freeze runs still fails
+    the one or the other transaction, but the million checks now run on the server while the
+    manifest is written here, instead of after it, alone, at commit. (The key to the version
+    has no constraint in the database: the version is created in the same transaction.)"""
+    field = DatasetItem._meta.get_field("image")
+    table = DatasetItem._meta.db_table
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+        names = [
+            name
+            for name, info in constraints.items()
+            if info["foreign_key"] and info["columns"] == [field.column]
+        ]
+        if len(names) != 1:
+            raise RuntimeError(f"{table}.{field.column}: expected one foreign key, found {names}")
+        cursor.execute(f"SET CONSTRAINTS {connection.ops.quote_name(names[0])} IMMEDIATE")
 
 
 def _union(sources: Iterable[QuerySet]) -> tuple[str, list[Any]]:
