@@ -100,3 +100,55 @@ def paired(
         a, a_c, b, b_c = new[key], new["prompts"], old[key], old["prompts"]
     interval = cluster_difference(a, a_c, b, b_c, relative=relative)
     return interval.to_dict() if interval else None
+
+
+# CLIP's own temperature: at this scale a logsumexp over captions is close to their best match.
+_ZERO_SHOT_SCALE = 100.0
+
+
+def prompt_following(bundle: Any, generated: Sequence[tuple[str, int, Image.Image]]) -> dict:
+    """Does the model draw what its prompt names? Zero-shot, with the toy CLIP as the reader.
+
+    Each image is read against every caption of the world: per attribute (shape, colour,
+    count) the value whose captions match it best (a logsumexp over the captions sharing that
+    value) is its reading, and `rank` is where its own prompt falls among all captions (1 is
+    best). Accuracies come with intervals resampled by prompt, against the chance of guessing.
+    """
+    import torch
+
+    from training.engine.toy_world import scenes
+
+    contents = scenes.all_contents()
+    by_caption = {c.caption: c for c in contents}
+    prompts = [p for p, _, _ in generated]
+    unknown = sorted({p for p in prompts if p not in by_caption})
+    if unknown:
+        raise ValueError(f"prompts not in the toy world: {unknown[:3]}")
+    images = metrics.embed_images(bundle, [image for _, _, image in generated])
+    texts = metrics.embed_texts(bundle, [c.caption for c in contents])
+    similarity = (
+        _ZERO_SHOT_SCALE
+        * torch.nn.functional.normalize(images, dim=-1)
+        @ torch.nn.functional.normalize(texts, dim=-1).T
+    )
+    truth = [by_caption[p] for p in prompts]
+    result: dict[str, Any] = {"images": len(prompts), "prompts": len(set(prompts))}
+    for attribute in ("shape", "colour", "count"):
+        values = sorted({getattr(c, attribute) for c in contents}, key=str)
+        columns = [
+            similarity[:, [i for i, c in enumerate(contents) if getattr(c, attribute) == v]]
+            for v in values
+        ]
+        reading = torch.stack([torch.logsumexp(col, dim=1) for col in columns], dim=1)
+        picked = [values[i] for i in reading.argmax(dim=1).tolist()]
+        correct = [float(p == getattr(t, attribute)) for p, t in zip(picked, truth, strict=True)]
+        interval = cluster_mean(correct, prompts)
+        result[attribute] = {
+            **(interval.to_dict() if interval else {}),
+            "chance": round(1 / len(values), 4),
+        }
+    own = torch.tensor([contents.index(t) for t in truth])
+    ranks = (similarity > similarity[torch.arange(len(own)), own][:, None]).sum(dim=1) + 1
+    result["median_rank"] = float(ranks.float().median())
+    result["candidates"] = len(contents)
+    return result
