@@ -78,8 +78,6 @@ def fill_and_freeze(
         raise ValueError(f"{version} already has rows; fill_and_freeze fills an empty draft")
     select, params = _union(sources)
     copy = connection.vendor == "postgresql"
-    if copy:
-        _check_images_immediately()
     picks: list[tuple[np.ndarray, np.ndarray]] = []
     rows = 0
     with ManifestWriter() as manifest:
@@ -175,26 +173,6 @@ class ManifestWriter:
         self._raise_failure()
         assert self._data is not None
         return self._data
-
-
-def _check_images_immediately() -> None:
-    """PostgreSQL checks DatasetItem's foreign key to its image at the end of each COPY, not
-    all at commit: the same constraint, so an image deleted while the freeze runs still fails
-    the one or the other transaction, but the million checks now run on the server while the
-    manifest is written here, instead of after it, alone, at commit. (The key to the version
-    has no constraint in the database: the version is created in the same transaction.)"""
-    field = DatasetItem._meta.get_field("image")
-    table = DatasetItem._meta.db_table
-    with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, table)
-        names = [
-            name
-            for name, info in constraints.items()
-            if info["foreign_key"] and info["columns"] == [field.column]
-        ]
-        if len(names) != 1:
-            raise RuntimeError(f"{table}.{field.column}: expected one foreign key, found {names}")
-        cursor.execute(f"SET CONSTRAINTS {connection.ops.quote_name(names[0])} IMMEDIATE")
 
 
 def _union(sources: Iterable[QuerySet]) -> tuple[str, list[Any]]:

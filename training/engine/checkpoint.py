@@ -155,12 +155,16 @@ def write_checkpoint_folder(
     return final
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """A finished checkpoint folder: write_checkpoint_folder renames it into place complete."""
+    return (Path(path) / "config.json").is_file()
+
+
 def read_checkpoint_config(path: str | Path) -> TrainConfig:
     path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
+    if not is_checkpoint(path):
         raise FileNotFoundError(f"{path}: not a checkpoint folder (no config.json)")
-    return TrainConfig.from_json(config_file)
+    return TrainConfig.from_json(path / "config.json")
 
 
 def read_lineage(path: str | Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from training.engine.base_model import load_base_components
 from training.engine.batches import BatchSource, BucketGroup, TrainingBatch, batch_orders
 from training.engine.checkpoint import (
     initialize_from_checkpoint,
+    is_checkpoint,
     restore_training_checkpoint,
     save_training_checkpoint,
 )
@@ -401,7 +402,7 @@ class Trainer:
         path = save_training_checkpoint(self)
         if path is not None:
             # keep_checkpoints may just have deleted older folders: list only what exists.
-            self.checkpoints = [p for p in self.checkpoints if Path(p).is_dir()]
+            self.checkpoints = [p for p in self.checkpoints if is_checkpoint(p)]
             self.checkpoints.append(str(path))
         return path
 

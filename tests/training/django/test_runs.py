@@ -202,3 +202,6 @@ def test_a_reported_checkpoint_that_no_longer_exists_is_not_recorded(
     assert job.status != Job.Status.SUCCEEDED  # a failed attempt (retried later), not success
     assert "step-0000004, which does not exist" in job.error
     assert not Checkpoint.objects.filter(training_run=run).exists()
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED  # not "running" while the job waits to retry
+    assert "recording its checkpoint failed" in job.log_tail

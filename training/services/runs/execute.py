@@ -127,8 +127,15 @@ def execute_training_run(run: TrainingRun, ctx: JobContext) -> Checkpoint:
         set_run_status(run, TrainingRun.Status.CANCELLED)
         ctx.log(f"cancelled at step {result.step}; resume continues from {result.checkpoint_path}")
         raise JobCancelled(f"training run {run.pk} cancelled at step {result.step}")
-    import_previews(run, output_dir)
-    checkpoint = _record_checkpoint(run, config, result)
+    try:
+        import_previews(run, output_dir)
+        checkpoint = _record_checkpoint(run, config, result)
+    except Exception as error:
+        # The job may retry, which resumes from the saved checkpoint; until then the run is not
+        # running, and saying so keeps the admin from showing a run nobody is training.
+        set_run_status(run, TrainingRun.Status.FAILED)
+        ctx.log(f"training finished but recording its checkpoint failed: {error}")
+        raise
     set_run_status(run, TrainingRun.Status.SUCCEEDED)
     ctx.log(f"checkpoint {checkpoint.name} at step {checkpoint.step}")
     return checkpoint
@@ -159,12 +166,12 @@ def _run_styledrop(run: TrainingRun, config: Any, ctx: JobContext, common: dict[
 
 
 def _record_checkpoint(run: TrainingRun, config: Any, result: Any) -> Checkpoint:
-    from training.engine.checkpoint import read_lineage
+    from training.engine.checkpoint import is_checkpoint, read_lineage
 
     if not result.checkpoint_path:
         raise RuntimeError(f"training run {run.pk}: the engine reported no checkpoint")
     path = Path(result.checkpoint_path)
-    if not (path / "config.json").is_file():
+    if not is_checkpoint(path):
         # keep_checkpoints or a cleanup removed it: a row pointing at nothing is worse than none.
         raise RuntimeError(
             f"training run {run.pk}: the engine reported checkpoint {path}, which does not exist"
