@@ -47,6 +47,23 @@ def test_missing_columns_are_named(tmp_path):
         read_manifest(tmp_path / "m.parquet")
 
 
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -0.5])
+def test_a_weight_that_would_poison_the_loss_is_refused_naming_its_row(tmp_path, weight):
+    rows = [
+        {"image_sha256": "a" * 64, "caption": "cat", "weight": 1.0},
+        {"image_sha256": "b" * 64, "caption": "dog", "weight": weight},
+    ]
+    write_manifest(tmp_path / "m.parquet", rows)
+    with pytest.raises(ManifestError, match=rf"row 1 \(b{{64}}\) has weight {weight}"):
+        read_manifest(tmp_path / "m.parquet")
+
+
+def test_a_zero_weight_is_kept(tmp_path):
+    rows = [{"image_sha256": "a" * 64, "caption": "cat", "weight": 0.0}]
+    write_manifest(tmp_path / "m.parquet", rows)
+    assert read_manifest(tmp_path / "m.parquet")[0].weight == 0.0
+
+
 def test_dataset_yields_normalised_pixels_and_caption(toy_datasets):
     spec = toy_datasets["style"]
     dataset = ImageCaptionDataset.from_manifest(spec["manifest"], spec["sha256"], 32)

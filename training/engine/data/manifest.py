@@ -4,6 +4,7 @@ to the checksum the version was frozen with, or the run is refused before any st
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,20 @@ def read_manifest(
         if not isinstance(sha, str) or not sha:
             raise ManifestError(f"{path}: row {i} has an empty image_sha256")
         weight = data["weight"][i] if "weight" in columns else 1.0
+        weight = 1.0 if weight is None else float(weight)
+        if not math.isfinite(weight) or weight < 0:
+            # It multiplies the row's loss: negative would push the model away from the image,
+            # NaN or infinite would poison every step that draws it.
+            raise ManifestError(
+                f"{path}: row {i} ({sha}) has weight {weight}; weights must be finite and >= 0"
+            )
         label = data["label"][i] if "label" in columns else None
         rows.append(
             ManifestRow(
                 image_sha256=sha,
                 caption=data[text_column][i] or "",
                 label=None if label is None else str(label),
-                weight=1.0 if weight is None else float(weight),
+                weight=weight,
                 split=row_split,
                 image_path=data["image_path"][i] if "image_path" in columns else None,
             )
