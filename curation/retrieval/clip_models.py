@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from curation.retrieval.images import to_rgb
+from training.engine.metrics import random_init_without_notice
 
 TINY_CLIP = "tiny-clip"
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -130,7 +131,7 @@ def load_clip(
             )
             checksum = file_sha256(path)
         else:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), random_init_without_notice():
                 torch.manual_seed(seed)
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     model_name, pretrained=None, device=device

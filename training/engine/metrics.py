@@ -19,9 +19,11 @@ instead of failing the batch; aggregates ignore NaNs and report how many were lo
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -35,6 +37,25 @@ TINY_CLIP_CONFIG = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
+
+
+class _RandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def random_init_without_notice() -> Iterator[None]:
+    """open_clip warns on the root logger whenever it builds a model without weights. Callers
+    that ask for a random init on purpose (a toy CLIP about to be trained, a seeded test model)
+    say what the weights are themselves (the report's "random weights" mark), so the console
+    line is noise there."""
+    root, notice = logging.getLogger(), _RandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def load_metric_clip(
@@ -60,7 +81,7 @@ def _open_clip_bundle(model_name: str, weights_path: str | Path | None, seed: in
             config.write_text(json.dumps(TINY_CLIP_CONFIG))
             open_clip.add_model_config(config)
     pretrained = str(Path(weights_path).resolve()) if weights_path is not None else None
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), random_init_without_notice():
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained

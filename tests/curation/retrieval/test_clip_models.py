@@ -36,6 +36,20 @@ def test_tiny_random_init_is_reproducible_and_named_by_its_seed() -> None:
     assert _same_weights(first.model, again.model)
 
 
+def test_a_random_init_asked_for_stays_quiet_and_others_are_not_hidden(caplog) -> None:
+    import open_clip
+
+    from training.engine.metrics import load_metric_clip
+
+    with caplog.at_level("WARNING"):
+        load_clip(TINY_CLIP, None, seed=0)
+        load_metric_clip(TINY_CLIP, None, seed=0)
+    assert not [r for r in caplog.records if "pretrained" in r.getMessage()]
+    with caplog.at_level("WARNING"):  # the filter was taken off again
+        open_clip.create_model_and_transforms(TINY_CLIP, pretrained=None)
+    assert any("No pretrained weights" in r.getMessage() for r in caplog.records)
+
+
 def test_encoders_return_unit_float32_rows() -> None:
     bundle = load_clip(TINY_CLIP, None)
     texts = encode_texts(bundle, ["a sticker of a cat", "a photo"])
