@@ -64,6 +64,28 @@ def test_a_zero_weight_is_kept(tmp_path):
     assert read_manifest(tmp_path / "m.parquet")[0].weight == 0.0
 
 
+def test_a_camera_photo_is_read_upright_as_the_platform_shows_it(tmp_path):
+    from training.engine.data.images import image_size, open_image
+
+    # 40 x 20 as stored, tagged "rotate 90 degrees clockwise to view" (EXIF orientation 6);
+    # the left half red, so the top is red once upright.
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "photo.jpg"
+    stored.save(path, exif=exif, quality=95)
+    assert image_size(path) == (20, 40)
+    upright = open_image(path)
+    assert upright.size == (20, 40)
+    red, _, blue = upright.convert("RGB").getpixel((10, 5))
+    assert red > 200 and blue < 60
+    assert open_image(path.read_bytes()).size == (20, 40)
+    with Image.open(path) as theirs:
+        assert open_image(theirs).size == (20, 40)
+        assert theirs.size == (40, 20)  # the caller's image is left as it was
+
+
 def test_dataset_yields_normalised_pixels_and_caption(toy_datasets):
     spec = toy_datasets["style"]
     dataset = ImageCaptionDataset.from_manifest(spec["manifest"], spec["sha256"], 32)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from training.engine.data.buckets import FitPlan, Size, bucket_sizes, nearest_bucket, plan_fit
 from training.engine.data.manifest import ManifestRow, read_manifest
@@ -28,13 +28,22 @@ class ImageLoadError(OSError):
     """One sample's image could not be opened; names the sample so the bad file can be found."""
 
 
+# EXIF orientations that swap width and height (rotated by 90 or 270 degrees, or transposed).
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_ORIENTATION = 0x0112
+
+
 def open_image(source: ImageSource) -> Image.Image:
+    """The image upright, as the platform's grid, features and CLIP embeddings see it: a
+    camera photo's EXIF orientation is applied (a caller's own Image is never modified)."""
     if isinstance(source, Image.Image):
         image = source
-    elif isinstance(source, bytes):
-        image = Image.open(io.BytesIO(source))
+        if image.getexif().get(_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
     else:
-        image = Image.open(source)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
     image.load()
     return image
 
@@ -131,11 +140,18 @@ def _fit(
 
 
 def image_size(source: ImageSource) -> Size:
-    """(width, height) from the file's header, without decoding the pixels."""
+    """(width, height) upright, as `open_image` returns it, from the header without decoding."""
     if isinstance(source, Image.Image):
-        return source.size
+        return _upright_size(source)
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        return image.size
+        return _upright_size(image)
+
+
+def _upright_size(image: Image.Image) -> Size:
+    width, height = image.size
+    if image.getexif().get(_ORIENTATION, 1) in _SWAPPING_ORIENTATIONS:
+        return height, width
+    return width, height
 
 
 def load_pixels(source: ImageSource, resolution: int) -> torch.Tensor:
