@@ -63,8 +63,17 @@ def load_sentence_model(device: str = "cpu") -> SentenceTransformer:
 
     ensure_torchvision_importable()
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
-    return SentenceTransformer(str(model_dir()), device=device, local_files_only=True)
+    # transformers draws a "Loading weights" bar per load: noise in a worker's log and a
+    # command's output. Put back as it was, for a caller that wants bars of its own.
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(model_dir()), device=device, local_files_only=True)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 def text_key(text: str) -> bytes:

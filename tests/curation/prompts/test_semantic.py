@@ -32,6 +32,18 @@ def planted(embedder):
     return prompts, pairs, embedder.embed(prompts)
 
 
+def test_loading_the_model_draws_no_progress_bar(capfd):
+    from transformers.utils import logging as transformers_logging
+
+    from curation.prompts.embeddings import load_sentence_model
+
+    load_sentence_model.cache_clear()  # a fresh load, as a worker's first prompt job does
+    transformers_logging.enable_progress_bar()
+    load_sentence_model("cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()  # the caller's setting, put back
+
+
 def test_embeddings_are_normalised_float32_and_row_aligned(embedder):
     texts = ["a fox in the snow", "a rocket", "a fox in the snow", "a teapot"]
     vectors = embedder.embed(texts)
