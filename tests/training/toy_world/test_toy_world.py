@@ -108,3 +108,31 @@ def test_the_base_draws_what_its_prompt_names(world):
     misread = evaluate.prompt_following(clip, wrong)
     assert misread["colour"]["high"] < misread["colour"]["chance"], misread
     assert misread["median_rank"] > reading["median_rank"], misread
+
+
+def test_the_sweep_trades_style_against_alignment_the_same_way_on_every_seed(world, tmp_path):
+    """What the five-seed sweep in docs/benchmarks.md showed on every seed, checked on two:
+    sequential fine-tuning moves style towards stickers at the cost of text alignment, Style
+    Tailoring (t_s 700) keeps more alignment and less style; neither dominates the other."""
+    from training.engine.toy_world.sweep import SweepSettings, multi_seed_summary, run_sweep
+
+    reports = {
+        seed: run_sweep(
+            world,
+            tmp_path / f"seed-{seed}",
+            SweepSettings(t_s_values=[700], train_seed=seed),
+            log=lambda _: None,
+        )
+        for seed in (0, 1)
+    }
+    summary = multi_seed_summary(reports)
+    arm = "style_tailoring t_s=700 mix=0.5"
+    assert summary["holds_on_every_seed"]["versus_sequential"][arm] == {
+        "text": "higher",
+        "style": "lower",
+    }, summary["per_seed"]
+    assert summary["dominates_on"] == 0
+    for seed in summary["per_seed"].values():
+        base, sequential = seed["points"]["prompt_engineered_base"], seed["points"]["sequential"]
+        assert sequential["style_ci"][0] > base["style_ci"][1], seed["points"]
+        assert sequential["style_pass_rate"] > base["style_pass_rate"]
