@@ -10,18 +10,6 @@ import pytest
 import training.engine  # noqa: F401
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP's
-    spinning threads made a step 10-25x slower under load (measured: 0.35 s vs 4-9 s)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.engine.tiny import save_tiny_base_model

@@ -1,7 +1,6 @@
 """Reuse the Django training fixtures (tiny base, frozen versions, run folders in tmp)."""
 
 from tests.training.django.conftest import (  # noqa: F401
-    _one_torch_thread,
     models_dir,
     tiny_base,
     training_dirs,

@@ -12,7 +12,6 @@ import pytest
 from curation.models import Dataset, DatasetVersion, Image, Prompt, PromptSet, Source
 from curation.services.storage import store_bytes
 from curation.services.versions import add_items, create_draft_version, freeze_version
-from tests.training.django.conftest import _one_torch_thread  # noqa: F401  (fixture)
 from training.models import RetrainRound
 
 # Two prompts of the sticker set and two outside it, two seeds: the smallest plane that has

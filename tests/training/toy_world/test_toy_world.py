@@ -17,16 +17,6 @@ from training.engine.toy_world.build import load_toy_world
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def world(toy_world_small: dict) -> dict:
     return toy_world_small

@@ -13,7 +13,6 @@ from curation.models import Dataset, DatasetVersion, Image, Source
 from curation.services.storage import store_bytes
 from curation.services.versions import add_items, create_draft_version, freeze_version
 from tests.training.django.conftest import (  # noqa: F401  (fixtures)
-    _one_torch_thread,
     models_dir,
     prompt_set,
     tiny_base,
