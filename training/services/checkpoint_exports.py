@@ -6,7 +6,8 @@
 - `kohya`: `lora_kohya.safetensors` with the `lora_unet_…` keys A1111 and ComfyUI read.
 
 An export is a pure function of the checkpoint (immutable once recorded), the format and the
-weights (EMA or raw), so asking again for one that finished and is still stored reuses it;
+weights (EMA or raw) and the base folder it reads, so asking again for one that finished from
+the same base folder and is still stored reuses it;
 `replace=True` writes it again (the folder and the zip are replaced, not duplicated). What cannot
 be exported is refused before a job is queued, with the reason: a base model, an adapter the
 format cannot hold, a checkpoint or base folder that moved or was deleted. A refusal found only
@@ -118,7 +119,7 @@ def request_export(
     """Queue an export of `checkpoint` on the gpu queue, unless the same one is running or
     finished (then that job is returned, outcome "running" or "reused"; `replace` queues a new
     one over a finished export). Refusals raise CheckpointExportRefused."""
-    check_checkpoint_exportable(checkpoint, fmt, base_model=base_model)
+    plan = check_checkpoint_exportable(checkpoint, fmt, base_model=base_model)
     # Without EMA weights the two variants hold the same tensors: one export serves both.
     use_ema = use_ema or not has_ema(checkpoint)
     running = selectors.active_export(checkpoint, fmt, use_ema)
@@ -126,7 +127,9 @@ def request_export(
         return ExportRequest(running, "running")
     if not replace:
         done = selectors.finished_export(checkpoint, fmt, use_ema)
-        if done is not None:
+        # An export made from another base folder (the base moved, or the lead points at a
+        # different copy) is not this one: a full checkpoint's folder copies the base's parts.
+        if done is not None and (done.result or {}).get("base_model") == plan["base_model"]:
             return ExportRequest(done, "reused")
     params = {"checkpoint_id": checkpoint.pk, "format": fmt, "use_ema": use_ema}
     if base_model:

@@ -42,6 +42,18 @@ def _explain(sql: str) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def _page_queries(client, run, **params) -> tuple[list, list[str]]:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(reverse("curation-review", args=[run.pk]), params)
+    assert response.status_code == 200, response.content[:500]
+    sql = [
+        q["sql"]
+        for q in ctx.captured_queries
+        if q["sql"].startswith('SELECT "curation_recipescore"')
+    ]
+    return response.context["tiles"], sql
+
+
 @pytest.mark.parametrize(
     ("order", "index", "direction"),
     [("ranked", "score_rank", "<"), ("uncertain", "score_review_next", ">")],
@@ -55,25 +67,67 @@ def test_a_deep_page_seeks_the_index_instead_of_walking_the_run(
     key = f"-{field}" if order == "ranked" else field
     middle = run.scores.order_by(key, "pk")[10]
     client.force_login(data_lead)
-    with CaptureQueriesContext(connection) as ctx:
-        response = client.get(
-            reverse("curation-review", args=[run.pk]),
-            {"order": order, cursor_param: f"{getattr(middle, field)!r}_{middle.pk}"},
-        )
-    assert response.status_code == 200 and response.context["tiles"]
-    (page_sql,) = [
-        q["sql"]
-        for q in ctx.captured_queries
-        if q["sql"].startswith('SELECT "curation_recipescore"')
-    ]
-    plan = _explain(page_sql)
+    tiles, queries = _page_queries(
+        client, run, order=order, **{cursor_param: f"{getattr(middle, field)!r}_{middle.pk}"}
+    )
+    assert tiles
+    # The cursor's tie group, then (the page not being full) the values past it: two seeks.
+    tie_sql, past_sql = queries
+    tie_plan, past_plan = _explain(tie_sql), _explain(past_sql)
     if cursor_param == "before":
         direction = ">" if direction == "<" else "<"
+    id_direction = ">" if cursor_param == "after" else "<"
     if connection.vendor == "sqlite":
         # `(run_id=? AND score<?)`: a range seek; `(run_id=?)` alone walks the run from the top.
-        assert f"USING INDEX {index} (run_id=? AND {field}{direction}?)" in plan, plan
+        assert f"USING INDEX {index} (run_id=? AND {field}=? AND id{id_direction}?)" in tie_plan
+        assert f"USING INDEX {index} (run_id=? AND {field}{direction}?)" in past_plan, past_plan
     else:
-        assert f"Index Cond: ((run_id = {run.pk}) AND ({field} {direction}=" in plan, plan
+        # On 20 rows PostgreSQL may seek the primary key to `id > pk` and filter the rest
+        # instead of seeking (run, score, id): either way it seeks, it never walks the run.
+        assert (
+            f"({field} = " in tie_plan and "Index Cond: ((run_id = " in tie_plan
+        ) or f"Index Cond: (id {id_direction} {middle.pk})" in tie_plan, tie_plan
+        assert f"Index Cond: ((run_id = {run.pk}) AND ({field} {direction} " in past_plan, past_plan
+
+
+def test_pages_walk_a_run_whose_scores_all_tie_forward_and_back_without_loss(
+    client, pool, data_lead, monkeypatch
+):
+    """A label model scores by vote pattern, so whole groups of images share one score: paging
+    through ties seeks by id inside the group and shows every image exactly once, in order."""
+    from curation.views import review
+
+    monkeypatch.setattr(review, "PAGE_SIZE", 3)
+    run = run_recipe_job(start_recipe_run(ensure_heuristics_recipe(), run_async=False))
+    # Two tie groups of 10 (the stickers and the photos), as a two-pattern vote would give.
+    stickers = {i.pk for i in pool["stickers"]}
+    for score in run.scores.all():
+        RecipeScore.objects.filter(pk=score.pk).update(
+            score=0.75 if score.image_id in stickers else 0.25
+        )
+    expected = list(run.scores.order_by("-score", "pk").values_list("pk", flat=True))
+    client.force_login(data_lead)
+
+    seen, pages, params = [], [], {}
+    while True:
+        tiles, _ = _page_queries(client, run, **params)
+        pages.append([t["score"].pk for t in tiles])
+        seen += pages[-1]
+        last = tiles[-1]["score"]
+        if len(seen) >= len(expected):
+            break
+        params = {"after": f"{last.score!r}_{last.pk}"}
+    assert seen == expected  # every image once, across the boundary between the two groups
+    assert len(pages) == 7 and [len(p) for p in pages] == [3] * 6 + [2]
+
+    back = []
+    first = run.scores.get(pk=pages[-1][0])
+    params = {"before": f"{first.score!r}_{first.pk}"}
+    for _ in range(6):
+        tiles, _ = _page_queries(client, run, **params)
+        back = [t["score"].pk for t in tiles] + back
+        params = {"before": f"{tiles[0]['score'].score!r}_{tiles[0]['score'].pk}"}
+    assert back == expected[:18]
 
 
 @pytest.fixture

@@ -209,6 +209,24 @@ def test_exporting_again_reuses_the_finished_export_unless_replace_is_asked(
     assert page.content.decode().count('class="checkpoint-export"') == 1
     assert f"job #{second.pk}" in page.content.decode()
 
+    # The same export from another copy of the base folder is not reused: it is made from it.
+    import shutil
+
+    shutil.copytree(tiny_base.path, tmp_path / "base-elsewhere")
+    options = {"apply": "1", "format": "kohya", "weights": "ema"}
+    elsewhere = str(tmp_path / "base-elsewhere")
+    _, said = _act(
+        client, "export_with_options", [checkpoint], capture, **options, base_model=elsewhere
+    )
+    assert "queued on gpu" in said[0], said
+    [third] = _run_exports()
+    assert third.status == Job.Status.SUCCEEDED and third.result["base_model"] == elsewhere
+    # ... and asking for that one again reuses it.
+    _, said = _act(
+        client, "export_with_options", [checkpoint], capture, **options, base_model=elsewhere
+    )
+    assert "reusing it" in said[0], said
+
     # Raw weights are another export, not the EMA one again.
     response = client.post(
         reverse("admin:training_checkpoint_export", args=[checkpoint.pk]),
