@@ -352,6 +352,7 @@ def test_data_lead_exports_from_the_checkpoint_list_in_the_browser(
 
     # The job runs here while the page is open: Django's ORM inside Playwright's sync loop.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setattr("training.admin_exports.REFRESH_SECONDS", 1)
     checkpoint = _train(tiny_base, versions["domain"], data_lead)
     with chromium_page(live_server.url) as page:
         page.goto("/admin/login/")
@@ -365,6 +366,19 @@ def test_data_lead_exports_from_the_checkpoint_list_in_the_browser(
         page.wait_for_url(f"**/checkpoint/{checkpoint.pk}/change/")
         assert "queued on gpu" in page.locator(".messagelist").inner_text()
         assert page.locator('tr.checkpoint-export-job[data-status="queued"]').count() == 1
+
+        # While the export runs the page reloads itself to follow it ...
+        with page.expect_navigation(timeout=30_000):
+            pass
+        assert page.locator("#export-refresh-note").count() == 1
+        # ... but not over what the lead is typing: the edit stays, the note says why.
+        page.fill("#id_name", "renamed while it exports")
+        page.evaluate("window.__not_reloaded = true")
+        page.wait_for_timeout(4_000)  # four refresh periods
+        assert page.evaluate("window.__not_reloaded === true")
+        assert page.input_value("#id_name") == "renamed while it exports"
+        assert page.locator('#export-refresh-note[data-held="true"]').count() == 1
+        assert "unsaved changes" in page.locator("#export-refresh-note").inner_text()
 
         [job] = _run_exports()
         assert job.status == Job.Status.SUCCEEDED, job.error
