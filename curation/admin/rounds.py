@@ -187,7 +187,7 @@ class AnnotationRoundAdmin(PlatformAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from curation.services.rounds import create_round
+        from curation.services.rounds.create import create_round
 
         data = form.cleaned_data
         round_ = create_round(
@@ -237,7 +237,7 @@ class AnnotationRoundAdmin(PlatformAdmin):
         description="Archive (hide from lists; nothing is deleted)", permissions=["start"]
     )
     def archive(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from curation.services.rounds import set_archived
+        from curation.services.rounds.archive import set_archived
 
         for round_ in queryset:
             set_archived(round_, True)
@@ -245,7 +245,7 @@ class AnnotationRoundAdmin(PlatformAdmin):
 
     @admin.action(description="Unarchive", permissions=["start"])
     def unarchive(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from curation.services.rounds import set_archived
+        from curation.services.rounds.archive import set_archived
 
         for round_ in queryset:
             set_archived(round_, False)

@@ -27,8 +27,9 @@ from curation.models import (
 )
 from curation.selectors.rounds import sees_round_internals, visible_rounds
 from curation.services import jobs as job_services
-from curation.services import rounds as round_services
 from curation.services.quarantine import quarantine_images, release_images
+from curation.services.rounds.archive import set_archived
+from curation.services.rounds.create import create_round
 from curation.services.schedules import save_schedule
 
 
@@ -151,9 +152,7 @@ class AnnotationRoundViewSet(NeverDeleted, viewsets.ModelViewSet):
         data = dict(serializer.validated_data)
         members = data.pop("members", None)
         try:
-            serializer.instance = round_services.create_round(
-                **data, members=members, user=self.request.user
-            )
+            serializer.instance = create_round(**data, members=members, user=self.request.user)
         except ValueError as exc:
             raise serializers.ValidationError({"detail": str(exc)}) from exc
 
@@ -170,13 +169,13 @@ class AnnotationRoundViewSet(NeverDeleted, viewsets.ModelViewSet):
     @extend_schema(request=None, responses=s.AnnotationRoundSerializer)
     @action(detail=True, methods=["post"])
     def archive(self, request: Request, pk: str | None = None) -> Response:
-        round_ = round_services.set_archived(self.get_object(), True)
+        round_ = set_archived(self.get_object(), True)
         return Response(s.AnnotationRoundSerializer(round_).data)
 
     @extend_schema(request=None, responses=s.AnnotationRoundSerializer)
     @action(detail=True, methods=["post"])
     def unarchive(self, request: Request, pk: str | None = None) -> Response:
-        round_ = round_services.set_archived(self.get_object(), False)
+        round_ = set_archived(self.get_object(), False)
         return Response(s.AnnotationRoundSerializer(round_).data)
 
 

@@ -25,7 +25,8 @@ from curation.models import AnnotationRound, DatasetVersion, Image, LabelTask
 from curation.services.aggregation import compute_round_quality
 from curation.services.annotators import annotator_client, labelstudio_client, sync_annotators
 from curation.services.curation import curate_round
-from curation.services.rounds import create_round, push_round
+from curation.services.rounds.create import create_round
+from curation.services.rounds.push import push_round
 from curation.services.sync import reconcile_round
 
 Kind = AnnotationRound.Kind

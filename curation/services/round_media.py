@@ -19,7 +19,7 @@ from curation.media import round_url
 from curation.models import AnnotationRound
 from curation.services.annotators import labelstudio_client
 from curation.services.jobs import enqueue_job
-from curation.services.rounds import task_payload
+from curation.services.rounds.push import task_payload
 
 OPEN_STATES = (AnnotationRound.State.PUSHED, AnnotationRound.State.ANNOTATING)
 

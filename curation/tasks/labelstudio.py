@@ -12,7 +12,7 @@ from curation.services.jobs import JobContext, Param, job_handler
 @job_handler("labelstudio.push")
 def push_job(ctx: JobContext) -> dict:
     from curation.services.annotators import sync_annotators
-    from curation.services.rounds import push_round
+    from curation.services.rounds.push import push_round
 
     round_ = AnnotationRound.objects.get(pk=ctx.params["round_id"])
     ctx.progress(0, 2, "syncing annotator accounts")

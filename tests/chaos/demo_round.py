@@ -117,7 +117,7 @@ def run(status: Path) -> dict[str, Any]:
         start_recipe_run,
     )
     from curation.services.review import freeze_domain_version
-    from curation.services.rounds import create_round
+    from curation.services.rounds.create import create_round
     from training.models import Checkpoint, RetrainRound, RoundStep
     from training.services.checkpoints import ensure_tiny_base_checkpoint
     from training.services.demo_training import DEMO_SAMPLER

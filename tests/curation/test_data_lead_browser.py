@@ -18,7 +18,7 @@ from django.urls import reverse
 from curation.models import Annotation, AnnotationRound, Dataset, Job
 from curation.services import jobs as job_services
 from curation.services.jobs import enqueue_job, execute_job
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from curation.services.versions import add_items, create_draft_version, freeze_version
 from tests.browser import ARTIFACTS, chromium_page, screenshot
 from tests.curation.rounds.conftest import make_image

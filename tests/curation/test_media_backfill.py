@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 
 from curation.media import round_url
 from curation.models import AnnotationRound, Image, Job
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from curation.services.storage import read_bytes, store_bytes
 from tests.curation.ingestion.test_metadata import _metadata_left, _with_metadata
 

@@ -92,7 +92,7 @@ class StyleRoundFeedback:
 
     def _create_round(self, name: str, iteration: int, generations: Sequence[Any]) -> Any:
         from curation.services.jobs import enqueue_job
-        from curation.services.rounds import create_round
+        from curation.services.rounds.create import create_round
 
         images = []
         for generation in generations:

@@ -244,7 +244,7 @@ def execute_generation_batch(batch: GenerationBatch, ctx: JobContext) -> dict[st
 
 def create_auto_rounds(batch: GenerationBatch, ctx: JobContext | None = None) -> dict[str, int]:
     """The rounds `auto_round_kinds` asks for, each created once per batch and kind."""
-    from curation.services import rounds as round_services
+    from curation.services.rounds.create import create_round
 
     made: dict[str, int] = {}
     user = batch.job.created_by if batch.job_id and batch.job else None
@@ -253,7 +253,7 @@ def create_auto_rounds(batch: GenerationBatch, ctx: JobContext | None = None) ->
         if existing is not None:
             made[kind] = existing.pk
             continue
-        round_ = round_services.create_round(
+        round_ = create_round(
             name=f"{batch.name} — {kind}"[:160], kind=kind, generation_batch=batch, user=user
         )
         made[kind] = round_.pk

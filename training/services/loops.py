@@ -218,7 +218,8 @@ def _generate(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
 def _push_rounds(round_: RetrainRound, ctx: JobContext) -> dict[str, Any]:
     """Alignment and style rounds on the new generations, and pairwise A/B rounds of the new
     checkpoint against the previous one and the prompt-engineered base on the eval prompts."""
-    from curation.services.rounds import create_pairwise_round, create_round, push_round
+    from curation.services.rounds.create import create_pairwise_round, create_round
+    from curation.services.rounds.push import push_round
 
     created = {r.name: r for r in round_.rating_rounds()}
     planned = []

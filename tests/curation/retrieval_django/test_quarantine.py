@@ -23,7 +23,7 @@ from curation.services.indexes import build_vector_index
 from curation.services.quarantine import quarantine_images, release_images
 from curation.services.recipes import ensure_heuristics_recipe, run_recipe_job, start_recipe_run
 from curation.services.review import freeze_domain_version
-from curation.services.rounds import task_payload
+from curation.services.rounds.push import task_payload
 from curation.services.version_images import add_images_to_version
 from curation.services.versions import create_draft_version, freeze_version
 from training.services.manifests import StorageResolver

@@ -17,7 +17,8 @@ from curation.models import Annotation, AnnotatorRoundStats, GoldItem, Image, Jo
 from curation.services.aggregation import compute_round_quality
 from curation.services.annotators import issue_password, labelstudio_client, sync_annotators
 from curation.services.jobs import execute_job, load_handlers
-from curation.services.rounds import create_pairwise_round, create_round, push_round
+from curation.services.rounds.create import create_pairwise_round, create_round
+from curation.services.rounds.push import push_round
 from curation.services.storage import store_bytes
 from curation.services.sync import reconcile_round
 from tests.browser import chromium_page, chromium_pages, screenshot

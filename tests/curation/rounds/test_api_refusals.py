@@ -15,7 +15,7 @@ from curation.models import (
     Source,
 )
 from curation.roles import ROLES
-from curation.services.rounds import create_pairwise_round, create_round
+from curation.services.rounds.create import create_pairwise_round, create_round
 from curation.services.versions import add_items, create_draft_version, freeze_version
 from tests.conftest import _make_user
 from training.models import GenerationBatch

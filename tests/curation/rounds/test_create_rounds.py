@@ -6,11 +6,8 @@ import pytest
 
 from curation.models import AnnotationRound, GoldItem, LabelTask
 from curation.services.gold import validate_gold
-from curation.services.rounds import (
-    create_pairwise_round,
-    create_round,
-    task_payload,
-)
+from curation.services.rounds.create import create_pairwise_round, create_round
+from curation.services.rounds.push import task_payload
 
 from .conftest import make_image
 

@@ -15,7 +15,7 @@ from curation.labelstudio import results
 from curation.models import AnnotationRound, AnnotatorAccount, DatasetVersion, Job
 from curation.services import jobs as svc
 from curation.services.annotation_store import apply_pull
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from tests.curation.rounds.test_store_and_snapshot import T0, _read
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ import pytest
 
 from curation.models import AnnotationRound
 from curation.services.demo_judges import ToySignalCache, task_shown, toy_result
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from training.engine.toy_world.judge import ToySignals
 
 Kind = AnnotationRound.Kind

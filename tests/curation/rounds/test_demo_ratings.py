@@ -7,7 +7,7 @@ import pytest
 
 from curation.models import AnnotationRound
 from curation.services.demo_rounds import pseudo_result, task_images
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 
 Kind = AnnotationRound.Kind
 

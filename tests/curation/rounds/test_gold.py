@@ -9,7 +9,7 @@ from django.urls import reverse
 from curation.models import Annotation, AnnotationRound, AnnotatorAccount, GoldItem, Judgement
 from curation.services.aggregation import compute_round_quality
 from curation.services.gold import add_gold_from_round, wilson_interval
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 
 from .conftest import make_image
 

@@ -9,7 +9,8 @@ from curation.models import AnnotationRound, Job
 from curation.services.curation import close_round
 from curation.services.jobs import execute_job
 from curation.services.round_media import refresh_media_links
-from curation.services.rounds import create_round, push_round, task_payload
+from curation.services.rounds.create import create_round
+from curation.services.rounds.push import push_round, task_payload
 from tests.curation.rounds.conftest import make_image
 
 

@@ -21,7 +21,7 @@ from curation.models import (
 from curation.services.aggregation import compute_round_quality
 from curation.services.agreement import Vote, agreement
 from curation.services.curation import curate_round
-from curation.services.rounds import create_pairwise_round, create_round
+from curation.services.rounds.create import create_pairwise_round, create_round
 from curation.services.storage import read_bytes
 
 from .conftest import make_image

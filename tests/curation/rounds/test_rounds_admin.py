@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from curation.models import Annotation, AnnotatorAccount, GoldItem, Job, Schedule
 from curation.services.aggregation import compute_round_quality
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from curation.services.sync import ensure_default_schedules
 
 from .conftest import make_image

@@ -18,12 +18,8 @@ from curation.services.aggregation import compute_round_quality
 from curation.services.annotators import annotator_client, sync_annotators
 from curation.services.curation import curate_round
 from curation.services.jobs import enqueue_job, execute_job
-from curation.services.rounds import (
-    create_pairwise_round,
-    create_round,
-    push_round,
-    webhook_url,
-)
+from curation.services.rounds.create import create_pairwise_round, create_round
+from curation.services.rounds.push import push_round, webhook_url
 from curation.services.sync import reconcile_round
 
 from .conftest import make_image

@@ -13,7 +13,7 @@ from curation.labelstudio.pull import Pull, TaskRead
 from curation.models import Annotation, AnnotationRound, AnnotatorAccount
 from curation.services.annotation_store import apply_pull, current_from_history
 from curation.services.curation import close_round, curate_round
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from curation.services.storage import read_bytes
 
 pytestmark = pytest.mark.django_db

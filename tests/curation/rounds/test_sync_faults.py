@@ -21,7 +21,8 @@ from curation.services.annotation_store import current_from_history
 from curation.services.annotators import annotator_client, sync_annotators
 from curation.services.curation import close_round, curate_round
 from curation.services.jobs import execute_job
-from curation.services.rounds import create_round, push_round
+from curation.services.rounds.create import create_round
+from curation.services.rounds.push import push_round
 from curation.services.storage import read_bytes
 
 from .chaos import ChaosRelay

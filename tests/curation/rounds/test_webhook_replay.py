@@ -9,7 +9,7 @@ import pytest
 
 from curation.models import Annotation, AnnotationRound, Job, LabelTask, WebhookEvent
 from curation.services.jobs import enqueue_job, execute_job
-from curation.services.rounds import create_round
+from curation.services.rounds.create import create_round
 from curation.services.sync import replay_pending_events
 
 from .conftest import make_image
