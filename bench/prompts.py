@@ -100,7 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="2,000 prompts instead of 15,000")
-    size.add_argument("--full", action="store_true", help="100,000 prompts (~7.5 min on 2 idle cores)")
+    size.add_argument(
+        "--full", action="store_true", help="100,000 prompts (~7.5 min on 2 idle cores)"
+    )
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--batch-size", type=int, default=128)
