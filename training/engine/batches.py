@@ -309,10 +309,18 @@ class BatchSource:
             self._encode(pending[start:stop])
 
     def _encode(self, pending: list[Sample]) -> None:
-        pixels = torch.stack([s.pixels for s in pending])  # type: ignore[misc]
-        encoded = encode_latent_parameters(
-            self.vae, pixels.to(self.device, self.weight_dtype)
-        ).float()
+        pixels = torch.stack([s.pixels for s in pending]).to(self.device, self.weight_dtype)  # type: ignore[misc]
+        if self.latent_cache is None:
+            encoded = encode_latent_parameters(self.vae, pixels).float()
+        else:
+            # A cached latent must be a function of its image alone: a VAE's output moves in
+            # its last bits with the batch it is encoded in, and which images of a micro-batch
+            # are cached depends on history (a run killed while writing a batch's files, a
+            # resumed one), so batched encoding made a resumed run differ from an
+            # uninterrupted one. Each image is encoded once per cache, so this costs little.
+            encoded = torch.cat(
+                [encode_latent_parameters(self.vae, one[None]) for one in pixels]
+            ).float()
         for sample, tensor in zip(pending, encoded, strict=True):
             sample.parameters = tensor
             if sample.mask is not None:

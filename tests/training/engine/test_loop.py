@@ -130,6 +130,37 @@ def test_latent_cache_is_filled_then_reused_with_the_same_training(make_config, 
     assert second.losses == pytest.approx(first.losses, rel=1e-4)
 
 
+def test_a_partly_filled_latent_cache_trains_the_same_weights_as_an_empty_or_full_one(
+    make_config, tmp_path
+):
+    """What a run killed while writing a batch's latents leaves behind (some of its images
+    cached, some not) must not change what the resumed run trains."""
+    cache = tmp_path / "latents"
+
+    def weights(name: str) -> dict[str, torch.Tensor]:
+        result = run_training(
+            make_config(output_dir=str(tmp_path / name), steps=3, latent_cache_dir=str(cache))
+        )
+        folder = Path(result.checkpoint_path) / "adapter"
+        return {
+            f"{f.name}:{k}": v
+            for f in folder.glob("*.safetensors")
+            for k, v in load_file(f).items()
+        }
+
+    empty = weights("empty")
+    full = weights("full")
+    files = sorted(cache.rglob("*.safetensors"))
+    for stale in files[::3]:  # a torn batch: every third image's latent gone
+        stale.unlink()
+    partial = weights("partial")
+    assert empty.keys() == full.keys() == partial.keys()
+    assert all(torch.equal(empty[k], full[k]) for k in empty)
+    assert all(torch.equal(empty[k], partial[k]) for k in empty), [
+        k for k in empty if not torch.equal(empty[k], partial[k])
+    ][:3]
+
+
 def test_checkpoint_loads_for_inference_with_trained_weights(make_config):
     result = run_training(
         make_config(adapter="lora", steps=2, learning_rate=1e-2, use_ema=True, ema_decay=0.5)
