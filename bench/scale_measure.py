@@ -43,20 +43,9 @@ def _reference_page(recipe: Any, client: Any) -> Any:
     """The first grid page of a 100-row run in the same database: the same template, tiles and
     queries as any page, at a size that does not change; it measures how fast the machine is
     right now, so sizes measured minutes apart under different loads can be compared."""
-    from django.db import connection
     from django.urls import reverse
 
-    from curation.models import RecipeRun, RecipeScore
-
-    run = RecipeRun.objects.create(recipe=recipe, config={"lfs": []}, stats={"status": "done"})
-    table = connection.ops.quote_name(RecipeScore._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (run_id, image_id, score, probability, certainty, weak_label,"
-            " lf_votes, decision) SELECT %s, id, 0.5, 0.5, 0.5, 1, '{}', 'unreviewed'"
-            " FROM curation_image ORDER BY id LIMIT 100",
-            [run.pk],
-        )
+    run = scores_by_sql(recipe, score="0.5", limit=100)
     url = reverse("curation-review", args=[run.pk])
 
     def page() -> None:
@@ -127,17 +116,7 @@ def run_size(n: int, var_dir: Path) -> dict[str, Any]:
         seconds, run = _timed(lambda: run_recipe_job(start_recipe_run(recipe, run_async=False)))
         figures["recipe_run_s"] = round(seconds, 3)
 
-    deep = int(n * 0.9)
-    row = RecipeScore.objects.filter(run=run).order_by("-score", "pk").values("score", "pk")[deep]
-    url = reverse("curation-review", args=[run.pk]) + f"?after={row['score']!r}_{row['pk']}"
-
-    def review_page() -> None:
-        response = client.get(url)
-        assert response.status_code == 200 and b'class="tile"' in response.content, url
-
-    seconds, reference_s = _best_of_pair(review_page, reference)
-    figures["review_page_s"] = round(seconds, 4)
-    figures["page_reference_s"] = round(reference_s, 4)
+    _time_deep_review_page(figures, run, client, reference)
 
     # Freeze every scored image from the grid, with text captions from the run's queries.
     RecipeScore.objects.filter(run=run).update(decision=RecipeScore.Decision.ACCEPTED)
@@ -233,17 +212,22 @@ def _pages_only(
     For sizes where the jobs would take hours on shared cores: the pages' cost does not depend
     on how the scores were made, only on how many rows the run has."""
     from django.db import connection
+
+    _time_deep_review_page(figures, scores_by_sql(recipe), client, reference)
+    figures["database"] = connection.vendor
+    figures["pages_only"] = True
+    return figures
+
+
+def _time_deep_review_page(figures: dict[str, Any], run: Any, client: Any, reference: Any) -> None:
+    """review_page_s: the grid page 90 % deep into `run` (keyset cursor), best of 5, alternating
+    with the reference page (page_reference_s)."""
     from django.urls import reverse
 
     from curation.models import RecipeScore
 
-    run = scores_by_sql(recipe)
-    n = figures["images"]
-    row = (
-        RecipeScore.objects.filter(run=run)
-        .order_by("-score", "pk")
-        .values("score", "pk")[int(n * 0.9)]
-    )
+    deep = int(figures["images"] * 0.9)
+    row = RecipeScore.objects.filter(run=run).order_by("-score", "pk").values("score", "pk")[deep]
     url = reverse("curation-review", args=[run.pk]) + f"?after={row['score']!r}_{row['pk']}"
 
     def review_page() -> None:
@@ -253,6 +237,3 @@ def _pages_only(
     seconds, reference_s = _best_of_pair(review_page, reference)
     figures["review_page_s"] = round(seconds, 4)
     figures["page_reference_s"] = round(reference_s, 4)
-    figures["database"] = connection.vendor
-    figures["pages_only"] = True
-    return figures

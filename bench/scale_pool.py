@@ -161,10 +161,13 @@ def build_pool(n: int, var_dir: Path) -> dict[str, Any]:
     }
 
 
-def scores_by_sql(recipe: Any) -> Any:
-    """A finished run with one score per image, inserted by one SQL statement (no recipe run):
-    for sizes where the jobs would take hours on shared cores. Pages and freezes cost what the
-    run's row count makes them cost, not what made the scores."""
+def scores_by_sql(
+    recipe: Any, score: str = "((id * 7919) %% 100003) / 100003.0", limit: int | None = None
+) -> Any:
+    """A finished run with one score per image (the first `limit` images by id, or all), the
+    scores computed by the SQL expression `score` of the image id, inserted by one statement
+    (no recipe run): for sizes where the jobs would take hours on shared cores. Pages and
+    freezes cost what the run's row count makes them cost, not what made the scores."""
     from django.db import connection
 
     from curation.models import RecipeRun, RecipeScore
@@ -175,8 +178,8 @@ def scores_by_sql(recipe: Any) -> Any:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (run_id, image_id, score, probability, certainty, weak_label,"
-            " lf_votes, decision) SELECT %s, id, ((id * 7919) %% 100003) / 100003.0, 0.5, 0.5,"
-            " 1, '{}', 'unreviewed' FROM curation_image",
+            f" lf_votes, decision) SELECT %s, id, {score}, 0.5, 0.5, 1, '{{}}', 'unreviewed'"
+            " FROM curation_image" + (f" ORDER BY id LIMIT {int(limit)}" if limit else ""),
             [run.pk],
         )
     refresh_statistics(RecipeScore)  # as a recipe run does after writing its scores

@@ -40,11 +40,11 @@ def open_image(source: ImageSource) -> Image.Image:
         image = source
         if image.getexif().get(_ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image)
-    else:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)
+        return image
+    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     image.load()
+    ImageOps.exif_transpose(image, in_place=True)
     return image
 
 
