@@ -70,11 +70,11 @@ def run_size(n: int, var_dir: Path) -> dict[str, Any]:
     from django.test import Client
     from django.urls import reverse
 
-    from curation.models import Dataset, RecipeScore, VectorIndex
+    from curation.models import Dataset, VectorIndex
     from curation.services.embeddings import bundle_for
     from curation.services.exports import export_version
     from curation.services.recipes import ensure_heuristics_recipe, run_recipe_job, start_recipe_run
-    from curation.services.review import freeze_domain_version
+    from curation.services.review import accept_above, freeze_domain_version
     from curation.services.versions import MANIFEST_SCHEMA, create_draft_version, freeze_version
 
     figures: dict[str, Any] = {"images": n}
@@ -119,7 +119,7 @@ def run_size(n: int, var_dir: Path) -> dict[str, Any]:
     _time_deep_review_page(figures, run, client, reference)
 
     # Freeze every scored image from the grid, with text captions from the run's queries.
-    RecipeScore.objects.filter(run=run).update(decision=RecipeScore.Decision.ACCEPTED)
+    accept_above(run, 0.0)  # as the grid's "accept above" does
     run.index = space_index
     run.config = {**run.config, "text_queries": [{"text": "a sticker"}, {"text": "a photo"}]}
     run.save(update_fields=["index", "config"])

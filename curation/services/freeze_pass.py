@@ -81,7 +81,9 @@ def fill_and_freeze(
     picks: list[tuple[np.ndarray, np.ndarray]] = []
     rows = 0
     with ManifestWriter() as manifest:
-        for batch in stream_batches(f"{select} ORDER BY 2", params, STREAM_TYPE):
+        for batch in stream_batches(
+            f"{select} ORDER BY 2", params, STREAM_TYPE, writes_between=copy
+        ):
             batch, pick = _with_text_captions(batch, captions)
             picks.append(pick)
             manifest.put(batch)  # written on the worker thread while this one writes the rows

@@ -28,9 +28,11 @@ from curation.models import Dataset, DatasetItem, DatasetVersion, Image, RecipeR
 from curation.models.images import usable_q
 from curation.services.freeze_pass import TextCaptions, fill_and_freeze
 from curation.services.manifests import manifest_columns
+from curation.services.planner import refresh_statistics
 from curation.services.versions import create_draft_version
 
 Decision = RecipeScore.Decision
+BULK_DECISIONS = 10_000
 
 
 def set_decision(
@@ -57,9 +59,14 @@ def accept_above(run: RecipeRun, threshold: float) -> int:
 
     Not recorded as the recipe's decisions: it would teach the recipe its own guesses.
     """
-    return RecipeScore.objects.filter(
+    changed = RecipeScore.objects.filter(
         run=run, score__gte=float(threshold), decision=Decision.UNREVIEWED
     ).update(decision=Decision.ACCEPTED)
+    if changed > BULK_DECISIONS:
+        # The freeze that follows joins the accepted scores to their images: planned on
+        # statistics from before this update, a million accepted rows look like none.
+        refresh_statistics(RecipeScore)
+    return changed
 
 
 def _text_captions(run: RecipeRun) -> TextCaptions | None:

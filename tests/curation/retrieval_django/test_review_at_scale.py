@@ -231,7 +231,7 @@ def test_parent_rows_keep_their_exact_caption_and_weight(pool):
     COPY): quotes, commas, new lines and a weight that is not a float32 come back unchanged."""
     dataset = Dataset.objects.create(name="domain", kind=Dataset.Kind.DOMAIN)
     first = create_draft_version(dataset, reason="by hand")
-    odd = 'a "quoted", comma\nnew line'
+    odd = 'a "quoted", comma\nnew line\r\n🙂 \\N'
     add_items(first, [{"image": pool["photos"][0], "caption": odd, "weight": 0.1234567891234}])
     add_items(first, [{"image": pool["photos"][1], "caption": "", "label": "", "weight": 2.5}])
     first = freeze_version(first, reason="by hand")
