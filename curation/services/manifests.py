@@ -122,8 +122,9 @@ def _copied_batches(
     """PostgreSQL: the rows of `select` through COPY's CSV, as Arrow batches of any size."""
     names = [field.name for field in row_type]
     with connection.cursor() as cursor:
-        # Sorting and hashing a million rows of text in memory, not in temporary files; LOCAL
-        # to the caller's transaction (the freeze's), else to this statement's own.
+        # Sorting and hashing a million rows of text in memory, not in temporary files. LOCAL:
+        # it ends with the caller's transaction (every caller, `freeze_version`, holds one;
+        # outside a transaction PostgreSQL ignores it with a warning and the sort may spill).
         cursor.execute("SET LOCAL work_mem = '256MB'")
         with cursor.cursor.copy(f"COPY ({select}) TO STDOUT (FORMAT csv)", params) as copy:
             source = _CopyStream(iter(copy))
@@ -188,12 +189,15 @@ def _exact_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch
     for batch in batches:
         held.append(batch)
         count += batch.num_rows
-        while count >= MANIFEST_BATCH_ROWS:
-            table = pa.Table.from_batches(held)
-            yield table.slice(0, MANIFEST_BATCH_ROWS).combine_chunks().to_batches()[0]
-            rest = table.slice(MANIFEST_BATCH_ROWS).combine_chunks()
-            held = rest.to_batches() if rest.num_rows else []
-            count = rest.num_rows
+        if count < MANIFEST_BATCH_ROWS:
+            continue
+        # One copy of what is held; the full batches are zero-copy slices of it.
+        table = pa.Table.from_batches(held).combine_chunks()
+        full = count - count % MANIFEST_BATCH_ROWS
+        for start in range(0, full, MANIFEST_BATCH_ROWS):
+            yield table.slice(start, MANIFEST_BATCH_ROWS).to_batches()[0]
+        rest = table.slice(full)
+        held, count = rest.to_batches(), rest.num_rows
     if count:
         yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
 
